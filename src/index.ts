@@ -1,0 +1,3 @@
+export * from './errors.ts'
+export type * from './types.ts'
+export { VERSION } from './version.ts'

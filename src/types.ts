@@ -1,0 +1,267 @@
+/**
+ * The shapes that callers, stores and transports share. Adapters depend on these, never on each
+ * other.
+ */
+
+/**
+ * Where a task is in its life:
+ * `pending` (waiting for its result) → `scheduled` (due at `nextAttemptAt`) → `delivering`
+ * (leased by one worker) → `delivered` | `scheduled` again | `failed` | `cancelled`.
+ */
+export type TaskStatus = 'pending' | 'scheduled' | 'delivering' | 'delivered' | 'failed' | 'cancelled'
+
+/** The states a task never leaves. */
+export type TerminalStatus = 'delivered' | 'failed' | 'cancelled'
+
+/** A callback task as a store returns it. Dates are `Date` objects; a store never shares its copy. */
+export interface CallbackTask {
+  id: string
+  status: TaskStatus
+  callbackUrl: string
+  /** The event name, sent as the body's `type`. */
+  event: string
+  idempotencyKey?: string
+  /** Per-task signing secret(s) (the client's own, WebSub style); override the sender's. */
+  secret?: string | string[]
+  /** The user's own data about the task, stored and returned as given (JSON-serialisable). */
+  metadata?: Record<string, unknown>
+  /** The exact body bytes to send (as text), built once when the result is attached. */
+  body?: string
+  /** Content type of `body`; `application/json` when absent. */
+  contentType?: string
+  /** Attempts made so far. */
+  attempts: number
+  /** When the next attempt is due (status `scheduled`), or when the current lease expires (`delivering`). */
+  nextAttemptAt?: Date
+  /** After this instant the task fails instead of delivering late. */
+  deadline?: Date
+  createdAt: Date
+  updatedAt: Date
+  /** The reason of the last failed attempt, for people reading the task. */
+  lastError?: string
+}
+
+/** What `createCallbackTask` hands a store to insert. */
+export interface NewCallbackTask {
+  id: string
+  callbackUrl: string
+  event: string
+  idempotencyKey?: string
+  secret?: string | string[]
+  metadata?: Record<string, unknown>
+  deadline?: Date
+  createdAt: Date
+}
+
+/** One attempt to deliver, as recorded in the task's history. Never contains a secret. */
+export interface AttemptRecord {
+  /** 1 for the first attempt. */
+  attempt: number
+  startedAt: Date
+  durationMs: number
+  /** HTTP status, when a response arrived. */
+  status?: number
+  /** Error code and message, when no usable response arrived (`ERR_CALLBACK_TIMEOUT: …`). */
+  error?: string
+  /** The first bytes of the response body, as text. */
+  responseBody?: string
+  /** What the attempt led to. */
+  outcome: 'delivered' | 'retry' | 'failed' | 'cancelled'
+}
+
+/** A claim on a task: only the holder of `token` may complete it, until `expiresAt`. */
+export interface Lease {
+  task: CallbackTask
+  token: string
+  expiresAt: Date
+}
+
+/** What follows an attempt: the task is done, or due again at `nextAttemptAt`. */
+export type AttemptResolution =
+  | { status: TerminalStatus; lastError?: string }
+  | { status: 'scheduled'; nextAttemptAt: Date; lastError?: string }
+
+/** Options of every store call that may run inside the caller's transaction (Postgres outbox). */
+export interface StoreCallOptions {
+  /** An open transaction client of the store's own kind (e.g. a `pg.PoolClient` after `BEGIN`). */
+  transaction?: unknown
+}
+
+/**
+ * Where tasks live. Every store passes `storeContract` from `endpoint-callback/testing`.
+ *
+ * Deliberately left out: listing and searching (see the inspection helpers of each store),
+ * payload encryption at rest, and cross-store migration.
+ */
+export interface CallbackStore {
+  /**
+   * Inserts a `pending` task. With an `idempotencyKey` that is already stored, inserts nothing and
+   * returns the stored task with `created: false` — also when two calls race.
+   */
+  insert(task: NewCallbackTask, options?: StoreCallOptions): Promise<{ task: CallbackTask; created: boolean }>
+  /** The task, or `undefined`. */
+  get(id: string): Promise<CallbackTask | undefined>
+  /**
+   * Attaches the result to a `pending` task and leases it to the caller for its first attempt:
+   * stores `body` (and `contentType`), sets status `delivering`, lease until `now + leaseMs`.
+   * Returns `undefined` when the task does not exist or is not `pending` (nothing changes).
+   */
+  attach(
+    id: string,
+    result: { body: string; contentType?: string },
+    lease: { now: Date; leaseMs: number }
+  ): Promise<Lease | undefined>
+  /**
+   * Leases up to `limit` tasks that are due: `scheduled` with `nextAttemptAt <= now`, and
+   * `delivering` whose lease expired (its holder died), earliest due first. Each gets a new token;
+   * the old token is void from then on.
+   */
+  claim(options: { now: Date; limit: number; leaseMs: number }): Promise<Lease[]>
+  /**
+   * Records an attempt and what follows it, atomically, only while `lease.token` still holds the
+   * task. Returns `false` (and changes nothing) when it does not: the lease expired and another
+   * worker claimed the task, or the task was cancelled.
+   */
+  complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution): Promise<boolean>
+  /**
+   * Gives a leased task back unattempted (graceful stop): `scheduled`, due at `nextAttemptAt`
+   * (default: now). Returns `false` when the lease no longer holds.
+   */
+  release(lease: Lease, nextAttemptAt?: Date): Promise<boolean>
+  /** Cancels a task that is not yet terminal. Returns `false` when it is unknown or terminal. */
+  cancel(id: string): Promise<boolean>
+  /** The attempt history, oldest first (stores may cap its length; the contract needs 20). */
+  attempts(id: string): Promise<AttemptRecord[]>
+  /**
+   * Optional: calls `listener` when a task may have become due sooner than the worker's next poll
+   * (LISTEN/NOTIFY, pub/sub, in-process). Returns the unsubscribe function.
+   */
+  subscribe?(listener: () => void): () => void
+  /** Optional: frees what the store itself opened (never the user's client). */
+  close?(): Promise<void>
+}
+
+/** One signed request for a transport to send. */
+export interface TransportRequest {
+  url: string
+  headers: Record<string, string>
+  body: string | Uint8Array
+  /** Aborts the exchange (worker stop). */
+  signal?: AbortSignal
+}
+
+/** What came back. `body` holds at most the transport's `maxResponseBytes`, as text. */
+export interface TransportResponse {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: string
+  durationMs: number
+}
+
+/**
+ * Sends one signed request. Rejects with a `DeliveryError` (timeout, connection, DNS, TLS) or a
+ * `UrlPolicyError` (the address is refused) when no response arrives.
+ */
+export interface Transport {
+  send(request: TransportRequest): Promise<TransportResponse>
+  close?(): Promise<void>
+}
+
+/** Opt-ins past the default URL policy. */
+export interface UrlPolicy {
+  /** Allow plain `http:` URLs (local development, tests). Default `false`. */
+  allowHttp?: boolean
+  /** Hostnames, IPs or CIDRs allowed although they are (or resolve to) non-public addresses. */
+  allowHosts?: string[]
+  /** When given, only these ports may be called. */
+  allowPorts?: number[]
+}
+
+/** Retry behaviour of a sender. */
+export interface RetryOptions {
+  /**
+   * Delays in milliseconds before the 2nd, 3rd, … attempt; its length bounds the attempts.
+   * Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+   */
+  schedule?: number[]
+  /** Relative jitter applied to each delay, 0 to 1. Default 0.2 (±20 %). */
+  jitter?: number
+  /** A task fails instead of delivering when it is older than this (ms since creation). */
+  deadlineMs?: number
+  /** Cap on a `Retry-After` hint, in ms. Default 24 h. */
+  maxRetryAfterMs?: number
+  /** 4xx statuses (besides 408, 425, 429) to retry instead of failing permanently. */
+  retryStatuses?: number[]
+}
+
+/** What the worker and `deliver` report as they go. */
+export type DeliveryEvent =
+  | { type: 'attempt'; task: CallbackTask; attempt: AttemptRecord }
+  | { type: 'delivered'; task: CallbackTask; attempt: AttemptRecord }
+  | { type: 'retry-scheduled'; task: CallbackTask; attempt: AttemptRecord; nextAttemptAt: Date }
+  | { type: 'failed'; task: CallbackTask; attempt?: AttemptRecord; reason: string }
+  | { type: 'cancelled'; task: CallbackTask; attempt?: AttemptRecord }
+  | { type: 'lease-lost'; task: CallbackTask; attempt: AttemptRecord }
+  | { type: 'error'; error: unknown }
+
+/** The options object shared by `createCallbackTask`, `deliver` and `createWorker`. */
+export interface SenderOptions {
+  store: CallbackStore
+  /** How requests are sent. Default: `createHttpTransport({ urlPolicy })`, one per options object. */
+  transport?: Transport
+  /** `whsec_…` secret(s); several sign with each (rotation). */
+  secret?: string | string[]
+  /** `whsk_…` Ed25519 signing key(s) (`v1a`). */
+  signingKey?: string | string[]
+  urlPolicy?: UrlPolicy
+  retry?: RetryOptions
+  /** How long a claim holds a task, ms. Default 60 000; must exceed the transport's timeout. */
+  leaseMs?: number
+  /** The clock. Default `() => new Date()`. */
+  now?: () => Date
+  onEvent?: (event: DeliveryEvent) => void
+  /** For `createCallbackTask`: the caller's open transaction, passed to `store.insert`. */
+  transaction?: unknown
+}
+
+/** What `deliver` resolves with. */
+export interface DeliveryReport {
+  status: 'delivered' | 'retrying' | 'failed' | 'cancelled'
+  attempts: number
+  nextAttemptAt?: Date
+  response?: { status: number; body: string; durationMs: number }
+  error?: string
+}
+
+/** A callback that verified. */
+export interface VerifiedCallback<T = unknown> {
+  /** `webhook-id`: the same on every attempt; dedupe on it. */
+  id: string
+  /** `webhook-timestamp` of this attempt. */
+  timestamp: Date
+  /** The body's `type` (the event), when the body is the JSON envelope. */
+  type?: string
+  /** The body's `data`, when the body is the JSON envelope. */
+  data: T
+  /** The raw body, as text. */
+  body: string
+}
+
+/** Header shapes `verifySignature` accepts. */
+export type HeadersLike =
+  | { get(name: string): string | null }
+  | Record<string, string | string[] | undefined>
+
+/** Body shapes `verifySignature` accepts: always the raw bytes received. */
+export type BodyLike = string | Uint8Array | ArrayBuffer
+
+/** Options of `verifySignature` and of every receiver. */
+export interface VerifyOptions {
+  /** `whsec_…` secret(s); any may match (rotation). */
+  secret?: string | string[]
+  /** `whpk_…` Ed25519 public key(s). */
+  publicKey?: string | string[]
+  /** Allowed clock skew, both ways, seconds. Default 300. */
+  toleranceSeconds?: number
+  now?: () => Date
+}
