@@ -265,3 +265,21 @@ export interface VerifyOptions {
   toleranceSeconds?: number
   now?: () => Date
 }
+
+/**
+ * Remembers which `webhook-id`s a receiver has processed, so a redelivery is acknowledged without
+ * running the handler twice. A duplicate is acknowledged only once an earlier delivery with the same
+ * id was answered 2xx; while that one is still in flight the duplicate gets 409; a delivery whose
+ * handler failed is forgotten, so the sender's retry is processed again.
+ */
+export interface ReplayGuard {
+  /**
+   * Atomically marks `id` as in flight when it is unknown and answers `'new'`; otherwise answers
+   * `'in-flight'` or `'done'` and changes nothing.
+   */
+  begin(id: string): Promise<'new' | 'in-flight' | 'done'>
+  /** The handler answered 2xx: remember `id` as done. */
+  remember(id: string): Promise<void>
+  /** The handler failed: forget `id`, so a retry is processed again. */
+  forget(id: string): Promise<void>
+}
