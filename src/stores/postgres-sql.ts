@@ -1,0 +1,251 @@
+/**
+ * Every SQL statement of the PostgreSQL store, as plain builder functions of the (already
+ * validated) schema name, so the whole of what runs against a user's database can be read in one
+ * place and printed with `postgresSchemaSql`.
+ *
+ * All instants are parameters: the store never asks the database for the time, so tests can run
+ * with fixed instants and many machines agree on "due" through the caller's clock only.
+ */
+
+/** `schema` is a validated identifier; quoting keeps mixed case and reserved words safe. */
+export function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+/** The channel that says "a task may be due"; its payload is the due instant in epoch ms. */
+export function dueChannel(schema: string): string {
+  return `${schema}_due`
+}
+
+interface Migration {
+  version: number
+  description: string
+  sql(schema: string): string
+}
+
+/**
+ * Versioned migrations. Each statement is idempotent on its own (`IF NOT EXISTS`), so running the
+ * whole script again, or after a partial manual run, changes nothing.
+ */
+export const migrations: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'tasks, their attempt history, and the indexes that keep claiming fast',
+    sql: (schema) => {
+      const s = quoteIdentifier(schema)
+      return `CREATE TABLE IF NOT EXISTS ${s}.tasks (
+  id               text PRIMARY KEY,
+  status           text NOT NULL CHECK (status IN ('pending', 'scheduled', 'delivering', 'delivered', 'failed', 'cancelled')),
+  callback_url     text NOT NULL,
+  event            text NOT NULL,
+  idempotency_key  text UNIQUE,
+  secret           json,
+  metadata         json,
+  body             text,
+  content_type     text,
+  attempts         integer NOT NULL DEFAULT 0,
+  -- due time while scheduled, lease expiry while delivering
+  next_attempt_at  timestamptz,
+  deadline         timestamptz,
+  lease_token      text,
+  -- the caller's "now" when the current lease was taken: a release without a time is due then
+  leased_at        timestamptz,
+  last_error       text,
+  created_at       timestamptz NOT NULL,
+  updated_at       timestamptz NOT NULL
+);
+
+-- Only the rows a worker may claim are in this index, so it stays small however many delivered
+-- rows pile up.
+CREATE INDEX IF NOT EXISTS tasks_due_idx ON ${s}.tasks (next_attempt_at)
+  WHERE status IN ('scheduled', 'delivering');
+
+-- For the retention helper.
+CREATE INDEX IF NOT EXISTS tasks_finished_idx ON ${s}.tasks (updated_at)
+  WHERE status IN ('delivered', 'failed', 'cancelled');
+
+CREATE TABLE IF NOT EXISTS ${s}.attempts (
+  id             bigserial PRIMARY KEY,
+  task_id        text NOT NULL REFERENCES ${s}.tasks (id) ON DELETE CASCADE,
+  attempt        integer NOT NULL,
+  started_at     timestamptz NOT NULL,
+  duration_ms    double precision NOT NULL,
+  status         integer,
+  error          text,
+  response_body  text,
+  outcome        text NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS attempts_task_idx ON ${s}.attempts (task_id, id);`
+    }
+  }
+]
+
+/** The newest schema version this code knows. */
+export const latestVersion = migrations[migrations.length - 1]!.version
+
+/**
+ * The migration script from `fromVersion` (exclusive) to the latest, in one transaction. An
+ * advisory lock serialises concurrent migrators (two processes starting at once).
+ */
+export function migrationScript(schema: string, fromVersion = 0): string {
+  const s = quoteIdentifier(schema)
+  const pending = migrations.filter((migration) => migration.version > fromVersion)
+  const parts = [
+    `-- endpoint-callback schema ${quoteIdentifier(schema)}, version ${latestVersion}`,
+    'BEGIN;',
+    `SELECT pg_advisory_xact_lock(hashtext('endpoint-callback:' || ${literal(schema)}));`,
+    `CREATE SCHEMA IF NOT EXISTS ${s};`,
+    `CREATE TABLE IF NOT EXISTS ${s}.migrations (
+  version     integer PRIMARY KEY,
+  applied_at  timestamptz NOT NULL DEFAULT now()
+);`
+  ]
+  for (const migration of pending) {
+    parts.push(
+      `-- ${migration.version}: ${migration.description}`,
+      `${migration.sql(schema)}`,
+      `INSERT INTO ${s}.migrations (version) VALUES (${migration.version}) ON CONFLICT (version) DO NOTHING;`
+    )
+  }
+  parts.push('COMMIT;')
+  return `${parts.join('\n\n')}\n`
+}
+
+function literal(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`
+}
+
+/** The applied version, or no row when the schema or table does not exist yet. */
+export function currentVersionSql(schema: string): string {
+  return `SELECT max(version)::int AS version FROM ${quoteIdentifier(schema)}.migrations`
+}
+
+const taskColumns = `id, status, callback_url, event, idempotency_key, secret, metadata, body, content_type,
+  attempts, next_attempt_at, deadline, lease_token, last_error, created_at, updated_at`
+
+/**
+ * $1 id, $2 callback_url, $3 event, $4 idempotency_key, $5 secret (json), $6 metadata (json),
+ * $7 deadline, $8 created_at. Returns the row only when it was inserted.
+ */
+export function insertTaskSql(schema: string): string {
+  return `INSERT INTO ${quoteIdentifier(schema)}.tasks
+  (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at)
+VALUES ($1, 'pending', $2, $3, $4, $5::json, $6::json, $7::timestamptz, $8::timestamptz, $8::timestamptz)
+ON CONFLICT DO NOTHING
+RETURNING ${taskColumns}`
+}
+
+/** $1 idempotency_key. */
+export function selectTaskByIdempotencyKeySql(schema: string): string {
+  return `SELECT ${taskColumns} FROM ${quoteIdentifier(schema)}.tasks WHERE idempotency_key = $1`
+}
+
+/** $1 id. */
+export function selectTaskSql(schema: string): string {
+  return `SELECT ${taskColumns} FROM ${quoteIdentifier(schema)}.tasks WHERE id = $1`
+}
+
+/** $1 id, $2 body, $3 content_type, $4 now, $5 lease expiry, $6 token. */
+export function attachSql(schema: string): string {
+  return `UPDATE ${quoteIdentifier(schema)}.tasks
+SET status = 'delivering', body = $2, content_type = $3, next_attempt_at = $5::timestamptz,
+    lease_token = $6, leased_at = $4::timestamptz, updated_at = $4::timestamptz
+WHERE id = $1 AND status = 'pending'
+RETURNING ${taskColumns}`
+}
+
+/**
+ * $1 now, $2 limit, $3 lease expiry, $4 token prefix (each task's token is prefix:id).
+ * `SKIP LOCKED` lets many workers claim side by side without waiting on each other's rows; the
+ * WHERE clause matches the partial index's predicate so the planner uses it.
+ */
+export function claimSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH due AS (
+  SELECT id, next_attempt_at AS due_at FROM ${s}.tasks
+  WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz
+  ORDER BY next_attempt_at, id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE ${s}.tasks AS t
+SET status = 'delivering', next_attempt_at = $3::timestamptz, lease_token = $4 || ':' || t.id,
+    leased_at = $1::timestamptz, updated_at = $1::timestamptz
+FROM due
+WHERE t.id = due.id
+RETURNING due.due_at, ${taskColumns
+    .split(',')
+    .map((column) => `t.${column.trim()}`)
+    .join(', ')}`
+}
+
+/**
+ * Records the attempt and applies the resolution only while the token holds, in one statement.
+ * $1 id, $2 token, $3 status, $4 next_attempt_at, $5 last_error (null keeps the old one),
+ * $6 updated_at, $7 attempt, $8 started_at, $9 duration_ms, $10 http status, $11 error,
+ * $12 response_body, $13 outcome, $14 due channel.
+ * A retry wakes listeners, who decide by the payload whether it is due yet.
+ */
+export function completeSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH done AS (
+  UPDATE ${s}.tasks
+  SET status = $3, attempts = attempts + 1, next_attempt_at = $4::timestamptz,
+      last_error = COALESCE($5, last_error), lease_token = NULL, leased_at = NULL,
+      updated_at = $6::timestamptz
+  WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
+  RETURNING id, status, next_attempt_at
+), recorded AS (
+  INSERT INTO ${s}.attempts (task_id, attempt, started_at, duration_ms, status, error, response_body, outcome)
+  SELECT id, $7, $8::timestamptz, $9, $10, $11, $12, $13 FROM done
+)
+SELECT count(*)::int AS completed,
+  max(pg_notify($14, (extract(epoch FROM next_attempt_at) * 1000)::bigint::text)::text)
+    FILTER (WHERE status = 'scheduled') AS notified
+FROM done`
+}
+
+/** $1 id, $2 token, $3 next_attempt_at (null: the instant the lease was taken), $4 due channel. */
+export function releaseSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH released AS (
+  UPDATE ${s}.tasks
+  SET status = 'scheduled', next_attempt_at = COALESCE($3::timestamptz, leased_at, updated_at),
+      lease_token = NULL, leased_at = NULL, updated_at = COALESCE($3::timestamptz, leased_at, updated_at)
+  WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
+  RETURNING next_attempt_at
+)
+SELECT count(*)::int AS released,
+  max(pg_notify($4, (extract(epoch FROM next_attempt_at) * 1000)::bigint::text)::text) AS notified
+FROM released`
+}
+
+/** $1 id, $2 updated_at. Voids any lease, so its holder's completion is refused. */
+export function cancelSql(schema: string): string {
+  return `UPDATE ${quoteIdentifier(schema)}.tasks
+SET status = 'cancelled', next_attempt_at = NULL, lease_token = NULL, leased_at = NULL,
+    updated_at = GREATEST(updated_at, $2::timestamptz)
+WHERE id = $1 AND status IN ('pending', 'scheduled', 'delivering')
+RETURNING id`
+}
+
+/** $1 task id. Oldest first. */
+export function selectAttemptsSql(schema: string): string {
+  return `SELECT attempt, started_at, duration_ms, status, error, response_body, outcome
+FROM ${quoteIdentifier(schema)}.attempts WHERE task_id = $1 ORDER BY id`
+}
+
+/**
+ * Deletes one batch of finished tasks (their attempts go with them).
+ * $1 statuses (text[]), $2 cutoff, $3 batch size.
+ */
+export function pruneSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH batch AS (
+  SELECT id FROM ${s}.tasks
+  WHERE status IN ('delivered', 'failed', 'cancelled') AND status = ANY($1::text[]) AND updated_at < $2::timestamptz
+  LIMIT $3
+)
+DELETE FROM ${s}.tasks AS t USING batch WHERE t.id = batch.id`
+}

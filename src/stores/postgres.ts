@@ -1,0 +1,563 @@
+/**
+ * A `CallbackStore` on PostgreSQL, for services that must not lose a callback when a process dies
+ * and that run several worker processes on several machines.
+ *
+ * It takes the user's own `pg` Pool (anything with `query(text, values)`); `pg` is never imported.
+ * Workers claim with `FOR UPDATE SKIP LOCKED`, each claim carries a lease token that fences its
+ * completion, and `LISTEN/NOTIFY` wakes workers when a retry falls due.
+ */
+import { randomUUID } from 'node:crypto'
+import { StoreError } from '../errors.ts'
+import type {
+  AttemptRecord,
+  AttemptResolution,
+  CallbackStore,
+  CallbackTask,
+  Lease,
+  NewCallbackTask,
+  StoreCallOptions,
+  TaskStatus,
+  TerminalStatus
+} from '../types.ts'
+import { createDueSignal, type DueSignal } from './due-signal.ts'
+import {
+  attachSql,
+  cancelSql,
+  claimSql,
+  completeSql,
+  currentVersionSql,
+  dueChannel,
+  insertTaskSql,
+  latestVersion,
+  migrationScript,
+  pruneSql,
+  quoteIdentifier,
+  releaseSql,
+  selectAttemptsSql,
+  selectTaskByIdempotencyKeySql,
+  selectTaskSql
+} from './postgres-sql.ts'
+
+/** What the store needs of a `pg` Pool, PoolClient or Client: one method. */
+export interface PostgresQueryable {
+  query(text: string, values?: unknown[]): Promise<{ rows: any[]; rowCount?: number | null }>
+}
+
+/** A dedicated connection (a `pg` PoolClient) used only to `LISTEN`. */
+export interface PostgresListenConnection extends PostgresQueryable {
+  on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): unknown
+  on(event: 'error', listener: (error: Error) => void): unknown
+  on(event: 'end', listener: () => void): unknown
+  release(destroy?: boolean | Error): void
+}
+
+/** A `pg` Pool: queries, and (for `LISTEN`) hands out a connection of its own. */
+export interface PostgresPool extends PostgresQueryable {
+  connect?(): Promise<PostgresListenConnection>
+}
+
+/** Options of {@link createPostgresStore}. */
+export interface PostgresStoreOptions {
+  /** The user's `pg` Pool. The store never ends it. */
+  pool: PostgresPool
+  /** Schema holding the tables (created by {@link migratePostgres}). Default `endpoint_callback`. */
+  schema?: string
+  /**
+   * Wake subscribed workers through `LISTEN/NOTIFY` on one connection taken from the pool.
+   * Default `true` when `pool.connect` exists. Set `false` when `pool` is a single client.
+   */
+  listen?: boolean
+}
+
+/** Options naming the schema, for the migration and retention helpers. */
+export interface PostgresSchemaOptions {
+  /** Default `endpoint_callback`. */
+  schema?: string
+}
+
+const defaultSchema = 'endpoint_callback'
+
+/** The PostgreSQL store, with the schema it uses. */
+export interface PostgresStore extends CallbackStore {
+  readonly schema: string
+  subscribe(listener: () => void): () => void
+  close(): Promise<void>
+}
+
+/**
+ * Creates a store on the user's `pg` Pool. Run {@link migratePostgres} once (at deploy or
+ * start-up) before using it.
+ *
+ * For the outbox pattern, pass your open transaction client to `createCallbackTask`: the task is
+ * written with that client, so it commits or rolls back together with your own write.
+ *
+ * @example
+ * ```ts
+ * import pg from 'pg'
+ * import { createCallbackTask, createWorker } from 'endpoint-callback'
+ * import { createPostgresStore, migratePostgres } from 'endpoint-callback/postgres'
+ *
+ * const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL })
+ * await migratePostgres(pool)
+ * const sender = { store: createPostgresStore({ pool }), secret: process.env.CALLBACK_SECRET }
+ *
+ * const client = await pool.connect()
+ * await client.query('BEGIN')
+ * await client.query('INSERT INTO reports (id) VALUES ($1)', [reportId])
+ * await createCallbackTask({ callbackUrl, event: 'report.requested' }, { ...sender, transaction: client })
+ * await client.query('COMMIT')
+ * client.release()
+ *
+ * createWorker(sender).start()
+ * ```
+ */
+export function createPostgresStore(options: PostgresStoreOptions): PostgresStore {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError('createPostgresStore: options must be an object with a `pool`')
+  }
+  const { pool } = options
+  if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
+    throw new TypeError('createPostgresStore: `pool` must have a query(text, values) method (a pg Pool)')
+  }
+  const schema = checkSchema(options.schema, 'createPostgresStore')
+  const listen = options.listen ?? typeof pool.connect === 'function'
+  if (typeof listen !== 'boolean') throw new TypeError('createPostgresStore: `listen` must be a boolean')
+  if (listen && typeof pool.connect !== 'function') {
+    throw new TypeError('createPostgresStore: `listen` needs a `pool` with connect() (a pg Pool)')
+  }
+
+  const channel = dueChannel(schema)
+  const sql = {
+    insert: insertTaskSql(schema),
+    byKey: selectTaskByIdempotencyKeySql(schema),
+    get: selectTaskSql(schema),
+    attach: attachSql(schema),
+    claim: claimSql(schema),
+    complete: completeSql(schema),
+    release: releaseSql(schema),
+    cancel: cancelSql(schema),
+    attempts: selectAttemptsSql(schema)
+  }
+  const signal = createDueSignal()
+  let listener: ListenConnection | undefined
+
+  async function run(operation: string, db: PostgresQueryable, text: string, values: unknown[]) {
+    try {
+      return await db.query(text, values)
+    } catch (error) {
+      throw storeError(operation, schema, error)
+    }
+  }
+
+  return {
+    schema,
+
+    async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
+      const db = transactionOf(callOptions) ?? pool
+      const values = [
+        task.id,
+        task.callbackUrl,
+        task.event,
+        task.idempotencyKey ?? null,
+        task.secret === undefined ? null : JSON.stringify(task.secret),
+        task.metadata === undefined ? null : JSON.stringify(task.metadata),
+        task.deadline?.toISOString() ?? null,
+        task.createdAt.toISOString()
+      ]
+      // ON CONFLICT waits for a racing insert of the same key to commit, then yields: the row the
+      // other caller stored is then visible to the lookup that follows.
+      for (let round = 0; round < 3; round++) {
+        const inserted = await run('insert', db, sql.insert, values)
+        if (inserted.rows[0]) return { task: toTask(inserted.rows[0]), created: true }
+        if (task.idempotencyKey === undefined) break
+        const existing = await run('insert', db, sql.byKey, [task.idempotencyKey])
+        if (existing.rows[0]) return { task: toTask(existing.rows[0]), created: false }
+      }
+      throw new StoreError('ERR_CALLBACK_STORE', `PostgreSQL insert failed: task id ${task.id} is already stored`)
+    },
+
+    async get(id) {
+      const { rows } = await run('get', pool, sql.get, [id])
+      return rows[0] ? toTask(rows[0]) : undefined
+    },
+
+    async attach(id, result, lease) {
+      const token = randomUUID()
+      const expiresAt = new Date(lease.now.getTime() + lease.leaseMs)
+      const { rows } = await run('attach', pool, sql.attach, [
+        id,
+        result.body,
+        result.contentType ?? null,
+        lease.now.toISOString(),
+        expiresAt.toISOString(),
+        token
+      ])
+      return rows[0] ? { task: toTask(rows[0]), token, expiresAt } : undefined
+    },
+
+    async claim({ now, limit, leaseMs }) {
+      if (limit <= 0) return []
+      const expiresAt = new Date(now.getTime() + leaseMs)
+      const { rows } = await run('claim', pool, sql.claim, [
+        now.toISOString(),
+        limit,
+        expiresAt.toISOString(),
+        randomUUID()
+      ])
+      // RETURNING has no order of its own; hand tasks out earliest due first.
+      rows.sort((a, b) => time(a.due_at) - time(b.due_at) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      return rows.map((row): Lease => ({ task: toTask(row), token: row.lease_token, expiresAt: new Date(expiresAt) }))
+    },
+
+    async complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution) {
+      const finishedAt = new Date(attempt.startedAt.getTime() + Math.max(0, attempt.durationMs))
+      const { rows } = await run('complete', pool, sql.complete, [
+        lease.task.id,
+        lease.token,
+        resolution.status,
+        resolution.status === 'scheduled' ? resolution.nextAttemptAt.toISOString() : null,
+        resolution.lastError ?? null,
+        finishedAt.toISOString(),
+        attempt.attempt,
+        attempt.startedAt.toISOString(),
+        attempt.durationMs,
+        attempt.status ?? null,
+        attempt.error ?? null,
+        attempt.responseBody ?? null,
+        attempt.outcome,
+        channel
+      ])
+      return rows[0]?.completed === 1
+    },
+
+    async release(lease: Lease, nextAttemptAt?: Date) {
+      const { rows } = await run('release', pool, sql.release, [
+        lease.task.id,
+        lease.token,
+        nextAttemptAt?.toISOString() ?? null,
+        channel
+      ])
+      return rows[0]?.released === 1
+    },
+
+    async cancel(id) {
+      const { rows } = await run('cancel', pool, sql.cancel, [id, new Date().toISOString()])
+      return rows.length === 1
+    },
+
+    async attempts(id) {
+      const { rows } = await run('attempts', pool, sql.attempts, [id])
+      return rows.map(toAttempt)
+    },
+
+    subscribe(fn: () => void) {
+      if (typeof fn !== 'function') throw new TypeError('subscribe: `listener` must be a function')
+      const remove = signal.add(fn)
+      if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, signal)
+      let removed = false
+      return () => {
+        if (removed) return
+        removed = true
+        remove()
+        if (signal.size === 0 && listener) {
+          void listener.close()
+          listener = undefined
+        }
+      }
+    },
+
+    async close() {
+      signal.clear()
+      const current = listener
+      listener = undefined
+      await current?.close()
+    }
+  }
+}
+
+interface ListenConnection {
+  close(): Promise<void>
+}
+
+/**
+ * Holds one connection that LISTENs, and opens a new one (backing off up to 5 s) whenever it
+ * breaks. After a reconnect every subscriber is woken, since notifications sent while the
+ * connection was down are lost.
+ */
+function openListenConnection(
+  pool: Required<PostgresPool>,
+  channel: string,
+  signal: DueSignal
+): ListenConnection {
+  let closed = false
+  let current: PostgresListenConnection | undefined
+  let retry: NodeJS.Timeout | undefined
+  let backoffMs = 100
+  let everConnected = false
+  const released = new WeakSet<PostgresListenConnection>()
+
+  const dispose = (client: PostgresListenConnection, destroy: boolean) => {
+    if (released.has(client)) return
+    released.add(client)
+    try {
+      client.release(destroy)
+    } catch {
+      // already given back by the pool after a fatal error
+    }
+  }
+
+  const drop = (client: PostgresListenConnection) => {
+    if (current !== client) return
+    current = undefined
+    dispose(client, true)
+    schedule()
+  }
+
+  const schedule = () => {
+    if (closed || retry) return
+    retry = setTimeout(() => {
+      retry = undefined
+      void open()
+    }, backoffMs)
+    retry.unref()
+    backoffMs = Math.min(backoffMs * 2, 5000)
+  }
+
+  const open = async () => {
+    let client: PostgresListenConnection | undefined
+    try {
+      client = await pool.connect()
+      const self = client
+      self.on('notification', (message) => {
+        if (message.channel === channel) signal.notify(message.payload)
+      })
+      self.on('error', () => drop(self))
+      self.on('end', () => drop(self))
+      await self.query(`LISTEN ${quoteIdentifier(channel)}`)
+      if (closed) return dispose(self, false)
+      current = self
+      backoffMs = 100
+      if (everConnected) signal.wake()
+      everConnected = true
+    } catch {
+      if (client) dispose(client, true)
+      schedule()
+    }
+  }
+
+  void open()
+
+  return {
+    async close() {
+      closed = true
+      clearTimeout(retry)
+      const client = current
+      current = undefined
+      if (!client) return
+      try {
+        await client.query(`UNLISTEN ${quoteIdentifier(channel)}`)
+        dispose(client, false)
+      } catch {
+        dispose(client, true)
+      }
+    }
+  }
+}
+
+/** The result of {@link migratePostgres}. */
+export interface MigrationResult {
+  schema: string
+  /** The version found before (0: none). */
+  from: number
+  /** The version now. */
+  to: number
+}
+
+/**
+ * Creates or upgrades the store's tables in `schema`. Safe to call on every start, from several
+ * processes at once: it reads the applied version first, and the migration itself runs in one
+ * transaction under an advisory lock, with statements that are idempotent.
+ *
+ * Pass a Pool (or an idle client): the script runs its own `BEGIN … COMMIT`.
+ *
+ * @example
+ * ```ts
+ * const { from, to } = await migratePostgres(pool, { schema: 'callbacks' })
+ * ```
+ */
+export async function migratePostgres(
+  pool: PostgresQueryable,
+  options: PostgresSchemaOptions = {}
+): Promise<MigrationResult> {
+  if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
+    throw new TypeError('migratePostgres: `pool` must have a query(text, values) method (a pg Pool)')
+  }
+  const schema = checkSchema(options.schema, 'migratePostgres')
+  const from = await appliedVersion(pool, schema)
+  if (from >= latestVersion) return { schema, from, to: from }
+  try {
+    await pool.query(migrationScript(schema, from))
+  } catch (error) {
+    throw storeError('migration', schema, error)
+  }
+  return { schema, from, to: latestVersion }
+}
+
+async function appliedVersion(pool: PostgresQueryable, schema: string): Promise<number> {
+  try {
+    const { rows } = await pool.query(`${currentVersionSql(schema)}`)
+    return Number(rows[0]?.version ?? 0)
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code
+    if (code === '42P01' || code === '3F000') return 0 // no table / no schema yet
+    throw storeError('migration', schema, error)
+  }
+}
+
+/**
+ * The SQL {@link migratePostgres} runs on an empty database, for people who apply migrations
+ * with their own tool. Idempotent: running it twice changes nothing.
+ *
+ * @example
+ * ```ts
+ * import { writeFileSync } from 'node:fs'
+ * writeFileSync('migrations/001_callbacks.sql', postgresSchemaSql({ schema: 'callbacks' }))
+ * ```
+ */
+export function postgresSchemaSql(options: PostgresSchemaOptions = {}): string {
+  return migrationScript(checkSchema(options.schema, 'postgresSchemaSql'), 0)
+}
+
+/** Options of {@link pruneDelivered}. */
+export interface PruneOptions extends PostgresSchemaOptions {
+  /** Delete tasks that finished more than this many days ago. */
+  olderThanDays: number
+  /** Which finished tasks to delete. Default `['delivered']`. */
+  statuses?: TerminalStatus[]
+  /** Rows per DELETE, so a large backlog never holds locks for long. Default 1000. */
+  batchSize?: number
+  /** The clock. Default `() => new Date()`. */
+  now?: () => Date
+}
+
+/**
+ * Retention: deletes delivered tasks (and their attempt history) that finished more than
+ * `olderThanDays` days ago, in batches. Returns how many tasks were deleted. Run it from a cron.
+ *
+ * @example
+ * ```ts
+ * const deleted = await pruneDelivered(pool, { schema: 'callbacks', olderThanDays: 30 })
+ * ```
+ */
+export async function pruneDelivered(pool: PostgresQueryable, options: PruneOptions): Promise<number> {
+  if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
+    throw new TypeError('pruneDelivered: `pool` must have a query(text, values) method (a pg Pool)')
+  }
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError('pruneDelivered: options must be an object with `olderThanDays`')
+  }
+  const schema = checkSchema(options.schema, 'pruneDelivered')
+  const { olderThanDays } = options
+  if (typeof olderThanDays !== 'number' || !Number.isFinite(olderThanDays) || olderThanDays < 0) {
+    throw new TypeError('pruneDelivered: `olderThanDays` must be a number >= 0')
+  }
+  const statuses = options.statuses ?? ['delivered']
+  if (
+    !Array.isArray(statuses) ||
+    statuses.length === 0 ||
+    !statuses.every((status) => status === 'delivered' || status === 'failed' || status === 'cancelled')
+  ) {
+    throw new TypeError("pruneDelivered: `statuses` must list some of 'delivered', 'failed', 'cancelled'")
+  }
+  const batchSize = options.batchSize ?? 1000
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new TypeError('pruneDelivered: `batchSize` must be a positive integer')
+  }
+  const now = (options.now ?? (() => new Date()))()
+  const cutoff = new Date(now.getTime() - olderThanDays * 86_400_000).toISOString()
+  const text = pruneSql(schema)
+  let deleted = 0
+  for (;;) {
+    let count: number
+    try {
+      count = (await pool.query(text, [statuses, cutoff, batchSize])).rowCount ?? 0
+    } catch (error) {
+      throw storeError('prune', schema, error)
+    }
+    deleted += count
+    if (count < batchSize) return deleted
+  }
+}
+
+function checkSchema(schema: unknown, where: string): string {
+  if (schema === undefined) return defaultSchema
+  if (typeof schema !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,49}$/.test(schema)) {
+    throw new TypeError(
+      `${where}: \`schema\` must be 1–50 letters, digits or underscores, not starting with a digit`
+    )
+  }
+  return schema
+}
+
+function transactionOf(options: StoreCallOptions | undefined): PostgresQueryable | undefined {
+  const transaction = options?.transaction
+  if (transaction === undefined) return undefined
+  if (transaction === null || typeof transaction !== 'object' || typeof (transaction as PostgresQueryable).query !== 'function') {
+    throw new TypeError('`transaction` must be a pg client with an open transaction (it has no query method)')
+  }
+  return transaction as PostgresQueryable
+}
+
+function storeError(operation: string, schema: string, error: unknown): StoreError {
+  const code = (error as { code?: unknown } | null)?.code
+  const hint =
+    code === '42P01' || code === '3F000' ? ` (has migratePostgres run for schema "${schema}"?)` : ''
+  const reason = error instanceof Error ? `: ${error.message}` : ''
+  return new StoreError('ERR_CALLBACK_STORE', `PostgreSQL ${operation} failed${reason}${hint}`, { cause: error })
+}
+
+function time(value: unknown): number {
+  return value instanceof Date ? value.getTime() : new Date(value as string).getTime()
+}
+
+function date(value: unknown): Date {
+  return new Date(time(value))
+}
+
+function json(value: unknown): any {
+  return typeof value === 'string' ? JSON.parse(value) : value
+}
+
+function toTask(row: Record<string, any>): CallbackTask {
+  const task: CallbackTask = {
+    id: row.id,
+    status: row.status as TaskStatus,
+    callbackUrl: row.callback_url,
+    event: row.event,
+    attempts: Number(row.attempts),
+    createdAt: date(row.created_at),
+    updatedAt: date(row.updated_at)
+  }
+  if (row.idempotency_key != null) task.idempotencyKey = row.idempotency_key
+  if (row.secret != null) task.secret = json(row.secret)
+  if (row.metadata != null) task.metadata = json(row.metadata)
+  if (row.body != null) task.body = row.body
+  if (row.content_type != null) task.contentType = row.content_type
+  if (row.next_attempt_at != null) task.nextAttemptAt = date(row.next_attempt_at)
+  if (row.deadline != null) task.deadline = date(row.deadline)
+  if (row.last_error != null) task.lastError = row.last_error
+  return task
+}
+
+function toAttempt(row: Record<string, any>): AttemptRecord {
+  const attempt: AttemptRecord = {
+    attempt: Number(row.attempt),
+    startedAt: date(row.started_at),
+    durationMs: Number(row.duration_ms),
+    outcome: row.outcome
+  }
+  if (row.status != null) attempt.status = Number(row.status)
+  if (row.error != null) attempt.error = row.error
+  if (row.response_body != null) attempt.responseBody = row.response_body
+  return attempt
+}
