@@ -1,3 +1,8 @@
 export * from './errors.ts'
 export type * from './types.ts'
 export { VERSION } from './version.ts'
+export { generateSecret, generateSigningKey } from './signing/secrets.ts'
+export { createSigner, signPayload } from './signing/standard-webhooks.ts'
+export type { SignableMessage, SignatureHeaders, SignOptions, Signer } from './signing/standard-webhooks.ts'
+export { createVerifier, verifySignature } from './verify.ts'
+export type { VerifiableRequest, Verifier } from './verify.ts'

@@ -1,0 +1,322 @@
+/**
+ * The receiving half of Standard Webhooks 1.0: checks `webhook-id`, `webhook-timestamp` and
+ * `webhook-signature` (or their `svix-*` twins) against the raw body received.
+ */
+import { createHmac, timingSafeEqual, verify as ed25519Verify } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
+import { SignatureVerificationError } from './errors.ts'
+import type { BodyLike, HeadersLike, VerifiedCallback, VerifyOptions } from './types.ts'
+import { decodePublicKey, decodeSecret, listOption } from './signing/secrets.ts'
+
+/** What a verifier reads: the headers and the raw body, exactly as received. */
+export interface VerifiableRequest {
+  headers: HeadersLike
+  body: BodyLike
+}
+
+/** A compiled verifier: options checked once, called for every request. */
+export type Verifier = <T = unknown>(request: VerifiableRequest) => Promise<VerifiedCallback<T>>
+
+const DEFAULT_TOLERANCE_SECONDS = 300
+// 16 digits keep the value a safe integer; more cannot be a Unix time in seconds anyway.
+const TIMESTAMP = /^[0-9]{1,16}$/
+// Canonical base64 of 32 bytes (v1) and 64 bytes (v1a): the last character carries no stray bits,
+// so one signature has exactly one accepted spelling, as in the reference libraries.
+const V1_SIGNATURE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
+const V1A_SIGNATURE = /^[A-Za-z0-9+/]{85}[AQgw]==$/
+
+// Decoded keys by secret string, so `verifySignature(request, { secret })` with a fresh options
+// object per call does not pay for base64 and key import every time. Bounded: cleared when full.
+const keyCache = new Map<string, KeyObject>()
+const KEY_CACHE_LIMIT = 256
+
+function cachedKey(value: unknown, option: string, decode: (value: unknown, option: string) => KeyObject): KeyObject {
+  if (typeof value === 'string') {
+    const hit = keyCache.get(value)
+    if (hit !== undefined) return hit
+  }
+  const key = decode(value, option)
+  if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.clear()
+  keyCache.set(value as string, key)
+  return key
+}
+
+const decodeVerifySecret = (value: unknown, option: string): KeyObject => decodeSecret(value, option, 'verify')
+
+/**
+ * Checks the options once and returns a function that verifies requests with them. Throws a
+ * `TypeError` naming `secret`, `publicKey`, `toleranceSeconds` or `now` for a bad option, or when
+ * neither a secret nor a public key is given. The function resolves with the verified callback or
+ * rejects with a `SignatureVerificationError` whose `code` says why.
+ *
+ * @example
+ * ```ts
+ * const verify = createVerifier({ secret: process.env.CALLBACK_SECRET })
+ * const callback = await verify({ headers: req.headers, body: rawBody })
+ * callback.id // dedupe on it
+ * ```
+ */
+export function createVerifier(options: VerifyOptions): Verifier {
+  const check = compileVerifier(options)
+  return function verify<T>(request: VerifiableRequest): Promise<VerifiedCallback<T>> {
+    try {
+      return Promise.resolve(check(request) as VerifiedCallback<T>)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+}
+
+type CompiledVerifier = (request: VerifiableRequest) => VerifiedCallback
+
+function compileVerifier(options: VerifyOptions): CompiledVerifier {
+  if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+  const secrets = listOption(options.secret, 'secret')
+  const publicKeys = listOption(options.publicKey, 'publicKey')
+  if (secrets === undefined && publicKeys === undefined) {
+    throw new TypeError('secret or publicKey is required to verify')
+  }
+  const hmacKeys = (secrets ?? []).map((value, index) =>
+    cachedKey(value, secrets!.length > 1 ? `secret[${index}]` : 'secret', decodeVerifySecret)
+  )
+  const edKeys = (publicKeys ?? []).map((value, index) =>
+    cachedKey(value, publicKeys!.length > 1 ? `publicKey[${index}]` : 'publicKey', decodePublicKey)
+  )
+  const tolerance = options.toleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS
+  if (typeof tolerance !== 'number' || !Number.isFinite(tolerance) || tolerance < 0) {
+    throw new TypeError('toleranceSeconds must be a finite number of seconds, 0 or more')
+  }
+  const now = options.now
+  if (now !== undefined && typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
+
+  return function check(request: VerifiableRequest): VerifiedCallback {
+    if (request === null || typeof request !== 'object') throw new TypeError('request must be { headers, body }')
+    const { headers, body } = request
+    if (headers === null || typeof headers !== 'object') throw new TypeError('headers must be a Headers object or a record')
+    const bytes = bodyBytes(body)
+
+    let id = header(headers, 'webhook-id')
+    let timestampText: string | undefined
+    let signatureText: string | undefined
+    if (id !== undefined) {
+      timestampText = header(headers, 'webhook-timestamp')
+      signatureText = header(headers, 'webhook-signature')
+    } else {
+      id = header(headers, 'svix-id')
+      timestampText = header(headers, 'svix-timestamp')
+      signatureText = header(headers, 'svix-signature')
+    }
+    if (id === undefined || timestampText === undefined || signatureText === undefined) {
+      throw new SignatureVerificationError(
+        'ERR_CALLBACK_SIGNATURE_HEADERS_MISSING',
+        `missing ${missingNames(id, timestampText, signatureText)} header`
+      )
+    }
+
+    if (!TIMESTAMP.test(timestampText)) {
+      throw new SignatureVerificationError(
+        'ERR_CALLBACK_SIGNATURE_TIMESTAMP_MALFORMED',
+        'webhook-timestamp must be integer Unix seconds (digits only)'
+      )
+    }
+    const timestamp = Number(timestampText)
+    const nowMs = now === undefined ? Date.now() : now().getTime()
+    if (!Number.isFinite(nowMs)) throw new TypeError('now must return a valid Date')
+    const nowSeconds = Math.floor(nowMs / 1000)
+    if (timestamp < nowSeconds - tolerance) {
+      throw new SignatureVerificationError(
+        'ERR_CALLBACK_SIGNATURE_TIMESTAMP_TOO_OLD',
+        `webhook-timestamp is more than ${tolerance} s in the past`
+      )
+    }
+    if (timestamp > nowSeconds + tolerance) {
+      throw new SignatureVerificationError(
+        'ERR_CALLBACK_SIGNATURE_TIMESTAMP_TOO_NEW',
+        `webhook-timestamp is more than ${tolerance} s in the future`
+      )
+    }
+
+    const prefix = `${id}.${timestampText}.`
+    let wellFormed = 0
+    let matched = false
+    let hmacDigests: Buffer[] | undefined
+    let content: Buffer | undefined
+    for (const entry of signatureText.split(' ')) {
+      if (entry === '') continue
+      const comma = entry.indexOf(',')
+      if (comma <= 0) continue
+      const version = entry.slice(0, comma)
+      const signature = entry.slice(comma + 1)
+      if (version === 'v1') {
+        if (!V1_SIGNATURE.test(signature)) continue
+        wellFormed++
+        if (matched || hmacKeys.length === 0) continue
+        hmacDigests ??= hmacKeys.map((key) => {
+          const hmac = createHmac('sha256', key).update(prefix)
+          return (typeof bytes === 'string' ? hmac.update(bytes) : hmac.update(bytes)).digest()
+        })
+        const given = Buffer.from(signature, 'base64')
+        // Compare against every key, without stopping early, so timing says nothing about which.
+        for (const digest of hmacDigests) if (timingSafeEqual(digest, given)) matched = true
+      } else if (version === 'v1a') {
+        if (!V1A_SIGNATURE.test(signature)) continue
+        wellFormed++
+        if (matched || edKeys.length === 0) continue
+        content ??= Buffer.concat([Buffer.from(prefix), typeof bytes === 'string' ? Buffer.from(bytes) : bytes])
+        const given = Buffer.from(signature, 'base64')
+        for (const key of edKeys) if (ed25519Verify(null, content, key, given)) matched = true
+      } else if (/^v[0-9]+[a-z]?$/.test(version) && signature !== '') {
+        // A version this library does not know yet: well-formed, just not ours to check.
+        wellFormed++
+      }
+    }
+    if (!matched) {
+      if (wellFormed === 0) {
+        throw new SignatureVerificationError(
+          'ERR_CALLBACK_SIGNATURE_MALFORMED',
+          'webhook-signature holds no well-formed "v1,<base64>" or "v1a,<base64>" entry'
+        )
+      }
+      throw new SignatureVerificationError('ERR_CALLBACK_SIGNATURE_MISMATCH', 'no signature matched')
+    }
+
+    const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
+    return envelope(id, new Date(timestamp * 1000), text)
+  }
+}
+
+function bodyBytes(body: unknown): string | Uint8Array {
+  if (typeof body === 'string' || body instanceof Uint8Array) return body
+  if (body instanceof ArrayBuffer) return new Uint8Array(body)
+  throw new TypeError('body must be the raw body: a string, Buffer, Uint8Array or ArrayBuffer')
+}
+
+function header(headers: HeadersLike, name: string): string | undefined {
+  let value: string | string[] | null | undefined
+  if (typeof headers.get === 'function') {
+    value = (headers as { get(name: string): string | null }).get(name)
+  } else {
+    const record = headers as Record<string, string | string[] | undefined>
+    value = record[name]
+    if (value === undefined) {
+      // Node lower-cases incoming names; a hand-written record may not.
+      for (const key of Object.keys(record)) {
+        if (key.length === name.length && key.toLowerCase() === name) {
+          value = record[key]
+          break
+        }
+      }
+    }
+  }
+  if (Array.isArray(value)) value = value.join(', ')
+  if (typeof value !== 'string' || value === '') return undefined
+  return value
+}
+
+function missingNames(id: unknown, timestamp: unknown, signature: unknown): string {
+  const names: string[] = []
+  if (id === undefined) names.push('webhook-id')
+  if (timestamp === undefined) names.push('webhook-timestamp')
+  if (signature === undefined) names.push('webhook-signature')
+  return names.join(', ')
+}
+
+function envelope(id: string, timestamp: Date, body: string): VerifiedCallback {
+  // Only text that can be JSON is parsed: a plain-text body verifies without paying for an exception.
+  const first = body.charCodeAt(0)
+  if (first === 0x7b /* { */ || first === 0x5b /* [ */ || first === 0x20 || first === 0x0a || first === 0x0d || first === 0x09) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(body)
+    } catch {
+      return { id, timestamp, data: undefined, body }
+    }
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) {
+      const fields = parsed as { type?: unknown; data?: unknown }
+      if (typeof fields.type === 'string') return { id, timestamp, type: fields.type, data: fields.data, body }
+    }
+    return { id, timestamp, data: parsed, body }
+  }
+  return { id, timestamp, data: undefined, body }
+}
+
+interface CachedVerifier {
+  secret: unknown
+  publicKey: unknown
+  toleranceSeconds: unknown
+  now: unknown
+  secretItems: unknown[] | undefined
+  publicKeyItems: unknown[] | undefined
+  check: CompiledVerifier
+}
+
+// One compiled verifier per options object; rebuilt when one of its fields (or an array's items)
+// changed since, so rotating a secret in place still takes effect.
+const verifierCache = new WeakMap<object, CachedVerifier>()
+
+function sameItems(items: unknown[] | undefined, value: unknown): boolean {
+  if (items === undefined) return !Array.isArray(value)
+  if (!Array.isArray(value) || value.length !== items.length) return false
+  for (let i = 0; i < items.length; i++) if (items[i] !== value[i]) return false
+  return true
+}
+
+function verifierFor(options: VerifyOptions): CompiledVerifier {
+  if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+  const cached = verifierCache.get(options)
+  if (
+    cached !== undefined &&
+    cached.secret === options.secret &&
+    cached.publicKey === options.publicKey &&
+    cached.toleranceSeconds === options.toleranceSeconds &&
+    cached.now === options.now &&
+    sameItems(cached.secretItems, options.secret) &&
+    sameItems(cached.publicKeyItems, options.publicKey)
+  ) {
+    return cached.check
+  }
+  const check = compileVerifier(options)
+  verifierCache.set(options, {
+    secret: options.secret,
+    publicKey: options.publicKey,
+    toleranceSeconds: options.toleranceSeconds,
+    now: options.now,
+    secretItems: Array.isArray(options.secret) ? [...options.secret] : undefined,
+    publicKeyItems: Array.isArray(options.publicKey) ? [...options.publicKey] : undefined,
+    check,
+  })
+  return check
+}
+
+/**
+ * Verifies a received callback against the raw body: headers as a Fetch `Headers`, Node's
+ * `IncomingHttpHeaders` or a plain record (any case; `svix-*` names too), body as the exact bytes
+ * received. Resolves with `{ id, timestamp, type, data, body }`; rejects with a
+ * `SignatureVerificationError` (`code` says why) or, for bad options, a `TypeError` naming the
+ * option. Several secrets or public keys may be given (rotation): any may match.
+ *
+ * A JSON body `{ type, timestamp, data }` gives `type` and `data`; other JSON gives the parsed
+ * value as `data`; a body that is not JSON still verifies, with `data` undefined.
+ *
+ * @example
+ * ```ts
+ * import { verifySignature, SignatureVerificationError } from 'endpoint-callback'
+ * try {
+ *   const callback = await verifySignature({ headers: req.headers, body: rawBody }, { secret })
+ *   await handle(callback.id, callback.type, callback.data)
+ * } catch (error) {
+ *   if (error instanceof SignatureVerificationError) res.status(401).end()
+ *   else throw error
+ * }
+ * ```
+ */
+export function verifySignature<T = unknown>(
+  request: VerifiableRequest,
+  options: VerifyOptions
+): Promise<VerifiedCallback<T>> {
+  try {
+    return Promise.resolve(verifierFor(options)(request) as VerifiedCallback<T>)
+  } catch (error) {
+    return Promise.reject(error)
+  }
+}
