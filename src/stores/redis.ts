@@ -1,0 +1,546 @@
+/**
+ * A `CallbackStore` on Redis, and a Redis-backed `ReplayGuard` for receivers.
+ *
+ * It takes the user's own ioredis client (anything with `eval`/`evalsha`); `ioredis` is never
+ * imported. Due tasks sit in one sorted set scored by due time; a task being delivered stays in it
+ * scored by its lease expiry, so a lease whose holder died simply falls due again. Every change of
+ * state is one Lua script, so claims and fenced completions are atomic. Scripts take the time from
+ * their caller, never from the Redis clock.
+ */
+import { createHash, randomUUID } from 'node:crypto'
+import { StoreError } from '../errors.ts'
+import type {
+  AttemptRecord,
+  AttemptResolution,
+  CallbackStore,
+  CallbackTask,
+  Lease,
+  NewCallbackTask,
+  ReplayGuard,
+  TaskStatus
+} from '../types.ts'
+import { createDueSignal } from './due-signal.ts'
+
+/** What the store needs of an ioredis client: running Lua scripts. */
+export interface RedisScriptClient {
+  evalsha(sha: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>
+  eval(script: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>
+}
+
+/** A connection in subscriber mode, made by `client.duplicate()`. */
+export interface RedisSubscriber {
+  subscribe(channel: string): Promise<unknown>
+  on(event: string, listener: (...args: any[]) => void): unknown
+  disconnect(): void
+}
+
+/** An ioredis client: scripts, and optionally `duplicate()` for pub/sub wake-ups. */
+export interface RedisClient extends RedisScriptClient {
+  duplicate?(): RedisSubscriber
+}
+
+/** Options of {@link createRedisStore}. */
+export interface RedisStoreOptions {
+  /** The user's ioredis client. The store never closes it. */
+  client: RedisClient
+  /**
+   * Prefix of every key (and of the wake-up channel), so several stores share one Redis. Default
+   * `endpoint-callback`. On Redis Cluster, put a hash tag in it (`{callbacks}`) so all keys of a
+   * store share a slot.
+   */
+  prefix?: string
+  /** How many attempts each task's history keeps (the latest). Default 50, at least 20. */
+  attemptHistory?: number
+  /**
+   * How long a finished (delivered, failed, cancelled) task, its history and its idempotency key
+   * stay readable, in seconds; 0 keeps them forever. Default 7 days.
+   */
+  retentionSeconds?: number
+  /** Wake subscribed workers through pub/sub on `client.duplicate()`. Default `true` when available. */
+  subscribe?: boolean
+}
+
+/** The Redis store, with the key prefix it uses. */
+export interface RedisStore extends CallbackStore {
+  readonly prefix: string
+  subscribe(listener: () => void): () => void
+  close(): Promise<void>
+}
+
+interface Script {
+  source: string
+  sha: string
+}
+
+function script(source: string): Script {
+  return { source, sha: createHash('sha1').update(source).digest('hex') }
+}
+
+async function runScript(
+  client: RedisScriptClient,
+  { source, sha }: Script,
+  keys: string[],
+  args: Array<string | number>
+): Promise<unknown> {
+  try {
+    return await client.evalsha(sha, keys.length, ...keys, ...args)
+  } catch (error) {
+    // The script cache is empty after a restart or SCRIPT FLUSH: send the source once.
+    if (!String((error as Error | null)?.message).includes('NOSCRIPT')) throw error
+    return client.eval(source, keys.length, ...keys, ...args)
+  }
+}
+
+/**
+ * KEYS: task, idempotency key (only when the task has one). ARGV: task key prefix, id, then the
+ * hash's field/value pairs. SET NX on the idempotency key decides which of two racing inserts wins.
+ */
+const insertScript = script(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return {2} end
+if #KEYS == 2 then
+  if not redis.call('SET', KEYS[2], ARGV[2], 'NX') then
+    local stored = redis.call('HGETALL', ARGV[1] .. redis.call('GET', KEYS[2]))
+    if #stored > 0 then return {0, stored} end
+    -- the task the key named has expired: the key is free again
+    redis.call('SET', KEYS[2], ARGV[2])
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return {1, redis.call('HGETALL', KEYS[1])}
+`)
+
+const getScript = script(`return redis.call('HGETALL', KEYS[1])`)
+
+/** KEYS: task, due. ARGV: id, body, contentType ('' = none), now, lease expiry, token. */
+const attachScript = script(`
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return false end
+redis.call('HSET', KEYS[1], 'status', 'delivering', 'body', ARGV[2], 'nextAttemptAt', ARGV[5],
+  'token', ARGV[6], 'leasedAt', ARGV[4], 'updatedAt', ARGV[4])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'contentType', ARGV[3]) end
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+`)
+
+/**
+ * KEYS: due. ARGV: task key prefix, now, limit, lease expiry, token base.
+ * A delivering task's score is its lease expiry, so expired leases come out with the due tasks.
+ */
+const claimScript = script(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local leased = {}
+for i, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  local status = redis.call('HGET', key, 'status')
+  if status == 'scheduled' or status == 'delivering' then
+    redis.call('HSET', key, 'status', 'delivering', 'nextAttemptAt', ARGV[4],
+      'token', ARGV[5] .. ':' .. i, 'leasedAt', ARGV[2], 'updatedAt', ARGV[2])
+    redis.call('ZADD', KEYS[1], ARGV[4], id)
+    leased[#leased + 1] = redis.call('HGETALL', key)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return leased
+`)
+
+/**
+ * KEYS: task, due, attempts. ARGV: id, token, status, next attempt ms ('' when terminal),
+ * has last error ('1'/'0'), last error, updated ms, attempt JSON, history cap, retention seconds,
+ * channel, idempotency key prefix.
+ */
+const completeScript = script(`
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'delivering' then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updatedAt', ARGV[7])
+if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'lastError', ARGV[6]) end
+redis.call('RPUSH', KEYS[3], ARGV[8])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[9]), -1)
+if ARGV[3] == 'scheduled' then
+  redis.call('HSET', KEYS[1], 'nextAttemptAt', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+  redis.call('PUBLISH', ARGV[11], ARGV[4])
+else
+  redis.call('HDEL', KEYS[1], 'nextAttemptAt')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  local ttl = tonumber(ARGV[10])
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[3], ttl)
+    local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
+    if key then redis.call('EXPIRE', ARGV[12] .. key, ttl) end
+  end
+end
+return 1
+`)
+
+/** KEYS: task, due. ARGV: id, token, next attempt ms ('' = when the lease was taken), channel. */
+const releaseScript = script(`
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'delivering' then
+  return 0
+end
+local due = ARGV[3]
+if due == '' then due = redis.call('HGET', KEYS[1], 'leasedAt') end
+redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
+redis.call('HSET', KEYS[1], 'status', 'scheduled', 'nextAttemptAt', due, 'updatedAt', due)
+redis.call('ZADD', KEYS[2], due, ARGV[1])
+redis.call('PUBLISH', ARGV[4], due)
+return 1
+`)
+
+/** KEYS: task, due, attempts. ARGV: id, now ms, retention seconds, idempotency key prefix. */
+const cancelScript = script(`
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'pending' and status ~= 'scheduled' and status ~= 'delivering' then return 0 end
+redis.call('HDEL', KEYS[1], 'token', 'leasedAt', 'nextAttemptAt')
+local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updatedAt', updated)
+redis.call('ZREM', KEYS[2], ARGV[1])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
+  if key then redis.call('EXPIRE', ARGV[4] .. key, ttl) end
+end
+return 1
+`)
+
+const attemptsScript = script(`return redis.call('LRANGE', KEYS[1], 0, -1)`)
+
+/**
+ * Creates a store on the user's ioredis client. Nothing to migrate: keys appear as tasks do.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis'
+ * import { createWorker } from 'endpoint-callback'
+ * import { createRedisStore } from 'endpoint-callback/redis'
+ *
+ * const store = createRedisStore({ client: new Redis(process.env.REDIS_URL), prefix: 'billing-callbacks' })
+ * createWorker({ store, secret: process.env.CALLBACK_SECRET }).start()
+ * ```
+ */
+export function createRedisStore(options: RedisStoreOptions): RedisStore {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError('createRedisStore: options must be an object with a `client`')
+  }
+  const { client } = options
+  if (
+    client === null ||
+    typeof client !== 'object' ||
+    typeof client.evalsha !== 'function' ||
+    typeof client.eval !== 'function'
+  ) {
+    throw new TypeError('createRedisStore: `client` must be an ioredis client (it has no eval/evalsha)')
+  }
+  const prefix = checkPrefix(options.prefix ?? 'endpoint-callback', 'createRedisStore')
+  const attemptHistory = options.attemptHistory ?? 50
+  if (!Number.isInteger(attemptHistory) || attemptHistory < 20) {
+    throw new TypeError('createRedisStore: `attemptHistory` must be an integer >= 20')
+  }
+  const retentionSeconds = options.retentionSeconds ?? 7 * 86_400
+  if (!Number.isInteger(retentionSeconds) || retentionSeconds < 0) {
+    throw new TypeError('createRedisStore: `retentionSeconds` must be an integer >= 0')
+  }
+  const pubsub = options.subscribe ?? typeof client.duplicate === 'function'
+  if (typeof pubsub !== 'boolean') throw new TypeError('createRedisStore: `subscribe` must be a boolean')
+  if (pubsub && typeof client.duplicate !== 'function') {
+    throw new TypeError('createRedisStore: `subscribe` needs a `client` with duplicate() (an ioredis client)')
+  }
+
+  const taskPrefix = `${prefix}:task:`
+  const keyPrefix = `${prefix}:key:`
+  const dueKey = `${prefix}:due`
+  const channel = `${prefix}:due`
+  const taskKey = (id: string) => `${taskPrefix}${id}`
+  const attemptsKey = (id: string) => `${prefix}:attempts:${id}`
+  const signal = createDueSignal()
+  let subscriber: RedisSubscriber | undefined
+
+  async function run(operation: string, which: Script, keys: string[], args: Array<string | number>) {
+    try {
+      return await runScript(client, which, keys, args)
+    } catch (error) {
+      const reason = error instanceof Error ? `: ${error.message}` : ''
+      throw new StoreError('ERR_CALLBACK_STORE', `Redis ${operation} failed${reason}`, { cause: error })
+    }
+  }
+
+  const closeSubscriber = () => {
+    const current = subscriber
+    subscriber = undefined
+    signal.clear()
+    current?.disconnect()
+  }
+
+  return {
+    prefix,
+
+    async insert(task: NewCallbackTask) {
+      const fields: string[] = [
+        'id', task.id,
+        'status', 'pending',
+        'callbackUrl', task.callbackUrl,
+        'event', task.event,
+        'attempts', '0',
+        'createdAt', String(task.createdAt.getTime()),
+        'updatedAt', String(task.createdAt.getTime())
+      ]
+      if (task.idempotencyKey !== undefined) fields.push('idempotencyKey', task.idempotencyKey)
+      if (task.secret !== undefined) fields.push('secret', JSON.stringify(task.secret))
+      if (task.metadata !== undefined) fields.push('metadata', JSON.stringify(task.metadata))
+      if (task.deadline !== undefined) fields.push('deadline', String(task.deadline.getTime()))
+      const keys = [taskKey(task.id)]
+      if (task.idempotencyKey !== undefined) keys.push(`${keyPrefix}${task.idempotencyKey}`)
+      const reply = (await run('insert', insertScript, keys, [taskPrefix, task.id, ...fields])) as [number, string[]?]
+      if (reply[0] === 2 || !reply[1]) {
+        throw new StoreError('ERR_CALLBACK_STORE', `Redis insert failed: task id ${task.id} is already stored`)
+      }
+      return { task: toTask(reply[1]), created: reply[0] === 1 }
+    },
+
+    async get(id) {
+      const fields = (await run('get', getScript, [taskKey(id)], [])) as string[]
+      return fields.length > 0 ? toTask(fields) : undefined
+    },
+
+    async attach(id, result, lease) {
+      const token = randomUUID()
+      const expiresAt = new Date(lease.now.getTime() + lease.leaseMs)
+      const fields = (await run('attach', attachScript, [taskKey(id), dueKey], [
+        id,
+        result.body,
+        result.contentType ?? '',
+        lease.now.getTime(),
+        expiresAt.getTime(),
+        token
+      ])) as string[] | null
+      return fields ? { task: toTask(fields), token, expiresAt } : undefined
+    },
+
+    async claim({ now, limit, leaseMs }) {
+      if (limit <= 0) return []
+      const expiresAt = now.getTime() + leaseMs
+      const leased = (await run('claim', claimScript, [dueKey], [
+        taskPrefix,
+        now.getTime(),
+        limit,
+        expiresAt,
+        randomUUID()
+      ])) as string[][]
+      return leased.map((fields): Lease => {
+        const task = toTask(fields)
+        return { task, token: field(fields, 'token') ?? '', expiresAt: new Date(expiresAt) }
+      })
+    },
+
+    async complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution) {
+      const id = lease.task.id
+      const finishedAt = attempt.startedAt.getTime() + Math.max(0, attempt.durationMs)
+      const reply = await run('complete', completeScript, [taskKey(id), dueKey, attemptsKey(id)], [
+        id,
+        lease.token,
+        resolution.status,
+        resolution.status === 'scheduled' ? resolution.nextAttemptAt.getTime() : '',
+        resolution.lastError === undefined ? '0' : '1',
+        resolution.lastError ?? '',
+        finishedAt,
+        JSON.stringify({ ...attempt, startedAt: attempt.startedAt.getTime() }),
+        attemptHistory,
+        retentionSeconds,
+        channel,
+        keyPrefix
+      ])
+      return reply === 1
+    },
+
+    async release(lease: Lease, nextAttemptAt?: Date) {
+      const id = lease.task.id
+      const reply = await run('release', releaseScript, [taskKey(id), dueKey], [
+        id,
+        lease.token,
+        nextAttemptAt?.getTime() ?? '',
+        channel
+      ])
+      return reply === 1
+    },
+
+    async cancel(id) {
+      const reply = await run('cancel', cancelScript, [taskKey(id), dueKey, attemptsKey(id)], [
+        id,
+        Date.now(),
+        retentionSeconds,
+        keyPrefix
+      ])
+      return reply === 1
+    },
+
+    async attempts(id) {
+      const entries = (await run('attempts', attemptsScript, [attemptsKey(id)], [])) as string[]
+      return entries.map((entry) => {
+        const { startedAt, ...rest } = JSON.parse(entry) as Omit<AttemptRecord, 'startedAt'> & { startedAt: number }
+        return { ...rest, startedAt: new Date(startedAt) }
+      })
+    },
+
+    subscribe(fn: () => void) {
+      if (typeof fn !== 'function') throw new TypeError('subscribe: `listener` must be a function')
+      const remove = signal.add(fn)
+      if (pubsub && !subscriber) {
+        const current = client.duplicate!()
+        subscriber = current
+        let ready = 0
+        current.on('error', () => {
+          // ioredis reconnects by itself; polling covers the gap
+        })
+        current.on('ready', () => {
+          // notifications sent while disconnected are lost: look once after every reconnect
+          if (ready++ > 0 && subscriber === current) signal.wake()
+        })
+        current.on('message', (from: string, message: string) => {
+          if (from === channel) signal.notify(message)
+        })
+        current.subscribe(channel).catch(() => {})
+      }
+      let removed = false
+      return () => {
+        if (removed) return
+        removed = true
+        remove()
+        if (signal.size === 0) closeSubscriber()
+      }
+    },
+
+    async close() {
+      closeSubscriber()
+    }
+  }
+}
+
+/** Options of {@link createRedisReplayGuard}. */
+export interface RedisReplayGuardOptions {
+  /** The user's ioredis client. */
+  client: RedisScriptClient
+  /** Key prefix. Default `endpoint-callback:replay`. */
+  prefix?: string
+  /**
+   * How long a processed `webhook-id` is remembered, seconds. Default 3 days, longer than the
+   * default retry schedule (about 28 h) so every redelivery is recognised.
+   */
+  ttlSeconds?: number
+  /**
+   * How long an id stays "in flight" when its handler never reports back (the process died),
+   * seconds; after that the sender's next retry is processed again. Default 120.
+   */
+  inFlightSeconds?: number
+}
+
+const beginScript = script(`
+local seen = redis.call('GET', KEYS[1])
+if seen then return seen end
+redis.call('SET', KEYS[1], 'in-flight', 'EX', ARGV[1])
+return 'new'
+`)
+
+const forgetScript = script(`
+if redis.call('GET', KEYS[1]) == 'in-flight' then redis.call('DEL', KEYS[1]) end
+return 1
+`)
+
+const rememberScript = script(`redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1]) return 1`)
+
+/**
+ * A `ReplayGuard` shared by every receiver process through Redis: a redelivered `webhook-id` is
+ * acknowledged without running the handler twice, across processes and restarts.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis'
+ * import { callbackReceiver } from 'endpoint-callback/express'
+ * import { createRedisReplayGuard } from 'endpoint-callback/redis'
+ *
+ * const replayGuard = createRedisReplayGuard({ client: new Redis(process.env.REDIS_URL) })
+ * app.post('/callbacks', callbackReceiver({ secret, replayGuard }), handler)
+ * ```
+ */
+export function createRedisReplayGuard(options: RedisReplayGuardOptions): ReplayGuard {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError('createRedisReplayGuard: options must be an object with a `client`')
+  }
+  const { client } = options
+  if (
+    client === null ||
+    typeof client !== 'object' ||
+    typeof client.evalsha !== 'function' ||
+    typeof client.eval !== 'function'
+  ) {
+    throw new TypeError('createRedisReplayGuard: `client` must be an ioredis client (it has no eval/evalsha)')
+  }
+  const prefix = checkPrefix(options.prefix ?? 'endpoint-callback:replay', 'createRedisReplayGuard')
+  const ttlSeconds = options.ttlSeconds ?? 3 * 86_400
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
+    throw new TypeError('createRedisReplayGuard: `ttlSeconds` must be a positive integer')
+  }
+  const inFlightSeconds = options.inFlightSeconds ?? 120
+  if (!Number.isInteger(inFlightSeconds) || inFlightSeconds < 1) {
+    throw new TypeError('createRedisReplayGuard: `inFlightSeconds` must be a positive integer')
+  }
+  const key = (id: string) => `${prefix}:${id}`
+  const run = async (operation: string, which: Script, id: string, args: Array<string | number>) => {
+    try {
+      return await runScript(client, which, [key(id)], args)
+    } catch (error) {
+      const reason = error instanceof Error ? `: ${error.message}` : ''
+      throw new StoreError('ERR_CALLBACK_STORE', `Redis replay guard ${operation} failed${reason}`, { cause: error })
+    }
+  }
+  return {
+    async begin(id) {
+      return (await run('begin', beginScript, id, [inFlightSeconds])) as 'new' | 'in-flight' | 'done'
+    },
+    async remember(id) {
+      await run('remember', rememberScript, id, [ttlSeconds])
+    },
+    async forget(id) {
+      await run('forget', forgetScript, id, [])
+    }
+  }
+}
+
+function checkPrefix(prefix: unknown, where: string): string {
+  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 200) {
+    throw new TypeError(`${where}: \`prefix\` must be a non-empty string of at most 200 characters`)
+  }
+  return prefix
+}
+
+function field(fields: string[], name: string): string | undefined {
+  for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]
+  return undefined
+}
+
+function toTask(fields: string[]): CallbackTask {
+  const hash: Record<string, string> = {}
+  for (let i = 0; i + 1 < fields.length; i += 2) hash[fields[i]!] = fields[i + 1]!
+  const task: CallbackTask = {
+    id: hash.id!,
+    status: hash.status as TaskStatus,
+    callbackUrl: hash.callbackUrl!,
+    event: hash.event!,
+    attempts: Number(hash.attempts),
+    createdAt: new Date(Number(hash.createdAt)),
+    updatedAt: new Date(Number(hash.updatedAt))
+  }
+  if (hash.idempotencyKey !== undefined) task.idempotencyKey = hash.idempotencyKey
+  if (hash.secret !== undefined) task.secret = JSON.parse(hash.secret)
+  if (hash.metadata !== undefined) task.metadata = JSON.parse(hash.metadata)
+  if (hash.body !== undefined) task.body = hash.body
+  if (hash.contentType !== undefined) task.contentType = hash.contentType
+  if (hash.nextAttemptAt !== undefined) task.nextAttemptAt = new Date(Number(hash.nextAttemptAt))
+  if (hash.deadline !== undefined) task.deadline = new Date(Number(hash.deadline))
+  if (hash.lastError !== undefined) task.lastError = hash.lastError
+  return task
+}
