@@ -164,6 +164,11 @@ export interface TransportResponse {
  */
 export interface Transport {
   send(request: TransportRequest): Promise<TransportResponse>
+  /**
+   * Optional: the longest one `send` may take, ms. Senders check that `leaseMs` exceeds it, so a
+   * lease cannot run out while an attempt is still waiting for its answer.
+   */
+  readonly timeoutMs?: number
   close?(): Promise<void>
 }
 
