@@ -1,0 +1,294 @@
+/**
+ * The default transport: one undici `Agent` per transport, every connection vetted by the URL
+ * policy after DNS and before the socket opens.
+ */
+import { lookup as dnsLookup } from 'node:dns'
+import type { LookupAddress, LookupAllOptions } from 'node:dns'
+import { isIP } from 'node:net'
+import { Agent, buildConnector, request } from 'undici'
+import { CallbackError, DeliveryError, UrlPolicyError } from '../errors.ts'
+import type { Transport, TransportRequest, TransportResponse, UrlPolicy } from '../types.ts'
+import { VERSION } from '../version.ts'
+import { checkAddress, checkCallbackUrl, checkHost, compileUrlPolicy } from './url-policy.ts'
+import type { CompiledUrlPolicy } from './url-policy.ts'
+
+/**
+ * A `dns.lookup`-compatible resolver. The transport always calls it with `{ all: true }` and reads
+ * every address it returns; a resolver that answers with one address (`callback(null, address,
+ * family)`) works too.
+ */
+export type LookupFunction = (
+  hostname: string,
+  options: LookupAllOptions,
+  callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void
+
+/** Options of {@link createHttpTransport}. */
+export interface HttpTransportOptions {
+  /**
+   * Time for the whole exchange — DNS, connect, TLS, sending, headers and reading the body — in
+   * ms. Default 10 000. A receiver that trickles its answer is cut off when it runs out.
+   */
+  timeoutMs?: number
+  /** Response bytes kept (as `body`); the rest is discarded and the connection closed. Default 64 KiB. */
+  maxResponseBytes?: number
+  /** The resolver every hostname goes through (default `dns.lookup`); inject one in tests. */
+  lookup?: LookupFunction
+  /** Opt-ins past the default SSRF policy: `allowHttp`, `allowHosts`, `allowPorts`. */
+  urlPolicy?: UrlPolicy
+  /** Sockets per origin. Default: unlimited (undici's default). */
+  connections?: number
+  /** How long an idle keep-alive socket is kept, ms. Default 4 000 (undici's default). */
+  keepAliveTimeoutMs?: number
+  /**
+   * Socket and TLS options for undici's connector (e.g. `ca` for a private CA), or your own undici
+   * connector function. Either way the transport resolves and vets the address first and calls the
+   * connector with `hostname` set to one vetted IP address and `servername` to the URL's host, so
+   * a connector never resolves a name by itself. A function is the documented seam for tests that
+   * must see which address would be dialled without opening a socket.
+   */
+  connect?: buildConnector.BuildOptions | buildConnector.connector
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000
+const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
+const USER_AGENT = `endpoint-callback/${VERSION}`
+
+/** Errors after which the next vetted address of the same name is worth a try. */
+const NEXT_ADDRESS_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT'])
+const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NODATA', 'ENODATA', 'EAI_NONAME', 'ESERVFAIL', 'ENONAME'])
+const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH_EXCEEDED)/
+
+/**
+ * The default {@link Transport}: POSTs with undici on one `Agent` owned by the transport (never the
+ * global dispatcher). Every callback URL is checked by the URL policy; every name is resolved
+ * through `lookup`, and the connection is refused when any returned address is not globally
+ * routable (unless `urlPolicy.allowHosts` opts it in), so DNS rebinding cannot reach an internal
+ * address. Redirects are returned, never followed. `timeoutMs` bounds the whole exchange and at most
+ * `maxResponseBytes` of the answer are read.
+ *
+ * Rejects with `UrlPolicyError` (`ERR_CALLBACK_URL_*`) when the policy refuses, and with
+ * `DeliveryError` `ERR_CALLBACK_TIMEOUT`, `ERR_CALLBACK_CONNECTION`, `ERR_CALLBACK_DNS` or
+ * `ERR_CALLBACK_TLS` (the original error as `cause`) when no response arrives. When the request's
+ * own `signal` aborts, rejects with that signal's reason, as `fetch` does. Messages name the host,
+ * never the path, query, headers or body.
+ *
+ * @example
+ * ```ts
+ * const transport = createHttpTransport({ timeoutMs: 5_000 })
+ * const sender = { store: createMemoryStore(), secret, transport }
+ * // local development: call a receiver on this machine over plain http
+ * const local = createHttpTransport({ urlPolicy: { allowHttp: true, allowHosts: ['127.0.0.1'] } })
+ * // ...
+ * await transport.close()
+ * ```
+ */
+export function createHttpTransport(options: HttpTransportOptions = {}): Transport {
+  if (options === null || typeof options !== 'object') throw new TypeError('createHttpTransport options must be an object')
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1) {
+    throw new TypeError('timeoutMs must be a positive number of milliseconds (at most 2^31 - 1)')
+  }
+  const maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES
+  if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 0) {
+    throw new TypeError('maxResponseBytes must be a non-negative integer')
+  }
+  const lookup: LookupFunction = options.lookup ?? (dnsLookup as LookupFunction)
+  if (typeof lookup !== 'function') throw new TypeError('lookup must be a dns.lookup-compatible function')
+  if (options.connections !== undefined && (!Number.isSafeInteger(options.connections) || options.connections < 1)) {
+    throw new TypeError('connections must be a positive integer')
+  }
+  const keepAliveTimeoutMs = options.keepAliveTimeoutMs
+  if (keepAliveTimeoutMs !== undefined && (!Number.isSafeInteger(keepAliveTimeoutMs) || keepAliveTimeoutMs < 1)) {
+    throw new TypeError('keepAliveTimeoutMs must be a positive integer')
+  }
+  const policy = compileUrlPolicy(options.urlPolicy)
+  const dial = baseConnector(options.connect, timeoutMs)
+
+  const agent = new Agent({
+    connect: guardedConnector(dial, lookup, policy),
+    // Our own timer bounds the whole exchange; these only keep undici's defaults from being longer.
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+    ...(options.connections === undefined ? {} : { connections: options.connections }),
+    ...(keepAliveTimeoutMs === undefined ? {} : { keepAliveTimeout: keepAliveTimeoutMs }),
+  })
+  let closed = false
+
+  return {
+    timeoutMs,
+
+    async send(req: TransportRequest): Promise<TransportResponse> {
+      if (closed) throw new DeliveryError('ERR_CALLBACK_CONNECTION', 'the HTTP transport is closed')
+      const url = checkCallbackUrl(req.url, policy)
+      const host = url.hostname
+      const headers = requestHeaders(req.headers)
+      const callerSignal = req.signal
+      callerSignal?.throwIfAborted()
+
+      const controller = new AbortController()
+      const timedOut = new DeliveryError('ERR_CALLBACK_TIMEOUT', `callback to ${host} timed out after ${timeoutMs} ms`)
+      const timer = setTimeout(() => controller.abort(timedOut), timeoutMs)
+      const onCallerAbort = () => controller.abort(callerSignal?.reason)
+      callerSignal?.addEventListener('abort', onCallerAbort, { once: true })
+      const started = performance.now()
+      try {
+        const response = await request(url, {
+          dispatcher: agent,
+          method: 'POST',
+          headers,
+          body: req.body,
+          signal: controller.signal,
+        })
+        const body = await readCapped(response.body, maxResponseBytes, controller.signal)
+        return {
+          status: response.statusCode,
+          headers: response.headers,
+          body,
+          durationMs: performance.now() - started,
+        }
+      } catch (error) {
+        if (controller.signal.aborted) {
+          if (controller.signal.reason === timedOut) throw timedOut
+          throw controller.signal.reason
+        }
+        throw deliveryError(error, host)
+      } finally {
+        clearTimeout(timer)
+        callerSignal?.removeEventListener('abort', onCallerAbort)
+      }
+    },
+
+    async close(): Promise<void> {
+      if (closed) return
+      closed = true
+      await agent.close()
+    },
+  }
+}
+
+function requestHeaders(given: Record<string, string>): Record<string, string> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  for (const [name, value] of Object.entries(given ?? {})) headers[name.toLowerCase()] = value
+  headers['user-agent'] = USER_AGENT
+  return headers
+}
+
+/** Reads at most `limit` bytes, then drops the connection rather than drain an endless body. */
+async function readCapped(body: AsyncIterable<Uint8Array> & { destroy(error?: Error): unknown }, limit: number, signal: AbortSignal): Promise<string> {
+  const chunks: Uint8Array[] = []
+  let size = 0
+  let complete = true
+  for await (const chunk of body) {
+    if (size + chunk.byteLength > limit) {
+      chunks.push(chunk.subarray(0, limit - size))
+      size = limit
+      complete = false
+      break
+    }
+    chunks.push(chunk)
+    size += chunk.byteLength
+  }
+  if (!complete) body.destroy()
+  signal.throwIfAborted()
+  return Buffer.concat(chunks, size).toString('utf8')
+}
+
+function baseConnector(connect: HttpTransportOptions['connect'], timeoutMs: number): buildConnector.connector {
+  if (typeof connect === 'function') return connect
+  if (connect !== undefined && (connect === null || typeof connect !== 'object')) {
+    throw new TypeError('connect must be undici connector options or a connector function')
+  }
+  const given = (connect ?? {}) as buildConnector.BuildOptions & { lookup?: unknown; socketPath?: unknown; path?: unknown }
+  if (given.lookup !== undefined) throw new TypeError('connect.lookup is not supported: pass the resolver as the lookup option')
+  if (given.socketPath != null || given.path != null) throw new TypeError('connect.socketPath is not supported by the HTTP transport')
+  return buildConnector({ timeout: timeoutMs, ...given })
+}
+
+/**
+ * Resolves the host through `lookup`, refuses the connection when any answer is forbidden, then
+ * dials the vetted addresses in turn (never a name), so what was checked is what is connected to.
+ */
+function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction, policy: CompiledUrlPolicy): buildConnector.connector {
+  return (options, callback) => {
+    const hostname = options.hostname.startsWith('[') ? options.hostname.slice(1, -1) : options.hostname
+    vettedAddresses(hostname, lookup, policy).then(
+      (addresses) => {
+        const servername = options.servername ?? (isIP(hostname) === 0 ? hostname : undefined)
+        const attempt = (index: number) => {
+          const address = addresses[index]!
+          const target: buildConnector.Options = { ...options, hostname: address }
+          if (servername !== undefined) target.servername = servername
+          dial(target, (error, socket) => {
+            if (error !== null && index + 1 < addresses.length && NEXT_ADDRESS_CODES.has(codeOf(error) ?? '')) {
+              attempt(index + 1)
+              return
+            }
+            if (error !== null) callback(error, null)
+            else callback(null, socket!)
+          })
+        }
+        attempt(0)
+      },
+      (error: Error) => callback(error, null),
+    )
+  }
+}
+
+async function vettedAddresses(hostname: string, lookup: LookupFunction, policy: CompiledUrlPolicy): Promise<string[]> {
+  checkHost(hostname.includes(':') ? `[${hostname}]` : hostname, policy)
+  if (isIP(hostname) !== 0) return [hostname]
+  const answers = await resolve(hostname, lookup)
+  const trusted = policy.allowNames.has(hostname.toLowerCase().replace(/\.+$/, ''))
+  const addresses: string[] = []
+  for (const answer of answers) {
+    const address = typeof answer === 'string' ? answer : answer?.address
+    // Any forbidden answer refuses the whole name: with a public and a private answer, the next
+    // lookup (or the next address tried) could be the private one.
+    if (!trusted || typeof address !== 'string' || isIP(address) === 0) checkAddress(String(address), policy, hostname)
+    if (!addresses.includes(address as string)) addresses.push(address as string)
+  }
+  if (addresses.length === 0) {
+    throw new DeliveryError('ERR_CALLBACK_DNS', `callback host ${hostname} resolved to no address`)
+  }
+  return addresses
+}
+
+function resolve(hostname: string, lookup: LookupFunction): Promise<Array<LookupAddress | string>> {
+  return new Promise((resolvePromise, reject) => {
+    try {
+      lookup(hostname, { all: true, family: 0 }, (error, addresses: LookupAddress[] | string) => {
+        if (error) reject(error)
+        else resolvePromise(Array.isArray(addresses) ? addresses : [addresses])
+      })
+    } catch (error) {
+      reject(error)
+    }
+  })
+}
+
+function codeOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+/** Maps what undici and node report to our codes, keeping the original as `cause`. */
+function deliveryError(error: unknown, host: string): Error {
+  // The policy may refuse inside the connector; undici hands that error back, possibly wrapped.
+  for (let current: unknown = error, depth = 0; current != null && depth < 5; current = (current as { cause?: unknown }).cause, depth++) {
+    if (current instanceof CallbackError) return current
+  }
+  const code = codeOf(error)
+  if (code === 'UND_ERR_INVALID_ARG') return error as Error
+  if (code !== undefined && DNS_CODES.has(code)) {
+    return new DeliveryError('ERR_CALLBACK_DNS', `callback host ${host} could not be resolved (${code})`, { cause: error })
+  }
+  if (code !== undefined && TIMEOUT_CODES.has(code)) {
+    return new DeliveryError('ERR_CALLBACK_TIMEOUT', `callback to ${host} timed out (${code})`, { cause: error })
+  }
+  if (code !== undefined && TLS_CODE.test(code)) {
+    return new DeliveryError('ERR_CALLBACK_TLS', `TLS with ${host} failed (${code})`, { cause: error })
+  }
+  return new DeliveryError('ERR_CALLBACK_CONNECTION', `connection to ${host} failed${code === undefined ? '' : ` (${code})`}`, { cause: error })
+}
