@@ -25,19 +25,27 @@ const TIMESTAMP = /^[0-9]{1,16}$/
 const V1_SIGNATURE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
 const V1A_SIGNATURE = /^[A-Za-z0-9+/]{85}[AQgw]==$/
 
-// Decoded keys by secret string, so `verifySignature(request, { secret })` with a fresh options
-// object per call does not pay for base64 and key import every time. Bounded: cleared when full.
-const keyCache = new Map<string, KeyObject>()
+// Decoded keys by their text, so `verifySignature(request, { secret })` with a fresh options object
+// per call does not pay for base64 and key import every time. One map per kind of key: a `whsec_`
+// string given as `publicKey` must fail as such, not find the secret decoded earlier. Bounded:
+// cleared when full.
 const KEY_CACHE_LIMIT = 256
+const secretCache = new Map<string, KeyObject>()
+const publicKeyCache = new Map<string, KeyObject>()
 
-function cachedKey(value: unknown, option: string, decode: (value: unknown, option: string) => KeyObject): KeyObject {
+function cachedKey(
+  cache: Map<string, KeyObject>,
+  value: unknown,
+  option: string,
+  decode: (value: unknown, option: string) => KeyObject
+): KeyObject {
   if (typeof value === 'string') {
-    const hit = keyCache.get(value)
+    const hit = cache.get(value)
     if (hit !== undefined) return hit
   }
   const key = decode(value, option)
-  if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.clear()
-  keyCache.set(value as string, key)
+  if (cache.size >= KEY_CACHE_LIMIT) cache.clear()
+  cache.set(value as string, key)
   return key
 }
 
@@ -77,10 +85,10 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
     throw new TypeError('secret or publicKey is required to verify')
   }
   const hmacKeys = (secrets ?? []).map((value, index) =>
-    cachedKey(value, secrets!.length > 1 ? `secret[${index}]` : 'secret', decodeVerifySecret)
+    cachedKey(secretCache, value, secrets!.length > 1 ? `secret[${index}]` : 'secret', decodeVerifySecret)
   )
   const edKeys = (publicKeys ?? []).map((value, index) =>
-    cachedKey(value, publicKeys!.length > 1 ? `publicKey[${index}]` : 'publicKey', decodePublicKey)
+    cachedKey(publicKeyCache, value, publicKeys!.length > 1 ? `publicKey[${index}]` : 'publicKey', decodePublicKey)
   )
   const tolerance = options.toleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS
   if (typeof tolerance !== 'number' || !Number.isFinite(tolerance) || tolerance < 0) {
