@@ -1,0 +1,923 @@
+/**
+ * The conformance suite every {@link CallbackStore} passes: the memory, PostgreSQL and Redis stores
+ * here, and any store of your own. One call registers the whole suite with `node:test`; each test
+ * gets a fresh store from your factory.
+ *
+ * What it holds a store to, in short:
+ *
+ * - **Insert** creates a `pending` task with no attempts. An `idempotencyKey` already stored inserts
+ *   nothing and answers the stored task with `created: false`, also when many inserts race. Without
+ *   a key every insert is a new task. An `id` already stored is refused, never overwritten.
+ * - **Round trip**: every field comes back as given — `metadata` as equal JSON, `secret` as the same
+ *   string or array, instants as `Date`s. Optional fields that were never set are absent (not
+ *   `null`). Every object a store hands out is the caller's own copy.
+ * - **Attach** works on a `pending` task only, stores the body and leases the task to the caller:
+ *   status `delivering`, lease until `now + leaseMs`, which `nextAttemptAt` also shows.
+ * - **Claim** leases tasks that are due — `scheduled` with `nextAttemptAt <= now`, or `delivering`
+ *   with an expired lease (`expiresAt <= now`) — earliest due first, at most `limit`, each with a
+ *   fresh token. Concurrent claims never hand out one task twice. Pending and terminal tasks are
+ *   never claimed.
+ * - **Complete** is fenced by the lease token: while the token holds it appends the attempt,
+ *   increments `attempts`, and applies the resolution — the status; `nextAttemptAt` for `scheduled`
+ *   (none for terminal states); `lastError` replaced when the resolution has one and kept when it
+ *   has none (it is the reason of the last *failed* attempt). Once the lease is void (reclaimed
+ *   after expiry, completed, released or cancelled) it answers `false` and changes nothing.
+ * - **Release** hands a leased task back unattempted: `scheduled` at the given instant, or, without
+ *   one, due at once — at the instant its lease was taken. Fenced like `complete`.
+ * - **Cancel** ends any task not yet terminal, `delivering` included (its lease is void from then
+ *   on); terminal or unknown tasks answer `false`.
+ * - **Attempt history** keeps at least 20 attempts per task, oldest first, every field intact.
+ * - **Subscribe**, when a store offers it, calls its listener after a release or a reschedule.
+ *
+ * **Stores have no clock.** Every decision about time — is it due, has the lease expired — uses
+ * only the `now` the caller passes, and every instant a store writes comes from the caller too. The
+ * suite runs with instants in 2001 and in 2100, so a store that consults the wall clock (`Date.now()`,
+ * SQL `now()`, Redis `TIME`) fails it. This is also what lets many machines agree on "due".
+ *
+ * **Deliberately left out** (as bullmq's backend contract does, the suite says what it does not
+ * ask): listing and searching tasks, retention and pruning of finished tasks, payload encryption at
+ * rest, migrations between stores, `updatedAt` beyond being a `Date` (stores stamp it as suits
+ * them), the order of tasks due at the same instant, how tokens look (only that they are fresh and
+ * unguessable strings), enforcement of `deadline` (the sender decides), running inside a caller's
+ * transaction (the Postgres store tests that itself), and durability across restarts or
+ * connections. A store may cap the attempt history above 20.
+ *
+ * @example
+ * ```ts
+ * // test/stores/my-store.test.ts
+ * import { storeContract } from 'endpoint-callback/testing'
+ * import { createMyStore } from '../../src/my-store.ts'
+ *
+ * storeContract('my store', () => createMyStore({ prefix: `test-${crypto.randomUUID()}` }), {
+ *   skip: process.env.MY_DB_URL ? false : 'MY_DB_URL is not set',
+ *   cleanup: (store) => dropEverything(store)
+ * })
+ * ```
+ */
+import { afterEach, describe, it } from 'node:test'
+import type { TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask } from '../types.ts'
+
+/** Options of {@link storeContract}. */
+export interface StoreContractOptions {
+  /** A reason to skip the whole suite (e.g. the database is unreachable), or false. */
+  skip?: string | false
+  /** Called after each test with the store the factory made (drop the schema, delete the keys). */
+  cleanup?: (store: CallbackStore) => void | Promise<void>
+}
+
+/** Two eras: a store that compares with the wall clock gets one of them wrong. */
+const eras = [
+  { name: 'in 2001', start: Date.UTC(2001, 1, 3, 4, 5, 6, 789) },
+  { name: 'in 2100', start: Date.UTC(2100, 6, 7, 8, 9, 10, 123) }
+] as const
+const base = eras[1].start
+const leaseMs = 30_000
+
+/**
+ * Registers the store conformance suite under `describe(name)`. `factory` is called once per test
+ * for a fresh, empty store; after each test `options.cleanup` runs with it, then its `close()`.
+ *
+ * @example
+ * ```ts
+ * import { storeContract } from 'endpoint-callback/testing'
+ * import { createMemoryStore } from 'endpoint-callback'
+ *
+ * storeContract('memory', () => createMemoryStore())
+ * ```
+ */
+export function storeContract(
+  name: string,
+  factory: () => CallbackStore | Promise<CallbackStore>,
+  options: StoreContractOptions = {}
+): void {
+  if (typeof name !== 'string' || name === '') throw new TypeError('name must be a non-empty string')
+  if (typeof factory !== 'function') throw new TypeError('factory must be a function')
+  if (options.cleanup !== undefined && typeof options.cleanup !== 'function') {
+    throw new TypeError('cleanup must be a function')
+  }
+  const cleanup = options.cleanup
+  const made: CallbackStore[] = []
+
+  const fresh = async (): Promise<CallbackStore> => {
+    const store = await factory()
+    made.push(store)
+    return store
+  }
+
+  describe(`${name} store contract`, { skip: options.skip || false }, () => {
+    afterEach(async () => {
+      for (const store of made.splice(0)) {
+        await cleanup?.(store)
+        await store.close?.()
+      }
+    })
+
+    describe('insert and get', () => {
+      it('inserts a pending task with no attempts and answers created: true', async () => {
+        const store = await fresh()
+        const input = newTask()
+        const { task, created } = await store.insert(input)
+        assert.equal(created, true)
+        assert.equal(task.id, input.id)
+        assert.equal(task.status, 'pending')
+        assert.equal(task.attempts, 0)
+        assert.equal(task.nextAttemptAt, undefined)
+        assert.equal(task.body, undefined)
+        assert.equal(task.lastError, undefined)
+      })
+
+      it('returns every field as given, with instants as Dates', async () => {
+        const store = await fresh()
+        const input = newTask({
+          idempotencyKey: `key-${randomUUID()}`,
+          secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+          metadata: { orderId: 'o-1', amount: 12.5, nested: { tags: ['a', 'b'], ok: true, none: null } },
+          deadline: new Date(base + 86_400_000)
+        })
+        const inserted = await store.insert(input)
+        const stored = await store.get(input.id)
+        for (const task of [inserted.task, stored]) {
+          assert.ok(task)
+          assert.deepEqual(defined(task), {
+            id: input.id,
+            status: 'pending',
+            callbackUrl: input.callbackUrl,
+            event: input.event,
+            idempotencyKey: input.idempotencyKey,
+            secret: input.secret,
+            metadata: { orderId: 'o-1', amount: 12.5, nested: { tags: ['a', 'b'], ok: true, none: null } },
+            attempts: 0,
+            deadline: new Date(base + 86_400_000),
+            createdAt: new Date(base),
+            updatedAt: task.updatedAt
+          })
+          assert.ok(task.updatedAt instanceof Date && !Number.isNaN(task.updatedAt.getTime()), 'updatedAt is a Date')
+        }
+      })
+
+      it('returns a secret given as an array as the same array, in order', async () => {
+        const store = await fresh()
+        const secret = ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD']
+        const input = newTask({ secret })
+        await store.insert(input)
+        assert.deepEqual((await store.get(input.id))?.secret, secret)
+      })
+
+      it('leaves out the optional fields that were never given', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const task = await store.get(input.id)
+        assert.ok(task)
+        for (const field of ['idempotencyKey', 'secret', 'metadata', 'body', 'contentType', 'nextAttemptAt', 'deadline', 'lastError'] as const) {
+          assert.equal(task[field], undefined, `${field} is absent`)
+        }
+      })
+
+      it('answers undefined for an id it does not know', async () => {
+        const store = await fresh()
+        assert.equal(await store.get(`unknown-${randomUUID()}`), undefined)
+      })
+
+      it('inserts two tasks when the same input comes twice without an idempotency key', async () => {
+        const store = await fresh()
+        const first = newTask()
+        const second = { ...first, id: randomUUID() }
+        assert.equal((await store.insert(first)).created, true)
+        assert.equal((await store.insert(second)).created, true)
+        assert.equal((await store.get(first.id))?.id, first.id)
+        assert.equal((await store.get(second.id))?.id, second.id)
+      })
+
+      it('answers the stored task with created: false for an idempotency key it has seen', async () => {
+        const store = await fresh()
+        const idempotencyKey = `key-${randomUUID()}`
+        const first = newTask({ idempotencyKey, callbackUrl: 'https://first.example/callbacks' })
+        const again = newTask({ idempotencyKey, callbackUrl: 'https://second.example/callbacks' })
+        await store.insert(first)
+        const { task, created } = await store.insert(again)
+        assert.equal(created, false)
+        assert.equal(task.id, first.id)
+        assert.equal(task.callbackUrl, 'https://first.example/callbacks')
+        assert.equal(await store.get(again.id), undefined, 'the second task was not stored')
+      })
+
+      it('still answers the stored task for its idempotency key once the task is delivered', async () => {
+        const store = await fresh()
+        const idempotencyKey = `key-${randomUUID()}`
+        const first = newTask({ idempotencyKey })
+        await store.insert(first)
+        const held = await attachNow(store, first.id, base)
+        assert.equal(await store.complete(held, attemptAt(1, base), { status: 'delivered' }), true)
+        const { task, created } = await store.insert(newTask({ idempotencyKey }))
+        assert.equal(created, false)
+        assert.equal(task.id, first.id)
+        assert.equal(task.status, 'delivered')
+      })
+
+      it('creates exactly one task when 20 inserts with one idempotency key race', async () => {
+        const store = await fresh()
+        const idempotencyKey = `key-${randomUUID()}`
+        const inputs = Array.from({ length: 20 }, () => newTask({ idempotencyKey }))
+        const results = await Promise.all(inputs.map((input) => store.insert(input)))
+        assert.equal(results.filter((result) => result.created).length, 1, 'exactly one insert created the task')
+        const ids = new Set(results.map((result) => result.task.id))
+        assert.equal(ids.size, 1, 'every caller got the same task')
+        const [id] = ids
+        assert.ok(inputs.some((input) => input.id === id))
+        for (const input of inputs) {
+          if (input.id !== id) assert.equal(await store.get(input.id), undefined)
+        }
+      })
+
+      it('keeps different idempotency keys apart', async () => {
+        const store = await fresh()
+        const a = await store.insert(newTask({ idempotencyKey: `a-${randomUUID()}` }))
+        const b = await store.insert(newTask({ idempotencyKey: `b-${randomUUID()}` }))
+        assert.equal(a.created, true)
+        assert.equal(b.created, true)
+        assert.notEqual(a.task.id, b.task.id)
+      })
+
+      it('refuses a second task with an id already stored and keeps the first', async () => {
+        const store = await fresh()
+        const first = newTask()
+        await store.insert(first)
+        await assert.rejects(store.insert({ ...first, callbackUrl: 'https://other.example/callbacks', event: 'other' }))
+        const task = await store.get(first.id)
+        assert.equal(task?.callbackUrl, first.callbackUrl)
+        assert.equal(task?.event, first.event)
+      })
+    })
+
+    describe('copies', () => {
+      it('keeps its own copy of what it was given', async () => {
+        const store = await fresh()
+        const secret = ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']
+        const metadata = { nested: { count: 1 } }
+        const input = newTask({ secret, metadata, deadline: new Date(base + 1000) })
+        await store.insert(input)
+        secret.push('whsec_added')
+        metadata.nested.count = 2
+        input.deadline!.setTime(0)
+        input.createdAt.setTime(0)
+        const task = await store.get(input.id)
+        assert.deepEqual(task?.secret, ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'])
+        assert.deepEqual(task?.metadata, { nested: { count: 1 } })
+        assert.equal(task?.deadline?.getTime(), base + 1000)
+        assert.equal(task?.createdAt.getTime(), base)
+      })
+
+      it('hands out tasks whose changes never reach the store', async () => {
+        const store = await fresh()
+        const input = newTask({ secret: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], metadata: { nested: { count: 1 } } })
+        const { task: inserted } = await store.insert(input)
+        const got = await store.get(input.id)
+        assert.ok(got)
+        assert.notEqual(got, inserted, 'two reads are two objects')
+        for (const task of [inserted, got]) {
+          task.status = 'delivered'
+          task.attempts = 99
+          ;(task.secret as string[]).push('whsec_added')
+          ;(task.metadata!.nested as { count: number }).count = 2
+          task.createdAt.setTime(0)
+        }
+        const again = await store.get(input.id)
+        assert.equal(again?.status, 'pending')
+        assert.equal(again?.attempts, 0)
+        assert.deepEqual(again?.secret, ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'])
+        assert.deepEqual(again?.metadata, { nested: { count: 1 } })
+        assert.equal(again?.createdAt.getTime(), base)
+      })
+
+      it('hands out leases and attempt records whose changes never reach the store', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        held.task.status = 'pending'
+        held.task.nextAttemptAt?.setTime(0)
+        held.expiresAt.setTime(0)
+        assert.equal((await store.get(input.id))?.status, 'delivering')
+        assert.equal(await reclaimable(store, base), false, 'the lease still runs to its own expiry')
+
+        const attempt = attemptAt(1, base, { status: 503, responseBody: 'busy' })
+        assert.equal(await store.complete(held, attempt, retryAt(base + 5000)), true)
+        attempt.startedAt.setTime(0)
+        attempt.status = 200
+        const history = await store.attempts(input.id)
+        assert.equal(history[0]?.startedAt.getTime(), base)
+        assert.equal(history[0]?.status, 503)
+        history[0]!.status = 201
+        history.push(attemptAt(2, base))
+        const again = await store.attempts(input.id)
+        assert.equal(again.length, 1)
+        assert.equal(again[0]?.status, 503)
+      })
+    })
+
+    describe('attach', () => {
+      it('stores the body and leases a pending task to the caller until now + leaseMs', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await store.attach(input.id, { body: '{"type":"report.ready","data":{}}', contentType: 'application/json; charset=utf-8' }, { now: new Date(base), leaseMs })
+        assert.ok(held, 'a lease')
+        assert.equal(typeof held.token, 'string')
+        assert.ok(held.token.length >= 16, 'the token is long enough not to be guessed')
+        assert.deepEqual(held.expiresAt, new Date(base + leaseMs))
+        assert.equal(held.task.id, input.id)
+        assert.equal(held.task.status, 'delivering')
+        assert.equal(held.task.attempts, 0)
+        assert.equal(held.task.body, '{"type":"report.ready","data":{}}')
+        assert.equal(held.task.contentType, 'application/json; charset=utf-8')
+        assert.deepEqual(held.task.nextAttemptAt, new Date(base + leaseMs))
+        const stored = await store.get(input.id)
+        assert.equal(stored?.status, 'delivering')
+        assert.equal(stored?.body, '{"type":"report.ready","data":{}}')
+        assert.equal(stored?.contentType, 'application/json; charset=utf-8')
+        assert.deepEqual(stored?.nextAttemptAt, new Date(base + leaseMs))
+      })
+
+      it('leaves contentType out when none is given', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await store.attach(input.id, { body: '{}' }, { now: new Date(base), leaseMs })
+        assert.equal(held?.task.contentType, undefined)
+        assert.equal((await store.get(input.id))?.contentType, undefined)
+      })
+
+      it('answers undefined, changing nothing, when the task was attached already', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const first = await store.attach(input.id, { body: 'first' }, { now: new Date(base), leaseMs })
+        assert.ok(first)
+        assert.equal(await store.attach(input.id, { body: 'second' }, { now: new Date(base + 1), leaseMs }), undefined)
+        const task = await store.get(input.id)
+        assert.equal(task?.body, 'first')
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + leaseMs))
+        assert.equal(await store.complete(first, attemptAt(1, base), { status: 'delivered' }), true, 'the first lease still holds')
+      })
+
+      it('answers undefined for an id it does not know', async () => {
+        const store = await fresh()
+        assert.equal(await store.attach(`unknown-${randomUUID()}`, { body: '{}' }, { now: new Date(base), leaseMs }), undefined)
+      })
+
+      it('answers undefined for a task that is scheduled, delivered or cancelled', async () => {
+        const store = await fresh()
+        const scheduled = await scheduledTask(store, base + 1000)
+        const delivered = newTask()
+        await store.insert(delivered)
+        await store.complete(await attachNow(store, delivered.id, base), attemptAt(1, base), { status: 'delivered' })
+        const cancelled = newTask()
+        await store.insert(cancelled)
+        await store.cancel(cancelled.id)
+        for (const id of [scheduled, delivered.id, cancelled.id]) {
+          const before = await store.get(id)
+          assert.equal(await store.attach(id, { body: 'late' }, { now: new Date(base), leaseMs }), undefined)
+          const after = await store.get(id)
+          assert.equal(after?.status, before?.status)
+          assert.equal(after?.body, before?.body)
+        }
+      })
+    })
+
+    describe('claim', () => {
+      for (const era of eras) {
+        it(`leases the tasks that are due, earliest first, at most limit at a time (${era.name})`, async () => {
+          const store = await fresh()
+          const t = era.start
+          // inserted out of order, so insertion order cannot pass for due order
+          const offsets = [4000, 1000, 5000, 2000, 3000]
+          const ids = new Map<number, string>()
+          for (const offset of offsets) ids.set(offset, await scheduledTask(store, t + offset, t))
+          const first = await store.claim({ now: new Date(t + 5000), limit: 3, leaseMs })
+          assert.deepEqual(first.map((held) => held.task.id), [1000, 2000, 3000].map((offset) => ids.get(offset)))
+          const second = await store.claim({ now: new Date(t + 5000), limit: 3, leaseMs })
+          assert.deepEqual(second.map((held) => held.task.id), [4000, 5000].map((offset) => ids.get(offset)))
+          assert.deepEqual(await store.claim({ now: new Date(t + 5000), limit: 3, leaseMs }), [])
+        })
+
+        it(`does not lease a task before its nextAttemptAt, and does at that instant (${era.name})`, async () => {
+          const store = await fresh()
+          const t = era.start
+          const id = await scheduledTask(store, t + 10_000, t)
+          assert.deepEqual(await store.claim({ now: new Date(t), limit: 10, leaseMs }), [])
+          assert.deepEqual(await store.claim({ now: new Date(t + 9_999), limit: 10, leaseMs }), [])
+          const claimed = await store.claim({ now: new Date(t + 10_000), limit: 10, leaseMs })
+          assert.deepEqual(claimed.map((held) => held.task.id), [id])
+        })
+
+        it(`reclaims a delivering task once its lease expires, and not before (${era.name})`, async () => {
+          const store = await fresh()
+          const t = era.start
+          const input = newTask({ createdAt: new Date(t) })
+          await store.insert(input)
+          const held = await attachNow(store, input.id, t)
+          assert.deepEqual(await store.claim({ now: new Date(t + leaseMs - 1), limit: 10, leaseMs }), [])
+          const reclaimed = await store.claim({ now: new Date(t + leaseMs), limit: 10, leaseMs })
+          assert.deepEqual(reclaimed.map((next) => next.task.id), [input.id])
+          assert.notEqual(reclaimed[0]?.token, held.token)
+          assert.deepEqual(reclaimed[0]?.expiresAt, new Date(t + 2 * leaseMs))
+        })
+
+        it(`makes a task released without a date due at once (${era.name})`, async () => {
+          const store = await fresh()
+          const t = era.start
+          const id = await scheduledTask(store, t, t)
+          const [held] = await store.claim({ now: new Date(t), limit: 1, leaseMs })
+          assert.equal(held?.task.id, id)
+          assert.equal(await store.release(held!), true)
+          const task = await store.get(id)
+          assert.equal(task?.status, 'scheduled')
+          assert.ok(task?.nextAttemptAt instanceof Date && task.nextAttemptAt.getTime() <= t, 'due no later than the claim')
+          const again = await store.claim({ now: new Date(t), limit: 1, leaseMs })
+          assert.deepEqual(again.map((next) => next.task.id), [id])
+        })
+      }
+
+      it('gives each lease a fresh token, expiry now + leaseMs, and the task as delivering', async () => {
+        const store = await fresh()
+        const ids = [await scheduledTask(store, base), await scheduledTask(store, base + 1)]
+        const claimed = await store.claim({ now: new Date(base + 10), limit: 10, leaseMs: 12_345 })
+        assert.deepEqual(claimed.map((held) => held.task.id), ids)
+        assert.equal(new Set(claimed.map((held) => held.token)).size, 2, 'tokens differ')
+        for (const held of claimed) {
+          assert.equal(typeof held.token, 'string')
+          assert.ok(held.token.length >= 16)
+          assert.deepEqual(held.expiresAt, new Date(base + 10 + 12_345))
+          assert.equal(held.task.status, 'delivering')
+          assert.equal(held.task.attempts, 0)
+          assert.deepEqual(held.task.nextAttemptAt, new Date(base + 10 + 12_345))
+          const stored = await store.get(held.task.id)
+          assert.equal(stored?.status, 'delivering')
+          assert.deepEqual(stored?.nextAttemptAt, new Date(base + 10 + 12_345))
+        }
+      })
+
+      it('hands out whole tasks, body and secret included', async () => {
+        const store = await fresh()
+        const input = newTask({ secret: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], metadata: { a: 1 } })
+        await store.insert(input)
+        const held = await store.attach(input.id, { body: '{"x":1}', contentType: 'application/json' }, { now: new Date(base), leaseMs })
+        await store.release(held!, new Date(base))
+        const [claimed] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+        assert.equal(claimed?.task.body, '{"x":1}')
+        assert.equal(claimed?.task.contentType, 'application/json')
+        assert.deepEqual(claimed?.task.secret, ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'])
+        assert.deepEqual(claimed?.task.metadata, { a: 1 })
+        assert.equal(claimed?.task.callbackUrl, input.callbackUrl)
+      })
+
+      it('does not lease a task again while its lease holds', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        const [held] = await store.claim({ now: new Date(base), limit: 10, leaseMs })
+        assert.equal(held?.task.id, id)
+        assert.deepEqual(await store.claim({ now: new Date(base + leaseMs - 1), limit: 10, leaseMs }), [])
+      })
+
+      it('orders scheduled tasks and expired leases together by when they fell due', async () => {
+        const store = await fresh()
+        const late = await scheduledTask(store, base + 3000)
+        const abandoned = newTask()
+        await store.insert(abandoned)
+        await attachNow(store, abandoned.id, base + 2000 - leaseMs) // expires at base + 2000
+        const early = await scheduledTask(store, base + 1000)
+        const claimed = await store.claim({ now: new Date(base + 5000), limit: 10, leaseMs })
+        assert.deepEqual(claimed.map((held) => held.task.id), [early, abandoned.id, late])
+      })
+
+      it('respects limit when many tasks are due', async () => {
+        const store = await fresh()
+        for (let i = 0; i < 30; i++) await scheduledTask(store, base + i)
+        const claimed = await store.claim({ now: new Date(base + 100), limit: 7, leaseMs })
+        assert.equal(claimed.length, 7)
+        assert.equal(new Set(claimed.map((held) => held.task.id)).size, 7)
+      })
+
+      it('never leases pending, delivered, failed or cancelled tasks', async () => {
+        const store = await fresh()
+        const pending = newTask()
+        await store.insert(pending)
+        const ids = [pending.id]
+        for (const status of ['delivered', 'failed', 'cancelled'] as const) {
+          const input = newTask()
+          await store.insert(input)
+          const held = await attachNow(store, input.id, base)
+          const resolution = status === 'delivered' ? { status } : { status, lastError: 'gone' }
+          assert.equal(await store.complete(held, attemptAt(1, base), resolution), true)
+          ids.push(input.id)
+        }
+        const cancelledWhileScheduled = await scheduledTask(store, base)
+        assert.equal(await store.cancel(cancelledWhileScheduled), true)
+        ids.push(cancelledWhileScheduled)
+        const farFuture = new Date(base + 10 * 365 * 86_400_000)
+        assert.deepEqual(await store.claim({ now: farFuture, limit: 100, leaseMs }), [])
+        for (const id of ids) assert.notEqual((await store.get(id))?.status, 'delivering')
+      })
+
+      it('answers an empty list when nothing is stored', async () => {
+        const store = await fresh()
+        assert.deepEqual(await store.claim({ now: new Date(base), limit: 10, leaseMs }), [])
+      })
+
+      it('never hands one task to two of 10 concurrent claims over 50 due tasks', async () => {
+        const store = await fresh()
+        const ids = new Set<string>()
+        for (let i = 0; i < 50; i++) ids.add(await scheduledTask(store, base + i))
+        const now = new Date(base + 1000)
+        const batches = await Promise.all(Array.from({ length: 10 }, () => store.claim({ now, limit: 10, leaseMs })))
+        const handedOut = batches.flat().map((held) => held.task.id)
+        assert.equal(new Set(handedOut).size, handedOut.length, 'no task was handed out twice')
+        for (const batch of batches) assert.ok(batch.length <= 10)
+        // whatever a claim skipped while another held it is still there for the next claim
+        for (;;) {
+          const more = await store.claim({ now, limit: 10, leaseMs })
+          if (more.length === 0) break
+          handedOut.push(...more.map((held) => held.task.id))
+        }
+        assert.equal(handedOut.length, 50, 'every task was handed out exactly once')
+        assert.deepEqual(new Set(handedOut), ids)
+      })
+    })
+
+    describe('complete', () => {
+      it('records the attempt and schedules the next one when the resolution says so', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        const attempt = attemptAt(1, base, { status: 503, responseBody: 'busy', outcome: 'retry' })
+        assert.equal(await store.complete(held, attempt, retryAt(base + 5000, 'HTTP 503')), true)
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 1)
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 5000))
+        assert.equal(task?.lastError, 'HTTP 503')
+        assert.deepEqual((await store.attempts(input.id)).map(defined), [defined(attempt)])
+        assert.deepEqual(await store.claim({ now: new Date(base + 4999), limit: 10, leaseMs }), [])
+        const [again] = await store.claim({ now: new Date(base + 5000), limit: 10, leaseMs })
+        assert.equal(again?.task.id, input.id)
+        assert.equal(again?.task.attempts, 1)
+      })
+
+      it('ends the task as delivered, with no next attempt and never claimed again', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 204, outcome: 'delivered' }), { status: 'delivered' }), true)
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'delivered')
+        assert.equal(task?.attempts, 1)
+        assert.equal(task?.nextAttemptAt, undefined)
+        assert.equal(task?.lastError, undefined)
+        assert.deepEqual(await store.claim({ now: new Date(base + 10 * leaseMs), limit: 10, leaseMs }), [])
+        assert.equal(await store.cancel(input.id), false)
+      })
+
+      it('ends the task as failed or cancelled with the reason given', async () => {
+        const store = await fresh()
+        for (const status of ['failed', 'cancelled'] as const) {
+          const input = newTask()
+          await store.insert(input)
+          const held = await attachNow(store, input.id, base)
+          const attempt = attemptAt(1, base, { status: status === 'failed' ? 400 : 410, outcome: status })
+          assert.equal(await store.complete(held, attempt, { status, lastError: `HTTP ${attempt.status}` }), true)
+          const task = await store.get(input.id)
+          assert.equal(task?.status, status)
+          assert.equal(task?.attempts, 1)
+          assert.equal(task?.nextAttemptAt, undefined)
+          assert.equal(task?.lastError, `HTTP ${attempt.status}`)
+        }
+        assert.deepEqual(await store.claim({ now: new Date(base + 10 * leaseMs), limit: 10, leaseMs }), [])
+      })
+
+      it('replaces lastError when the resolution gives one and keeps it when not', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        let held = await attachNow(store, input.id, base)
+        await store.complete(held, attemptAt(1, base, { status: 500 }), retryAt(base + 1, 'HTTP 500'))
+        ;[held] = (await store.claim({ now: new Date(base + 1), limit: 1, leaseMs })) as [Lease]
+        await store.complete(held, attemptAt(2, base + 1, { error: 'ERR_CALLBACK_TIMEOUT: no answer' }), retryAt(base + 2, 'ERR_CALLBACK_TIMEOUT: no answer'))
+        assert.equal((await store.get(input.id))?.lastError, 'ERR_CALLBACK_TIMEOUT: no answer')
+        ;[held] = (await store.claim({ now: new Date(base + 2), limit: 1, leaseMs })) as [Lease]
+        await store.complete(held, attemptAt(3, base + 2, { status: 200, outcome: 'delivered' }), { status: 'delivered' })
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'delivered')
+        assert.equal(task?.lastError, 'ERR_CALLBACK_TIMEOUT: no answer')
+      })
+
+      it('refuses a completion whose lease expired and was claimed again, changing nothing', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const stale = await attachNow(store, input.id, base)
+        const [reclaimed] = await store.claim({ now: new Date(base + leaseMs), limit: 1, leaseMs })
+        assert.ok(reclaimed)
+        assert.equal(await store.complete(stale, attemptAt(1, base, { status: 200, outcome: 'delivered' }), { status: 'delivered' }), false)
+        assert.equal(await store.release(stale, new Date(base)), false)
+        let task = await store.get(input.id)
+        assert.equal(task?.status, 'delivering')
+        assert.equal(task?.attempts, 0)
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 2 * leaseMs))
+        assert.deepEqual(await store.attempts(input.id), [])
+        // the new holder is unaffected
+        assert.equal(await store.complete(reclaimed, attemptAt(1, base + leaseMs, { status: 200, outcome: 'delivered' }), { status: 'delivered' }), true)
+        task = await store.get(input.id)
+        assert.equal(task?.status, 'delivered')
+        assert.equal(task?.attempts, 1)
+        assert.equal((await store.attempts(input.id)).length, 1)
+      })
+
+      it('refuses a second completion with the same lease', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 500 }), retryAt(base + 1000, 'HTTP 500')), true)
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 200, outcome: 'delivered' }), { status: 'delivered' }), false)
+        assert.equal(await store.release(held), false)
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 1)
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 1000))
+        assert.equal((await store.attempts(input.id)).length, 1)
+      })
+
+      it('refuses a completion with a token that was never handed out', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        const forged: Lease = { ...held, token: `${held.token}x` }
+        assert.equal(await store.complete(forged, attemptAt(1, base), { status: 'delivered' }), false)
+        assert.equal(await store.release(forged), false)
+        assert.equal((await store.get(input.id))?.status, 'delivering')
+        assert.equal(await store.complete(held, attemptAt(1, base), { status: 'delivered' }), true)
+      })
+
+      it('refuses a completion for a task it does not know', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        const elsewhere: Lease = { ...held, task: { ...held.task, id: `unknown-${randomUUID()}` } }
+        assert.equal(await store.complete(elsewhere, attemptAt(1, base), { status: 'delivered' }), false)
+        assert.equal(await store.release(elsewhere), false)
+      })
+
+      it('keeps a history of 20 attempts in order, every field intact', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        let held = await attachNow(store, input.id, base)
+        const recorded: AttemptRecord[] = []
+        for (let n = 1; n <= 20; n++) {
+          const startedAt = base + n * 1000
+          const attempt: AttemptRecord =
+            n === 20
+              ? attemptAt(n, startedAt, { status: 200, responseBody: 'ok', outcome: 'delivered', durationMs: 12.5 })
+              : n % 2 === 0
+                ? attemptAt(n, startedAt, { error: `ERR_CALLBACK_CONNECTION: reset ${n}`, durationMs: n })
+                : attemptAt(n, startedAt, { status: 500 + n, responseBody: `body ${n}`, durationMs: n })
+          recorded.push(attempt)
+          const resolution = n === 20 ? ({ status: 'delivered' } as const) : retryAt(startedAt + 500, `failure ${n}`)
+          assert.equal(await store.complete(held, attempt, resolution), true)
+          if (n < 20) {
+            const [next] = await store.claim({ now: new Date(startedAt + 500), limit: 1, leaseMs })
+            assert.ok(next, `claimed again for attempt ${n + 1}`)
+            held = next
+          }
+        }
+        const history = await store.attempts(input.id)
+        assert.equal(history.length, 20)
+        assert.deepEqual(history.map(defined), recorded.map(defined))
+        for (const attempt of history) assert.ok(attempt.startedAt instanceof Date)
+        const task = await store.get(input.id)
+        assert.equal(task?.attempts, 20)
+        assert.equal(task?.status, 'delivered')
+      })
+
+      it('answers an empty history for a task never attempted and for an unknown id', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        assert.deepEqual(await store.attempts(input.id), [])
+        assert.deepEqual(await store.attempts(`unknown-${randomUUID()}`), [])
+      })
+    })
+
+    describe('release', () => {
+      it('gives a leased task back unattempted, due at the instant given', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        assert.equal(await store.release(held, new Date(base + 7000)), true)
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 0)
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 7000))
+        assert.deepEqual(await store.attempts(input.id), [])
+        assert.deepEqual(await store.claim({ now: new Date(base + 6999), limit: 10, leaseMs }), [])
+        const [again] = await store.claim({ now: new Date(base + 7000), limit: 10, leaseMs })
+        assert.equal(again?.task.id, input.id)
+        assert.notEqual(again?.token, held.token)
+        assert.equal(again?.task.body, held.task.body)
+      })
+
+      it('refuses a second release and a completion after it', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        assert.equal(await store.release(held, new Date(base + 7000)), true)
+        assert.equal(await store.release(held, new Date(base)), false)
+        assert.equal(await store.complete(held, attemptAt(1, base), { status: 'delivered' }), false)
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'scheduled')
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 7000))
+        assert.equal(task?.attempts, 0)
+      })
+
+      it('keeps lastError and the attempt count of earlier attempts', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        await store.complete(await attachNow(store, input.id, base), attemptAt(1, base, { status: 502 }), retryAt(base + 10, 'HTTP 502'))
+        const [held] = await store.claim({ now: new Date(base + 10), limit: 1, leaseMs })
+        assert.equal(await store.release(held!, new Date(base + 20)), true)
+        const task = await store.get(input.id)
+        assert.equal(task?.attempts, 1)
+        assert.equal(task?.lastError, 'HTTP 502')
+        assert.equal((await store.attempts(input.id)).length, 1)
+      })
+    })
+
+    describe('cancel', () => {
+      it('cancels a pending task, which can then not be attached', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        assert.equal(await store.cancel(input.id), true)
+        assert.equal((await store.get(input.id))?.status, 'cancelled')
+        assert.equal(await store.attach(input.id, { body: '{}' }, { now: new Date(base), leaseMs }), undefined)
+      })
+
+      it('cancels a scheduled task, which is then never claimed', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        assert.equal(await store.cancel(id), true)
+        const task = await store.get(id)
+        assert.equal(task?.status, 'cancelled')
+        assert.equal(task?.nextAttemptAt, undefined)
+        assert.deepEqual(await store.claim({ now: new Date(base + 10 * leaseMs), limit: 10, leaseMs }), [])
+      })
+
+      it('cancels a delivering task and voids its lease', async () => {
+        const store = await fresh()
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        assert.equal(await store.cancel(input.id), true)
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 200, outcome: 'delivered' }), { status: 'delivered' }), false)
+        assert.equal(await store.release(held), false)
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'cancelled')
+        assert.equal(task?.attempts, 0)
+        assert.equal(task?.nextAttemptAt, undefined)
+        assert.deepEqual(await store.attempts(input.id), [])
+        assert.deepEqual(await store.claim({ now: new Date(base + 10 * leaseMs), limit: 10, leaseMs }), [], 'not reclaimed when the lease would have expired')
+      })
+
+      it('answers false for a delivered, failed or cancelled task and changes nothing', async () => {
+        const store = await fresh()
+        for (const status of ['delivered', 'failed', 'cancelled'] as const) {
+          const input = newTask()
+          await store.insert(input)
+          const held = await attachNow(store, input.id, base)
+          await store.complete(held, attemptAt(1, base), status === 'delivered' ? { status } : { status, lastError: 'no' })
+          assert.equal(await store.cancel(input.id), false)
+          assert.equal((await store.get(input.id))?.status, status)
+        }
+        const cancelled = newTask()
+        await store.insert(cancelled)
+        assert.equal(await store.cancel(cancelled.id), true)
+        assert.equal(await store.cancel(cancelled.id), false)
+      })
+
+      it('answers false for an id it does not know', async () => {
+        const store = await fresh()
+        assert.equal(await store.cancel(`unknown-${randomUUID()}`), false)
+      })
+    })
+
+    describe('subscribe (optional)', () => {
+      it('returns an unsubscribe function and calls the listener when a released task is due', async (t) => {
+        const store = await fresh()
+        if (!skipUnlessSubscribe(t, store)) return
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        const woken = nextWake(store)
+        assert.equal(await store.release(held, new Date(base)), true)
+        await woken.called
+        assert.equal(typeof woken.unsubscribe, 'function')
+        woken.unsubscribe()
+      })
+
+      it('calls the listener when a completion schedules another attempt', async (t) => {
+        const store = await fresh()
+        if (!skipUnlessSubscribe(t, store)) return
+        const input = newTask()
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        const woken = nextWake(store)
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 503 }), retryAt(base, 'HTTP 503')), true)
+        await woken.called
+        woken.unsubscribe()
+      })
+    })
+  })
+}
+
+// ---- building blocks ------------------------------------------------------------------------
+
+function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
+  const id = randomUUID()
+  return {
+    id,
+    callbackUrl: `https://client.example/callbacks/${id}`,
+    event: 'report.ready',
+    createdAt: new Date(base),
+    ...overrides
+  }
+}
+
+/** A lease from attaching a body to a pending task at `now`. */
+async function attachNow(store: CallbackStore, id: string, now: number): Promise<Lease> {
+  const held = await store.attach(id, { body: `{"type":"report.ready","data":{"id":"${id}"}}` }, { now: new Date(now), leaseMs })
+  assert.ok(held, `task ${id} could be attached`)
+  return held
+}
+
+/** A new task, attached at `leasedAt` and released unattempted, due at `dueAt`. Its id. */
+async function scheduledTask(store: CallbackStore, dueAt: number, leasedAt = base): Promise<string> {
+  const input = newTask({ createdAt: new Date(leasedAt) })
+  await store.insert(input)
+  const held = await attachNow(store, input.id, leasedAt)
+  assert.equal(await store.release(held, new Date(dueAt)), true)
+  return input.id
+}
+
+function attemptAt(attempt: number, startedAt: number, extra: Partial<AttemptRecord> = {}): AttemptRecord {
+  return { attempt, startedAt: new Date(startedAt), durationMs: 42, outcome: 'retry', ...extra }
+}
+
+function retryAt(at: number, lastError?: string) {
+  return lastError === undefined
+    ? { status: 'scheduled' as const, nextAttemptAt: new Date(at) }
+    : { status: 'scheduled' as const, nextAttemptAt: new Date(at), lastError }
+}
+
+/** Whether anything at all would be reclaimed at `now` (far before any lease in these tests ends). */
+async function reclaimable(store: CallbackStore, now: number): Promise<boolean> {
+  return (await store.claim({ now: new Date(now), limit: 100, leaseMs })).length > 0
+}
+
+/**
+ * `value` without its `undefined` properties: a store may build objects either way, but `null`
+ * where nothing was given still fails the comparison, as a user reading `task.lastError ?? …`
+ * would notice.
+ */
+function defined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, field]) => field !== undefined)) as T
+}
+
+function skipUnlessSubscribe(t: TestContext, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
+  if (typeof store.subscribe === 'function') return true
+  t.skip('the store has no subscribe')
+  return false
+}
+
+/** Subscribes and resolves on the first call (within 5 s: a missing wake-up fails, a slow one does not). */
+function nextWake(store: CallbackStore & Required<Pick<CallbackStore, 'subscribe'>>) {
+  let unsubscribe: () => void = () => {}
+  const called = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the listener was not called within 5 s')), 5000)
+    unsubscribe = store.subscribe(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+  return { called, unsubscribe }
+}

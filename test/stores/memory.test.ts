@@ -1,0 +1,171 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { createMemoryStore } from 'endpoint-callback'
+import type { CallbackStore, Lease, NewCallbackTask } from 'endpoint-callback'
+import { storeContract } from 'endpoint-callback/testing'
+
+storeContract('memory', () => createMemoryStore())
+
+const start = Date.UTC(2030, 0, 1)
+const leaseMs = 30_000
+
+function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
+  return { id: randomUUID(), callbackUrl: 'https://client.example/callbacks', event: 'report.ready', createdAt: new Date(start), ...overrides }
+}
+
+async function attached(store: CallbackStore, now = start): Promise<Lease> {
+  const input = newTask()
+  await store.insert(input)
+  const held = await store.attach(input.id, { body: '{}' }, { now: new Date(now), leaseMs })
+  assert.ok(held)
+  return held
+}
+
+/** Counts listener calls; `settle` lets queued microtasks run. */
+function counter(store: CallbackStore) {
+  let calls = 0
+  const unsubscribe = store.subscribe!(() => {
+    calls++
+  })
+  return { get calls() { return calls }, unsubscribe }
+}
+
+const settle = () => new Promise((resolve) => setImmediate(resolve))
+
+describe('createMemoryStore', () => {
+  it('refuses a maxAttemptHistory that is not a positive integer, naming the option', () => {
+    for (const maxAttemptHistory of [0, -1, 1.5, Number.NaN, '10' as unknown as number]) {
+      assert.throws(() => createMemoryStore({ maxAttemptHistory }), (error: unknown) => {
+        assert.ok(error instanceof TypeError)
+        assert.match(error.message, /maxAttemptHistory/)
+        return true
+      })
+    }
+  })
+
+  it('keeps only the newest maxAttemptHistory attempts of a task', async () => {
+    const store = createMemoryStore({ maxAttemptHistory: 3 })
+    let held = await attached(store)
+    for (let n = 1; n <= 5; n++) {
+      const resolution = { status: 'scheduled' as const, nextAttemptAt: new Date(start + n) }
+      assert.equal(await store.complete(held, { attempt: n, startedAt: new Date(start + n), durationMs: 1, status: 500, outcome: 'retry' }, resolution), true)
+      const [next] = await store.claim({ now: new Date(start + n), limit: 1, leaseMs })
+      assert.ok(next)
+      held = next
+    }
+    const history = await store.attempts(held.task.id)
+    assert.deepEqual(history.map((attempt) => attempt.attempt), [3, 4, 5])
+    assert.equal((await store.get(held.task.id))?.attempts, 5, 'the count still says how many were made')
+  })
+
+  it('refuses metadata that cannot be stored as JSON, storing nothing', async () => {
+    const store = createMemoryStore()
+    const metadata: Record<string, unknown> = {}
+    metadata.self = metadata
+    const input = newTask({ metadata })
+    await assert.rejects(store.insert(input), (error: unknown) => {
+      assert.ok(error instanceof TypeError)
+      assert.match(error.message, /metadata/)
+      return true
+    })
+    assert.equal(await store.get(input.id), undefined)
+  })
+
+  it('claims the earliest of many due tasks however they were scheduled and rescheduled', async () => {
+    // the heap's sift paths: many tasks, rescheduled later and earlier, cancelled in the middle
+    const store = createMemoryStore()
+    const due = new Map<string, number>()
+    const leases: Lease[] = []
+    for (let i = 0; i < 300; i++) leases.push(await attached(store))
+    let seed = 7
+    const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647
+    for (const held of leases) {
+      const at = start + Math.floor(random() * 1_000_000)
+      await store.release(held, new Date(at))
+      due.set(held.task.id, at)
+    }
+    let round = 0
+    for (const [id] of [...due].slice(0, 60)) {
+      if (round++ % 3 === 0) {
+        await store.cancel(id)
+        due.delete(id)
+      }
+    }
+    const seen: number[] = []
+    for (;;) {
+      const batch = await store.claim({ now: new Date(start + 2_000_000), limit: 17, leaseMs })
+      if (batch.length === 0) break
+      for (const held of batch) seen.push(due.get(held.task.id)!)
+    }
+    assert.equal(seen.length, due.size)
+    assert.deepEqual(seen, [...due.values()].sort((a, b) => a - b))
+  })
+
+  it('never hands one task out twice in one claim, even with a lease that is already over', async () => {
+    const store = createMemoryStore()
+    for (let i = 0; i < 5; i++) await store.release(await attached(store), new Date(start))
+    const claimed = await store.claim({ now: new Date(start), limit: 10, leaseMs: 0 })
+    assert.equal(claimed.length, 5)
+    assert.equal(new Set(claimed.map((held) => held.task.id)).size, 5)
+  })
+
+  describe('subscribe', () => {
+    it('wakes a listener after a release, asynchronously', async () => {
+      const store = createMemoryStore()
+      const held = await attached(store)
+      const listener = counter(store)
+      const released = store.release(held)
+      assert.equal(listener.calls, 0, 'not called inside the store call')
+      await released
+      await settle()
+      assert.equal(listener.calls, 1)
+    })
+
+    it('wakes a listener after a completion that schedules another attempt, not after a final one', async () => {
+      const store = createMemoryStore()
+      const retried = await attached(store)
+      const delivered = await attached(store)
+      const listener = counter(store)
+      const attempt = { attempt: 1, startedAt: new Date(start), durationMs: 5, outcome: 'retry' as const }
+      await store.complete(delivered, { ...attempt, outcome: 'delivered' }, { status: 'delivered' })
+      await settle()
+      assert.equal(listener.calls, 0)
+      await store.complete(retried, attempt, { status: 'scheduled', nextAttemptAt: new Date(start + 5000) })
+      await settle()
+      assert.equal(listener.calls, 1)
+    })
+
+    it('wakes each listener once for releases made together', async () => {
+      const store = createMemoryStore()
+      const leases = [await attached(store), await attached(store), await attached(store)]
+      const first = counter(store)
+      const second = counter(store)
+      await Promise.all(leases.map((held) => store.release(held)))
+      await settle()
+      assert.equal(first.calls, 1)
+      assert.equal(second.calls, 1)
+    })
+
+    it('stops calling a listener once it unsubscribed, leaving the others', async () => {
+      const store = createMemoryStore()
+      const leases = [await attached(store), await attached(store)]
+      const gone = counter(store)
+      const staying = counter(store)
+      gone.unsubscribe()
+      await store.release(leases[0]!)
+      await settle()
+      assert.equal(gone.calls, 0)
+      assert.equal(staying.calls, 1)
+      staying.unsubscribe()
+      await store.release(leases[1]!)
+      await settle()
+      assert.equal(staying.calls, 1)
+    })
+
+    it('refuses a listener that is not a function', () => {
+      const store = createMemoryStore()
+      assert.throws(() => store.subscribe!(42 as unknown as () => void), TypeError)
+    })
+  })
+})
