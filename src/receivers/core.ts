@@ -1,0 +1,385 @@
+/**
+ * The receiving side without a framework: raw bytes and headers in, a verified callback or an HTTP
+ * answer out. The Express, Koa and fetch files only map their request and response onto this.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { CallbackError, ReceiverError } from '../errors.ts'
+import type { CallbackErrorCode } from '../errors.ts'
+import type { BodyLike, HeadersLike, ReplayGuard, VerifiedCallback, VerifyOptions } from '../types.ts'
+import { createVerifier } from '../verify.ts'
+import { createMemoryReplayGuard } from './replay-guard.ts'
+
+/** Options of every receiver: the verification options plus what the HTTP request around it needs. */
+export interface ReceiverOptions extends VerifyOptions {
+  /**
+   * Largest body accepted, bytes. Default 1 MiB. Checked while reading: past it the receiver stops
+   * reading and answers 413; a `content-length` above it is refused before reading at all.
+   */
+  maxBodyBytes?: number
+  /**
+   * When given, only these media types are accepted (`application/json`, or `application/*`);
+   * anything else, or no `content-type`, is answered 415 before the body is read.
+   */
+  contentTypes?: string[]
+  /**
+   * Dedupe on `webhook-id`. `true` keeps ids in this process's memory
+   * ({@link createMemoryReplayGuard} with its defaults); or pass any {@link ReplayGuard}, such as
+   * a Redis-backed one shared by several processes. A duplicate of a delivery that was answered
+   * 2xx is acknowledged without reaching the handler; a duplicate of one still being handled gets
+   * 409; a delivery whose handler failed is forgotten, so the sender's retry runs it again.
+   */
+  replayGuard?: boolean | ReplayGuard
+}
+
+/** The problem document (RFC 9457) a receiver answers with. Never holds a secret or a signature. */
+export interface CallbackProblem {
+  type: string
+  title: string
+  status: number
+  code: CallbackErrorCode
+}
+
+/** What a receiver is handed: headers, and the raw body or a way to read it within a limit. */
+export interface IncomingCallback {
+  headers: HeadersLike
+  /** The raw bytes, or a reader that rejects with `ERR_CALLBACK_BODY_TOO_LARGE` past `limit`. */
+  body: BodyLike | ((limit: number) => BodyLike | Promise<BodyLike>)
+}
+
+/** An HTTP answer the receiver gives instead of running the handler. */
+export interface ReceiverAnswer {
+  accepted: false
+  status: number
+  headers: Record<string, string>
+  /** JSON text. */
+  body: string
+  /** Why, when the answer is a refusal (absent for an acknowledged duplicate). */
+  error?: CallbackError
+}
+
+/** The callback verified and the handler should run; `settle` reports how it was answered. */
+export interface ReceiverAcceptance {
+  accepted: true
+  callback: VerifiedCallback
+  /**
+   * Tells the replay guard how the handler answered: a 2xx status remembers the id, anything else
+   * (or `undefined`: it threw, or the connection closed first) forgets it. Never rejects.
+   */
+  settle(status: number | undefined): Promise<void>
+}
+
+/** A receiver with its options validated once. */
+export interface CallbackReceiverCore {
+  readonly maxBodyBytes: number
+  /** Content type, size and signature; throws a `CallbackError` saying what failed. No replay guard. */
+  verify(request: IncomingCallback): Promise<VerifiedCallback>
+  /** `verify`, then the replay guard, with every expected refusal turned into an answer. */
+  admit(request: IncomingCallback): Promise<ReceiverAcceptance | ReceiverAnswer>
+}
+
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+const STATUS: Partial<Record<CallbackErrorCode, number>> = {
+  ERR_CALLBACK_SIGNATURE_HEADERS_MISSING: 400,
+  ERR_CALLBACK_SIGNATURE_TIMESTAMP_MALFORMED: 400,
+  ERR_CALLBACK_SIGNATURE_MALFORMED: 400,
+  ERR_CALLBACK_SIGNATURE_TIMESTAMP_TOO_OLD: 401,
+  ERR_CALLBACK_SIGNATURE_TIMESTAMP_TOO_NEW: 401,
+  ERR_CALLBACK_SIGNATURE_MISMATCH: 401,
+  ERR_CALLBACK_DUPLICATE_IN_FLIGHT: 409,
+  ERR_CALLBACK_BODY_TOO_LARGE: 413,
+  ERR_CALLBACK_CONTENT_TYPE: 415,
+  ERR_CALLBACK_DECRYPTION_FAILED: 400,
+  ERR_CALLBACK_RAW_BODY_UNAVAILABLE: 500,
+}
+
+// Fixed titles rather than error messages, so an answer can never carry what a message might.
+const TITLE: Partial<Record<CallbackErrorCode, string>> = {
+  ERR_CALLBACK_SIGNATURE_HEADERS_MISSING: 'Signature headers missing',
+  ERR_CALLBACK_SIGNATURE_TIMESTAMP_MALFORMED: 'Signature timestamp malformed',
+  ERR_CALLBACK_SIGNATURE_MALFORMED: 'Signature malformed',
+  ERR_CALLBACK_SIGNATURE_TIMESTAMP_TOO_OLD: 'Signature timestamp too old',
+  ERR_CALLBACK_SIGNATURE_TIMESTAMP_TOO_NEW: 'Signature timestamp too far in the future',
+  ERR_CALLBACK_SIGNATURE_MISMATCH: 'Signature does not match',
+  ERR_CALLBACK_DUPLICATE_IN_FLIGHT: 'A delivery with this webhook-id is still being processed',
+  ERR_CALLBACK_BODY_TOO_LARGE: 'Body too large',
+  ERR_CALLBACK_CONTENT_TYPE: 'Unsupported content type',
+  ERR_CALLBACK_DECRYPTION_FAILED: 'Payload could not be decrypted',
+  ERR_CALLBACK_RAW_BODY_UNAVAILABLE: 'Receiver misconfigured',
+}
+
+/** The HTTP status a receiver answers for `error`, or `undefined` when it is not a receiving error. */
+export function statusFor(error: unknown): number | undefined {
+  return error instanceof CallbackError ? STATUS[error.code] : undefined
+}
+
+/** Creates a receiver core; validates `options` once (a `TypeError` names the option). */
+export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCore {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object')
+  let { maxBodyBytes, contentTypes, replayGuard, ...verifyOptions } = options
+  maxBodyBytes ??= DEFAULT_MAX_BODY_BYTES
+  if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 0) {
+    throw new TypeError('maxBodyBytes must be a non-negative integer number of bytes')
+  }
+  const limit = maxBodyBytes
+  const accepts = contentTypes === undefined ? undefined : mediaTypeMatcher(contentTypes)
+  const guard = replayGuardFrom(replayGuard)
+  const verifier = createVerifier(verifyOptions)
+
+  async function verify(request: IncomingCallback): Promise<VerifiedCallback> {
+    if (accepts !== undefined) {
+      const type = headerValue(request.headers, 'content-type')
+      if (type === undefined || !accepts(type)) {
+        throw new ReceiverError(
+          'ERR_CALLBACK_CONTENT_TYPE',
+          `content-type ${type === undefined ? '(none)' : JSON.stringify(type.slice(0, 100))} is not one of contentTypes`
+        )
+      }
+    }
+    let body: BodyLike
+    if (typeof request.body === 'function') {
+      const declared = headerValue(request.headers, 'content-length')
+      if (declared !== undefined && Number(declared) > limit) throw tooLarge(limit)
+      body = await request.body(limit)
+    } else {
+      body = request.body
+    }
+    if (byteLength(body) > limit) throw tooLarge(limit)
+    return verifier({ headers: request.headers, body })
+  }
+
+  async function admit(request: IncomingCallback): Promise<ReceiverAcceptance | ReceiverAnswer> {
+    let callback: VerifiedCallback
+    let bodyRead = typeof request.body !== 'function'
+    try {
+      callback = await verify({
+        headers: request.headers,
+        body:
+          typeof request.body === 'function'
+            ? wrapReader(request.body, () => (bodyRead = true))
+            : request.body,
+      })
+    } catch (error) {
+      const answer = answerFor(error)
+      if (answer === undefined) throw error
+      // A body left unread on the socket must not be read and thrown away, possibly for a long
+      // time: closing the connection after the answer is what actually stops the client.
+      if (!bodyRead) answer.headers['connection'] = 'close'
+      return answer
+    }
+    if (guard === undefined) return { accepted: true, callback, settle: async () => {} }
+    const id = callback.id
+    const state = await guard.begin(id)
+    if (state === 'done') {
+      return {
+        accepted: false,
+        status: 200,
+        headers: { 'content-type': 'application/json; charset=utf-8' },
+        body: JSON.stringify({ id, duplicate: true }),
+      }
+    }
+    if (state === 'in-flight') {
+      const answer = problemAnswer(
+        new ReceiverError('ERR_CALLBACK_DUPLICATE_IN_FLIGHT', `a delivery with webhook-id ${JSON.stringify(id)} is still being processed`),
+        409
+      )
+      answer.headers['retry-after'] = '5'
+      return answer
+    }
+    return {
+      accepted: true,
+      callback,
+      async settle(status) {
+        // A guard that cannot record the outcome leaves the id in flight until its own timeout:
+        // duplicates then get 409 and are retried, never acknowledged unprocessed.
+        try {
+          if (status !== undefined && status >= 200 && status < 300) await guard.remember(id)
+          else await guard.forget(id)
+        } catch {}
+      },
+    }
+  }
+
+  return { maxBodyBytes: limit, verify, admit }
+}
+
+function wrapReader(read: (limit: number) => BodyLike | Promise<BodyLike>, onRead: () => void) {
+  return async (limit: number) => {
+    const body = await read(limit)
+    onRead()
+    return body
+  }
+}
+
+/** The problem answer for `error`, or `undefined` when it is not a receiving error. */
+export function answerFor(error: unknown): ReceiverAnswer | undefined {
+  const status = statusFor(error)
+  return status === undefined ? undefined : problemAnswer(error as CallbackError, status)
+}
+
+function problemAnswer(error: CallbackError, status: number): ReceiverAnswer {
+  const problem: CallbackProblem = {
+    type: `urn:endpoint-callback:problem:${error.code.slice('ERR_CALLBACK_'.length).toLowerCase().replaceAll('_', '-')}`,
+    title: TITLE[error.code] ?? 'Callback refused',
+    status,
+    code: error.code,
+  }
+  return {
+    accepted: false,
+    status,
+    headers: { 'content-type': 'application/problem+json; charset=utf-8' },
+    body: JSON.stringify(problem),
+    error,
+  }
+}
+
+function tooLarge(limit: number): ReceiverError {
+  return new ReceiverError('ERR_CALLBACK_BODY_TOO_LARGE', `the callback body is larger than maxBodyBytes (${limit} bytes)`)
+}
+
+function replayGuardFrom(option: boolean | ReplayGuard | undefined): ReplayGuard | undefined {
+  if (option === undefined || option === false) return undefined
+  if (option === true) return createMemoryReplayGuard()
+  if (
+    typeof option !== 'object' ||
+    option === null ||
+    typeof option.begin !== 'function' ||
+    typeof option.remember !== 'function' ||
+    typeof option.forget !== 'function'
+  ) {
+    throw new TypeError('replayGuard must be true, false, or a ReplayGuard with begin, remember and forget')
+  }
+  return option
+}
+
+function mediaTypeMatcher(contentTypes: unknown): (value: string) => boolean {
+  if (!Array.isArray(contentTypes) || contentTypes.length === 0) {
+    throw new TypeError('contentTypes must be a non-empty array of media types such as "application/json"')
+  }
+  const exact = new Set<string>()
+  const families = new Set<string>()
+  for (const entry of contentTypes) {
+    if (typeof entry !== 'string' || !/^[\w.+-]+\/(\*|[\w.+-]+)$/.test(entry.trim())) {
+      throw new TypeError(`contentTypes must hold media types such as "application/json" or "application/*", got ${JSON.stringify(entry)}`)
+    }
+    const type = entry.trim().toLowerCase()
+    if (type.endsWith('/*')) families.add(type.slice(0, -1))
+    else exact.add(type)
+  }
+  return (value) => {
+    const type = (value.split(';', 1)[0] ?? '').trim().toLowerCase()
+    if (exact.has(type)) return true
+    const slash = type.indexOf('/')
+    return slash > 0 && families.has(type.slice(0, slash + 1))
+  }
+}
+
+function headerValue(headers: HeadersLike, name: string): string | undefined {
+  if (typeof headers.get === 'function') return (headers as { get(name: string): string | null }).get(name) ?? undefined
+  const value = (headers as Record<string, string | string[] | undefined>)[name]
+  return Array.isArray(value) ? value[0] : value
+}
+
+function byteLength(body: BodyLike): number {
+  return typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength
+}
+
+/**
+ * Reads a Node request body, rejecting with `ERR_CALLBACK_BODY_TOO_LARGE` as soon as more than
+ * `limit` bytes arrived. It then stops reading (the stream stays paused, so TCP backpressure holds
+ * the client back) and drops what it had, so memory stays bounded whatever the client sends.
+ */
+export function readNodeBody(request: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const cleanup = () => {
+      request.off('data', onData)
+      request.off('end', onEnd)
+      request.off('error', onError)
+      request.off('close', onClose)
+    }
+    const onData = (chunk: Buffer | string) => {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+      size += bytes.byteLength
+      if (size > limit) {
+        cleanup()
+        request.pause()
+        chunks.length = 0
+        reject(tooLarge(limit))
+        return
+      }
+      chunks.push(bytes)
+    }
+    const onEnd = () => {
+      cleanup()
+      resolve(Buffer.concat(chunks, size))
+    }
+    const onError = (error: Error) => {
+      cleanup()
+      reject(error)
+    }
+    const onClose = () => {
+      cleanup()
+      reject(Object.assign(new Error('the request was aborted before its body was read'), { code: 'ECONNRESET' }))
+    }
+    request.on('data', onData)
+    request.once('end', onEnd)
+    request.once('error', onError)
+    request.once('close', onClose)
+  })
+}
+
+/**
+ * Whether something (a body parser) already read this Node request, so its bytes are gone unless
+ * it kept them.
+ */
+export function nodeBodyConsumed(request: IncomingMessage): boolean {
+  return request.readableDidRead || request.readableEnded || (request as { _body?: unknown })._body === true
+}
+
+/** The error for a body that a parser consumed without keeping the bytes; `how` says what to mount. */
+export function rawBodyUnavailable(how: string): ReceiverError {
+  return new ReceiverError(
+    'ERR_CALLBACK_RAW_BODY_UNAVAILABLE',
+    `A body parser read the request before the callback receiver, and the raw bytes the signature covers are gone (re-serialised JSON would not verify). ${how}`
+  )
+}
+
+/**
+ * Settles an acceptance when the Node response is done: the status it finished with, or a failure
+ * when the connection closed before it finished.
+ */
+export function settleOnResponse(response: ServerResponse, acceptance: ReceiverAcceptance): void {
+  let settled = false
+  const settle = (status: number | undefined) => {
+    if (settled) return
+    settled = true
+    void acceptance.settle(status)
+  }
+  response.once('finish', () => settle(response.statusCode))
+  response.once('close', () => settle(response.writableFinished ? response.statusCode : undefined))
+}
+
+/**
+ * Reads a Web body stream, rejecting with `ERR_CALLBACK_BODY_TOO_LARGE` (and cancelling the stream)
+ * as soon as more than `limit` bytes arrived.
+ */
+export async function readWebBody(stream: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array> {
+  if (stream === null) return new Uint8Array(0)
+  const reader = stream.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > limit) {
+      chunks.length = 0
+      await reader.cancel().catch(() => {})
+      throw tooLarge(limit)
+    }
+    chunks.push(value)
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+}

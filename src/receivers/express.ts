@@ -1,0 +1,62 @@
+/**
+ * `endpoint-callback/express`: Express 5 middleware that lets only verified callbacks through.
+ */
+import type { Request, RequestHandler } from 'express'
+import type { BodyLike, VerifiedCallback } from '../types.ts'
+import { createReceiverCore, nodeBodyConsumed, rawBodyUnavailable, readNodeBody, settleOnResponse } from './core.ts'
+import type { ReceiverOptions } from './core.ts'
+
+export type { ReceiverOptions } from './core.ts'
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** The callback verified by `callbackReceiver` from `endpoint-callback/express`. */
+      callback?: VerifiedCallback
+    }
+  }
+}
+
+/**
+ * Express 5 middleware: verifies the Standard Webhooks signature over the raw body and puts the
+ * callback on `req.callback`, or answers 400/401/409/413/415 with a problem document.
+ *
+ * Mount it before any JSON parser, or after `express.raw()`; a parser that keeps the bytes in
+ * `req.rawBody` (`express.json({ verify: (req, res, buf) => { req.rawBody = buf } })`) works too.
+ * A parser that consumed the body without keeping it is a configuration error
+ * (`ERR_CALLBACK_RAW_BODY_UNAVAILABLE`), passed to `next(err)`.
+ *
+ * @example
+ * ```ts
+ * import { callbackReceiver } from 'endpoint-callback/express'
+ *
+ * app.post('/callbacks', callbackReceiver({ secret: process.env.CALLBACK_SECRET, replayGuard: true }), (req, res) => {
+ *   console.log(req.callback!.type, req.callback!.data)
+ *   res.sendStatus(204)
+ * })
+ * ```
+ */
+export function callbackReceiver(options: ReceiverOptions): RequestHandler {
+  const receiver = createReceiverCore(options)
+  return (req, res, next) => {
+    receiver.admit({ headers: req.headers, body: (limit) => rawBody(req, limit) }).then((outcome) => {
+      if (outcome.accepted) {
+        req.callback = outcome.callback
+        settleOnResponse(res, outcome)
+        return next()
+      }
+      if (outcome.status >= 500) return next(outcome.error)
+      res.status(outcome.status).set(outcome.headers).send(outcome.body)
+    }, next)
+  }
+}
+
+function rawBody(req: Request, limit: number): BodyLike | Promise<Buffer> {
+  const stashed = (req as { rawBody?: unknown }).rawBody
+  if (typeof stashed === 'string' || Buffer.isBuffer(stashed)) return stashed
+  if (Buffer.isBuffer(req.body)) return req.body
+  if (!nodeBodyConsumed(req)) return readNodeBody(req, limit)
+  throw rawBodyUnavailable(
+    "Mount callbackReceiver before express.json() (or other parsers) on this route, put express.raw({ type: '*/*' }) in front of it, or keep the bytes with express.json({ verify: (req, res, buf) => { req.rawBody = buf } })."
+  )
+}

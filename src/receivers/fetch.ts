@@ -1,0 +1,91 @@
+/**
+ * `endpoint-callback/fetch`: verification for a Web `Request` (Hono, Next.js route handlers, Bun,
+ * Deno, workers).
+ */
+import type { VerifiedCallback } from '../types.ts'
+import { createReceiverCore, rawBodyUnavailable, readWebBody } from './core.ts'
+import type { CallbackReceiverCore, ReceiverOptions } from './core.ts'
+
+export type { ReceiverOptions } from './core.ts'
+
+// Options are validated once per options object, however often verifyRequest is called with it.
+const cores = new WeakMap<ReceiverOptions, CallbackReceiverCore>()
+
+/**
+ * Verifies a Web `Request` and returns the callback, or throws a `SignatureVerificationError`
+ * (bad or missing signature, stale timestamp) or a `ReceiverError` (body too large, content type).
+ * It reads the body; do not read it before. For duplicates and ready-made answers use
+ * {@link callbackHandler}.
+ *
+ * @example
+ * ```ts
+ * import { verifyRequest } from 'endpoint-callback/fetch'
+ *
+ * export async function POST(request: Request) {
+ *   const callback = await verifyRequest(request, { secret: process.env.CALLBACK_SECRET })
+ *   await saveReport(callback.data)
+ *   return new Response(null, { status: 204 })
+ * }
+ * ```
+ */
+export function verifyRequest(request: Request, options: ReceiverOptions): Promise<VerifiedCallback> {
+  let core = cores.get(options)
+  if (core === undefined) {
+    if (options?.replayGuard !== undefined && options.replayGuard !== false) {
+      throw new TypeError('replayGuard needs to see the answer: use callbackHandler instead of verifyRequest')
+    }
+    core = createReceiverCore(options)
+    cores.set(options, core)
+  }
+  return core.verify(webCallback(request))
+}
+
+/**
+ * Wraps a handler so it runs only for verified callbacks and returns `Response`s: 400/401/409/413/415
+ * problem documents for refusals, and the acknowledgement of a duplicate when `replayGuard` is on.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from 'hono'
+ * import { callbackHandler } from 'endpoint-callback/fetch'
+ *
+ * const handle = callbackHandler({ secret, replayGuard: true }, async (callback) => {
+ *   await saveReport(callback.data)
+ *   return new Response(null, { status: 204 })
+ * })
+ * new Hono().post('/callbacks', (c) => handle(c.req.raw))
+ * ```
+ */
+export function callbackHandler(
+  options: ReceiverOptions,
+  handler: (callback: VerifiedCallback, request: Request) => Response | Promise<Response>
+): (request: Request) => Promise<Response> {
+  if (typeof handler !== 'function') throw new TypeError('handler must be a function returning a Response')
+  const receiver = createReceiverCore(options)
+  return async (request) => {
+    const outcome = await receiver.admit(webCallback(request))
+    if (!outcome.accepted) {
+      if (outcome.status >= 500) throw outcome.error
+      return new Response(outcome.body, { status: outcome.status, headers: outcome.headers })
+    }
+    let response: Response
+    try {
+      response = await handler(outcome.callback, request)
+    } catch (error) {
+      await outcome.settle(undefined)
+      throw error
+    }
+    await outcome.settle(response.status)
+    return response
+  }
+}
+
+function webCallback(request: Request) {
+  return {
+    headers: request.headers,
+    body: (limit: number) => {
+      if (request.bodyUsed) throw rawBodyUnavailable('Pass the Request before reading its body (request.json(), request.text()); pass request.clone() if you must read it first.')
+      return readWebBody(request.body, limit)
+    },
+  }
+}
