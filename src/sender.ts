@@ -1,0 +1,147 @@
+/**
+ * One `SenderOptions` object, checked once. `createCallbackTask`, `deliver` and `createWorker` all
+ * take the same plain object; the first call resolves it (keys decoded, URL policy compiled,
+ * defaults filled) and later calls with the same object reuse that work, so an attempt never
+ * re-validates or re-parses a key.
+ */
+import { createSigner } from './signing/standard-webhooks.ts'
+import type { Signer } from './signing/standard-webhooks.ts'
+import { compileUrlPolicy } from './transports/url-policy.ts'
+import type { CompiledUrlPolicy } from './transports/url-policy.ts'
+import { createHttpTransport } from './transports/http.ts'
+import { resolveRetryOptions } from './retry.ts'
+import type { ResolvedRetry } from './retry.ts'
+import type { CallbackStore, CallbackTask, DeliveryEvent, SenderOptions, Transport } from './types.ts'
+
+/** How long a claim holds a task unless `leaseMs` says otherwise. */
+export const DEFAULT_LEASE_MS = 60_000
+/** Timeout of the transport a sender creates for itself (the whole exchange, body included). */
+export const DEFAULT_TRANSPORT_TIMEOUT_MS = 10_000
+
+const STORE_METHODS = ['insert', 'get', 'attach', 'claim', 'complete', 'release', 'cancel', 'attempts'] as const
+// Per-task secrets are few in practice (one per client); the bound only keeps a stream of
+// distinct secrets from growing memory without end.
+const TASK_SIGNER_CACHE_SIZE = 1000
+
+/** A `SenderOptions` object after validation. Internal: the public surface is the plain object. */
+export interface ResolvedSender {
+  readonly store: CallbackStore
+  /** The given transport, or the default one, created on first use. */
+  readonly transport: Transport
+  /** The longest one send may take, when known; attempts keep their quick retries inside the lease. */
+  readonly transportTimeoutMs: number | undefined
+  /** Whether the sender itself can sign (a task without its own secret needs this). */
+  readonly canSign: boolean
+  readonly urlPolicy: CompiledUrlPolicy
+  readonly retry: ResolvedRetry
+  readonly leaseMs: number
+  readonly now: () => Date
+  /** Calls `onEvent`; a listener that throws or rejects never disturbs a delivery. */
+  readonly emit: (event: DeliveryEvent) => void
+  /** Whether anyone listens, so events are only built when they will be read. */
+  readonly listening: boolean
+  /** The signer for this task: its own secret when it has one, else the sender's keys. */
+  signerFor(task: CallbackTask): Signer
+}
+
+const resolved = new WeakMap<object, ResolvedSender>()
+
+/**
+ * Validates `options` once (TypeError naming the option) and caches the result against the object,
+ * so pass the same object on every call. Options are read once: changing the object later has no
+ * effect.
+ */
+export function resolveSender(options: SenderOptions): ResolvedSender {
+  if (options === null || typeof options !== 'object') throw new TypeError('sender options must be an object')
+  let sender = resolved.get(options)
+  if (sender === undefined) {
+    sender = buildSender(options)
+    resolved.set(options, sender)
+  }
+  return sender
+}
+
+function buildSender(options: SenderOptions): ResolvedSender {
+  const { store, transport: givenTransport, secret, signingKey, urlPolicy, retry, onEvent } = options
+  let { leaseMs, now } = options
+
+  if (store === null || typeof store !== 'object') throw new TypeError('store is required (e.g. createMemoryStore())')
+  for (const method of STORE_METHODS) {
+    if (typeof store[method] !== 'function') throw new TypeError(`store.${method} must be a function`)
+  }
+  if (givenTransport !== undefined && (givenTransport === null || typeof givenTransport.send !== 'function')) {
+    throw new TypeError('transport must have a send(request) function')
+  }
+  const signer = secret === undefined && signingKey === undefined ? undefined : createSigner(signingKeyOptions(secret, signingKey))
+  const compiledPolicy = compileUrlPolicy(urlPolicy)
+  const resolvedRetry = resolveRetryOptions(retry)
+
+  leaseMs ??= DEFAULT_LEASE_MS
+  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new TypeError('leaseMs must be a positive integer of milliseconds')
+  now ??= () => new Date()
+  if (typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
+  if (onEvent !== undefined && typeof onEvent !== 'function') throw new TypeError('onEvent must be a function')
+
+  const transportTimeoutMs = givenTransport === undefined ? DEFAULT_TRANSPORT_TIMEOUT_MS : declaredTimeout(givenTransport)
+  // A lease that ran out mid-attempt would let a second worker send the same callback while the
+  // first is still waiting for its answer.
+  if (transportTimeoutMs !== undefined && leaseMs <= transportTimeoutMs) {
+    throw new TypeError(`leaseMs (${leaseMs}) must exceed the transport timeout (${transportTimeoutMs} ms)`)
+  }
+
+  let transport = givenTransport
+  const taskSigners = new Map<string, Signer>()
+  const listener = onEvent
+
+  return {
+    store,
+    get transport() {
+      // Created on first use, so a process that only records tasks opens no connection pool.
+      return (transport ??= createHttpTransport({
+        timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS,
+        ...(urlPolicy === undefined ? {} : { urlPolicy }),
+      }))
+    },
+    transportTimeoutMs,
+    canSign: signer !== undefined,
+    urlPolicy: compiledPolicy,
+    retry: resolvedRetry,
+    leaseMs,
+    now,
+    listening: listener !== undefined,
+    emit:
+      listener === undefined
+        ? () => {}
+        : (event) => {
+            try {
+              const result: unknown = listener(event)
+              if (result instanceof Promise) result.catch(() => {})
+            } catch {
+              // A logging or metrics hook must not turn a delivered callback into a failed one.
+            }
+          },
+    signerFor(task) {
+      if (task.secret === undefined) {
+        if (signer === undefined) throw new TypeError('secret: neither the task nor the sender has a secret or signingKey')
+        return signer
+      }
+      const key = typeof task.secret === 'string' ? task.secret : task.secret.join(' ')
+      let taskSigner = taskSigners.get(key)
+      if (taskSigner === undefined) {
+        taskSigner = createSigner({ secret: task.secret })
+        if (taskSigners.size >= TASK_SIGNER_CACHE_SIZE) taskSigners.delete(taskSigners.keys().next().value!)
+        taskSigners.set(key, taskSigner)
+      }
+      return taskSigner
+    },
+  }
+}
+
+function signingKeyOptions(secret: string | string[] | undefined, signingKey: string | string[] | undefined) {
+  return { ...(secret === undefined ? {} : { secret }), ...(signingKey === undefined ? {} : { signingKey }) }
+}
+
+function declaredTimeout(transport: Transport): number | undefined {
+  const { timeoutMs } = transport
+  return typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) ? timeoutMs : undefined
+}

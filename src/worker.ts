@@ -1,0 +1,184 @@
+/**
+ * The worker: claims due tasks from the store under a lease and makes their next attempt, in this
+ * or any other process that shares the store.
+ */
+import { runAttempt } from './deliver.ts'
+import { resolveSender } from './sender.ts'
+import type { Lease, SenderOptions } from './types.ts'
+
+/** A sender's options plus how the worker polls. */
+export interface WorkerOptions extends SenderOptions {
+  /** How often to look for due tasks when the store cannot announce them, ms. Default 1000. */
+  pollIntervalMs?: number
+  /** Attempts in flight at most. Default 10. */
+  concurrency?: number
+  /** Tasks claimed per store call at most. Default: `concurrency`. */
+  batchSize?: number
+}
+
+/** A running (or stopped) worker. */
+export interface Worker {
+  /** Starts claiming and delivering. Calling it on a running worker does nothing. */
+  start(): void
+  /**
+   * Stops claiming, waits for the attempts in flight to finish and gives back the tasks it claimed
+   * but had not started. Resolves when nothing of the worker runs any more.
+   */
+  stop(): Promise<void>
+  /** Looks for due tasks now rather than at the next poll. */
+  wake(): void
+  /** Whether the worker is started and not stopping. */
+  readonly running: boolean
+  /** Attempts in flight right now. */
+  readonly active: number
+}
+
+const MAX_BACKOFF_MS = 30_000
+
+/**
+ * Creates a worker over the sender's store. It claims due tasks in batches, each under a lease of
+ * `leaseMs`, and delivers them with at most `concurrency` attempts in flight. A worker that dies
+ * loses its leases and another worker claims those tasks again; a worker whose lease ran out cannot
+ * record over a newer attempt (it emits `lease-lost` instead). Store errors while claiming are
+ * emitted as `error` events and the worker backs off and keeps going.
+ *
+ * A running worker keeps the process alive (like a server); `stop()` it for a clean exit.
+ *
+ * @example
+ * ```ts
+ * import { createWorker } from 'endpoint-callback'
+ *
+ * const worker = createWorker({ ...sender, concurrency: 32, onEvent: (event) => log(event.type) })
+ * worker.start()
+ * process.once('SIGTERM', () => worker.stop().then(() => process.exit(0)))
+ * ```
+ */
+export function createWorker(options: WorkerOptions): Worker {
+  const sender = resolveSender(options)
+  let { pollIntervalMs, concurrency, batchSize } = options
+  pollIntervalMs ??= 1000
+  concurrency ??= 10
+  batchSize ??= concurrency
+  if (!Number.isSafeInteger(pollIntervalMs) || pollIntervalMs <= 0) throw new TypeError('pollIntervalMs must be a positive integer of milliseconds')
+  if (!Number.isSafeInteger(concurrency) || concurrency <= 0) throw new TypeError('concurrency must be a positive integer')
+  if (!Number.isSafeInteger(batchSize) || batchSize <= 0) throw new TypeError('batchSize must be a positive integer')
+
+  const { store } = sender
+  const inFlight = new Set<Promise<void>>()
+  // Claiming again for every finished attempt would mean a store round trip per task; waiting for
+  // half a batch of free slots keeps claims batched while the backlog drains.
+  const refillAt = Math.max(1, Math.floor(Math.min(batchSize, concurrency) / 2))
+  let running = false
+  let loop: Promise<void> | undefined
+  let unsubscribe: (() => void) | undefined
+  let wakeWaiter: (() => void) | undefined
+  let wokenEarly = false
+  let backlog = false
+
+  function wake(): void {
+    if (wakeWaiter !== undefined) wakeWaiter()
+    else wokenEarly = true
+  }
+
+  function wait(ms: number): Promise<void> {
+    if (wokenEarly) {
+      wokenEarly = false
+      return Promise.resolve()
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done() {
+        clearTimeout(timer)
+        wakeWaiter = undefined
+        resolve()
+      }
+      wakeWaiter = done
+    })
+  }
+
+  function startAttempt(lease: Lease): void {
+    const attempt: Promise<void> = runAttempt(lease, sender)
+      .then(
+        () => {},
+        (error: unknown) => sender.emit({ type: 'error', error })
+      )
+      .finally(() => {
+        inFlight.delete(attempt)
+        if (running && backlog && concurrency! - inFlight.size >= refillAt) wake()
+      })
+    inFlight.add(attempt)
+  }
+
+  async function giveBack(leases: Lease[]): Promise<void> {
+    // Without a time, each task is due again when it was claimed: it keeps its place in line.
+    await Promise.all(
+      leases.map((lease) => store.release(lease).catch((error: unknown) => sender.emit({ type: 'error', error })))
+    )
+  }
+
+  async function claimLoop(): Promise<void> {
+    let failures = 0
+    while (running) {
+      const free = concurrency! - inFlight.size
+      if (free > 0) {
+        const limit = Math.min(batchSize!, free)
+        let leases: Lease[]
+        try {
+          leases = await store.claim({ now: sender.now(), limit, leaseMs: sender.leaseMs })
+          failures = 0
+        } catch (error) {
+          sender.emit({ type: 'error', error })
+          failures++
+          await wait(Math.min(pollIntervalMs! * 2 ** failures, Math.max(MAX_BACKOFF_MS, pollIntervalMs!)))
+          continue
+        }
+        if (!running) {
+          await giveBack(leases)
+          return
+        }
+        for (const lease of leases) startAttempt(lease)
+        backlog = leases.length === limit
+        // More may be due right now: claim again while there is room, without waiting for a poll.
+        if (backlog && concurrency! - inFlight.size > 0) continue
+      } else {
+        backlog = true
+      }
+      await wait(pollIntervalMs!)
+    }
+  }
+
+  let stopping: Promise<void> | undefined
+
+  return {
+    start() {
+      if (running) return
+      if (stopping !== undefined) throw new Error('the worker is stopping: await stop() before starting it again')
+      running = true
+      wokenEarly = false
+      unsubscribe = store.subscribe?.(wake)
+      loop = claimLoop().catch((error: unknown) => sender.emit({ type: 'error', error }))
+    },
+    stop() {
+      if (stopping !== undefined) return stopping
+      if (!running) return Promise.resolve()
+      running = false
+      unsubscribe?.()
+      unsubscribe = undefined
+      wake()
+      stopping = (async () => {
+        await loop
+        while (inFlight.size > 0) await Promise.all(inFlight)
+        loop = undefined
+        stopping = undefined
+      })()
+      return stopping
+    },
+    wake,
+    get running() {
+      return running
+    },
+    get active() {
+      return inFlight.size
+    },
+  }
+}

@@ -1,0 +1,141 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { CallbackError, createCallbackTask, createMemoryStore, generateSecret, UrlPolicyError } from 'endpoint-callback'
+import type { CallbackStore, NewCallbackTask, SenderOptions } from 'endpoint-callback'
+import { createTestClock, createTestTransport } from '../support/sender.ts'
+
+const callbackUrl = 'https://client.example.com/callbacks'
+
+function setup(extra: Partial<SenderOptions> = {}) {
+  const store = createMemoryStore()
+  const sender: SenderOptions = { store, secret: generateSecret(), transport: createTestTransport(() => ({ status: 204 })), ...extra }
+  return { store, sender }
+}
+
+test('a task is stored pending with a header-safe msg_ id and returned as stored', async () => {
+  const { store, sender } = setup()
+  const task = await createCallbackTask({ callbackUrl, event: 'report.ready', metadata: { job: 7 } }, sender)
+  assert.match(task.id, /^msg_[0-9a-z]{10}[A-Za-z0-9_-]{16}$/)
+  assert.equal(task.status, 'pending')
+  assert.equal(task.attempts, 0)
+  assert.equal(task.callbackUrl, callbackUrl)
+  assert.deepEqual(task.metadata, { job: 7 })
+  assert.deepEqual(await store.get(task.id), task)
+})
+
+test('ids are unique and sort by creation time', async () => {
+  const clock = createTestClock()
+  const { sender } = setup({ now: clock.now })
+  const ids: string[] = []
+  for (let i = 0; i < 50; i++) {
+    ids.push((await createCallbackTask({ callbackUrl, event: 'e' }, sender)).id)
+    clock.advance(1)
+  }
+  assert.equal(new Set(ids).size, 50)
+  assert.deepEqual([...ids].sort(), ids)
+})
+
+test('the same idempotency key returns the same task, also when the calls race', async () => {
+  const { sender } = setup()
+  const tasks = await Promise.all(
+    Array.from({ length: 20 }, () => createCallbackTask({ callbackUrl, event: 'report.ready', idempotencyKey: 'req-1' }, sender))
+  )
+  assert.equal(new Set(tasks.map((task) => task.id)).size, 1)
+})
+
+test('reusing an idempotency key for another URL or event is a conflict, not a silent mix-up', async () => {
+  const { sender } = setup()
+  await createCallbackTask({ callbackUrl, event: 'report.ready', idempotencyKey: 'req-2' }, sender)
+  await assert.rejects(
+    createCallbackTask({ callbackUrl: 'https://other.example.com/cb', event: 'report.ready', idempotencyKey: 'req-2' }, sender),
+    (error: unknown) => error instanceof CallbackError && error.code === 'ERR_CALLBACK_IDEMPOTENCY_CONFLICT'
+  )
+})
+
+/** A store that records inserts, to show that refused input stores nothing. */
+function recordingStore(): { store: CallbackStore; inserts: { task: NewCallbackTask; options: unknown }[] } {
+  const inner = createMemoryStore()
+  const inserts: { task: NewCallbackTask; options: unknown }[] = []
+  const store: CallbackStore = {
+    ...inner,
+    insert(task, options) {
+      inserts.push({ task, options })
+      return inner.insert(task, options)
+    },
+  }
+  return { store, inserts }
+}
+
+test('URLs refused by the default policy are rejected before anything is stored', async () => {
+  const { store, inserts } = recordingStore()
+  const sender = { store, secret: generateSecret() }
+  for (const url of [
+    'http://client.example.com/cb',
+    'https://127.0.0.1/cb',
+    'https://10.1.2.3/cb',
+    'https://169.254.169.254/latest/meta-data',
+    'https://[::1]/cb',
+    'https://localhost/cb',
+    'https://2130706433/cb',
+    'ftp://client.example.com/cb',
+  ]) {
+    await assert.rejects(createCallbackTask({ callbackUrl: url, event: 'e' }, sender), UrlPolicyError, url)
+  }
+  assert.equal(inserts.length, 0)
+})
+
+test('loopback over plain http is accepted once the policy opts in', async () => {
+  const { sender } = setup({ urlPolicy: { allowHttp: true, allowHosts: ['127.0.0.1'] } })
+  const task = await createCallbackTask({ callbackUrl: 'http://127.0.0.1:8080/cb', event: 'e' }, sender)
+  assert.equal(task.callbackUrl, 'http://127.0.0.1:8080/cb')
+})
+
+test('bad input is a TypeError naming the field, and nothing is stored', async () => {
+  const { store, inserts } = recordingStore()
+  const sender = { store, secret: generateSecret() }
+  const cases: [unknown, RegExp][] = [
+    [{ event: 'e' }, /callbackUrl/],
+    [{ callbackUrl, event: '' }, /event/],
+    [{ callbackUrl, event: 'x'.repeat(201) }, /event/],
+    [{ callbackUrl, event: 'e', idempotencyKey: 42 }, /idempotencyKey/],
+    [{ callbackUrl, event: 'e', secret: 'not-a-secret' }, /secret/],
+    [{ callbackUrl, event: 'e', metadata: [1, 2] }, /metadata/],
+    [{ callbackUrl, event: 'e', metadata: { n: 1n } }, /metadata/],
+    [{ callbackUrl, event: 'e', deadline: 'tomorrow' }, /deadline/],
+    [{ callbackUrl, event: 'e', deadline: new Date(Date.now() - 1000) }, /deadline/],
+    [null, /input/],
+  ]
+  for (const [input, message] of cases) {
+    await assert.rejects(createCallbackTask(input as never, sender), (error: unknown) => error instanceof TypeError && message.test(error.message), String(message))
+  }
+  assert.equal(inserts.length, 0)
+})
+
+test('a task needs a key to be signed with: its own secret or the sender\'s', async () => {
+  const store = createMemoryStore()
+  const keyless = { store }
+  await assert.rejects(createCallbackTask({ callbackUrl, event: 'e' }, keyless), /secret/)
+  const task = await createCallbackTask({ callbackUrl, event: 'e', secret: generateSecret() }, keyless)
+  assert.equal(task.status, 'pending')
+})
+
+test('the deadline is the one given, or creation plus retry.deadlineMs', async () => {
+  const clock = createTestClock()
+  const { sender } = setup({ now: clock.now, retry: { deadlineMs: 3_600_000 } })
+  const byDefault = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  assert.deepEqual(byDefault.deadline, new Date(clock.now().getTime() + 3_600_000))
+  const given = new Date(clock.now().getTime() + 60_000)
+  assert.deepEqual((await createCallbackTask({ callbackUrl, event: 'e', deadline: given }, sender)).deadline, given)
+  const { sender: plain } = setup()
+  assert.equal((await createCallbackTask({ callbackUrl, event: 'e' }, plain)).deadline, undefined)
+})
+
+test('the caller\'s transaction is passed to store.insert (outbox)', async () => {
+  const { store, inserts } = recordingStore()
+  const transaction = { query: async () => ({ rows: [] }) }
+  const sender = { store, secret: generateSecret() }
+  await createCallbackTask({ callbackUrl, event: 'e' }, { ...sender, transaction })
+  await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  assert.equal((inserts[0]!.options as { transaction: unknown }).transaction, transaction)
+  assert.equal(inserts[1]!.options, undefined)
+})

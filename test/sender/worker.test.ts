@@ -1,0 +1,159 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createCallbackTask, createMemoryStore, createWorker, deliver, generateSecret, StoreError } from 'endpoint-callback'
+import type { CallbackStore, DeliveryEvent, SenderOptions } from 'endpoint-callback'
+import { createTestClock, createTestTransport } from '../support/sender.ts'
+
+const callbackUrl = 'https://client.example.com/callbacks'
+
+async function until(condition: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await condition())) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await sleep(5)
+  }
+}
+
+test('the worker makes the retry once it is due by the injected clock, and not before', async () => {
+  const clock = createTestClock()
+  let calls = 0
+  const transport = createTestTransport(() => ({ status: ++calls === 1 ? 500 : 204 }))
+  const sender: SenderOptions = { store: createMemoryStore(), secret: generateSecret(), transport, now: clock.now, retry: { jitter: 0 } }
+  const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  assert.equal((await deliver(task.id, {}, sender)).status, 'retrying')
+
+  const worker = createWorker({ ...sender, pollIntervalMs: 10 })
+  worker.start()
+  try {
+    await sleep(60)
+    assert.equal(transport.requests.length, 1, 'nothing is sent before the retry is due')
+    clock.advance(5_000)
+    await until(async () => (await sender.store.get(task.id))?.status === 'delivered')
+    assert.equal(transport.requests.length, 2)
+    assert.equal(transport.requests[1]!.headers['webhook-id'], task.id)
+    assert.equal(transport.requests[1]!.body, transport.requests[0]!.body)
+  } finally {
+    await worker.stop()
+  }
+})
+
+test('store errors while claiming are reported as error events and the worker keeps going', async () => {
+  const inner = createMemoryStore()
+  let failing = 3
+  const store: CallbackStore = {
+    ...inner,
+    claim(options) {
+      if (failing-- > 0) return Promise.reject(new StoreError('ERR_CALLBACK_STORE', 'connection to the database lost'))
+      return inner.claim(options)
+    },
+  }
+  const clock = createTestClock()
+  const events: DeliveryEvent[] = []
+  let calls = 0
+  const transport = createTestTransport(() => ({ status: ++calls === 1 ? 503 : 200 }))
+  const sender = { store, secret: generateSecret(), transport, now: clock.now, retry: { jitter: 0 }, onEvent: (event: DeliveryEvent) => events.push(event) }
+  const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  await deliver(task.id, {}, sender)
+  clock.advance(5_000)
+  const worker = createWorker({ ...sender, pollIntervalMs: 5 })
+  worker.start()
+  try {
+    await until(async () => (await store.get(task.id))?.status === 'delivered')
+    const errors = events.filter((event) => event.type === 'error')
+    assert.equal(errors.length, 3)
+    assert.ok(errors.every((event) => event.type === 'error' && event.error instanceof StoreError))
+  } finally {
+    await worker.stop()
+  }
+})
+
+test('stop waits for the attempts in flight and gives back tasks it claimed but had not started', async () => {
+  const clock = createTestClock()
+  const inner = createMemoryStore()
+  let releaseClaim: () => void = () => {}
+  let claims = 0
+  const store: CallbackStore = {
+    ...inner,
+    async claim(options) {
+      claims++
+      const leases = await inner.claim(options)
+      // The second claim is still on its way back when stop() is called.
+      if (claims === 2) await new Promise<void>((resolve) => (releaseClaim = resolve))
+      return leases
+    },
+  }
+  let answer: () => void = () => {}
+  const transport = createTestTransport((_request, index) =>
+    index < 2 ? { status: 500 } : new Promise((resolve) => (answer = () => resolve({ status: 204 })))
+  )
+  const sender = { store, secret: generateSecret(), transport, now: clock.now, retry: { jitter: 0 } }
+  const first = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  const second = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  await deliver(first.id, {}, sender)
+  await deliver(second.id, {}, sender)
+  clock.advance(5_000)
+
+  const worker = createWorker({ ...sender, pollIntervalMs: 5, batchSize: 1, concurrency: 2 })
+  worker.start()
+  await until(() => transport.requests.length === 3 && claims === 2)
+  const stopped = worker.stop()
+  assert.equal(worker.running, false)
+  let done = false
+  void stopped.then(() => (done = true))
+  await sleep(20)
+  assert.equal(done, false, 'stop waits for the attempt in flight')
+  answer()
+  releaseClaim()
+  await stopped
+  assert.equal(worker.active, 0)
+  const states = [(await store.get(first.id))?.status, (await store.get(second.id))?.status].sort()
+  assert.deepEqual(states, ['delivered', 'scheduled'])
+  assert.equal(transport.requests.length, 3, 'the task given back was not sent')
+})
+
+test('a worker whose lease ran out does not record over the new holder and only reports lease-lost', async () => {
+  const clock = createTestClock()
+  const store = createMemoryStore()
+  let stall: () => void = () => {}
+  const transport = createTestTransport((_request, index) => {
+    if (index === 0) return { status: 500 }
+    if (index === 1) return new Promise((resolve) => (stall = () => resolve({ status: 200, body: 'late' })))
+    return { status: 204 }
+  })
+  const base = { store, secret: generateSecret(), transport, now: clock.now, retry: { jitter: 0 }, leaseMs: 1_000 }
+  const task = await createCallbackTask({ callbackUrl, event: 'e' }, base)
+  await deliver(task.id, {}, base)
+  clock.advance(5_000)
+
+  const slowEvents: DeliveryEvent[] = []
+  const slow = createWorker({ ...base, pollIntervalMs: 5, onEvent: (event) => slowEvents.push(event) })
+  slow.start()
+  await until(() => transport.requests.length === 2)
+  const stopping = slow.stop()
+
+  clock.advance(1_001) // the slow worker's lease is over
+  const fresh = createWorker({ ...base, pollIntervalMs: 5 })
+  fresh.start()
+  await until(async () => (await store.get(task.id))?.status === 'delivered')
+  await fresh.stop()
+
+  stall()
+  await stopping
+  assert.deepEqual(slowEvents.map((event) => event.type), ['lease-lost'])
+  const history = await store.attempts(task.id)
+  assert.deepEqual(history.map((attempt) => attempt.status), [500, 204])
+  assert.equal((await store.get(task.id))?.status, 'delivered')
+})
+
+test('leaseMs must exceed the transport timeout, and bad worker options are TypeErrors naming them', () => {
+  const store = createMemoryStore()
+  const secret = generateSecret()
+  assert.throws(() => createWorker({ store, secret, leaseMs: 10_000 }), /leaseMs \(10000\) must exceed the transport timeout \(10000 ms\)/)
+  const transport = createTestTransport(() => ({ status: 204 }), { timeoutMs: 30_000 })
+  assert.throws(() => createWorker({ store, secret, transport, leaseMs: 20_000 }), /leaseMs/)
+  assert.throws(() => createWorker({ store, secret, concurrency: 0 }), /concurrency/)
+  assert.throws(() => createWorker({ store, secret, pollIntervalMs: -1 }), /pollIntervalMs/)
+  assert.throws(() => createWorker({ store, secret, batchSize: 1.5 }), /batchSize/)
+  assert.throws(() => createWorker({ store: {} as never, secret }), /store\.insert/)
+})
