@@ -121,7 +121,8 @@ export function currentVersionSql(schema: string): string {
   return `SELECT max(version)::int AS version FROM ${quoteIdentifier(schema)}.migrations`
 }
 
-const taskColumns = `id, status, callback_url, event, idempotency_key, secret, metadata, body, content_type,
+// json columns as text, parsed by the store, so a pool with its own type parsers reads them alike
+const taskColumns = `id, status, callback_url, event, idempotency_key, secret::text AS secret, metadata::text AS metadata, body, content_type,
   attempts, next_attempt_at, deadline, lease_token, last_error, created_at, updated_at`
 
 /**
@@ -193,7 +194,7 @@ export function completeSql(schema: string): string {
   UPDATE ${s}.tasks
   SET status = $3, attempts = attempts + 1, next_attempt_at = $4::timestamptz,
       last_error = COALESCE($5, last_error), lease_token = NULL, leased_at = NULL,
-      updated_at = $6::timestamptz
+      updated_at = GREATEST(updated_at, $6::timestamptz)
   WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
   RETURNING id, status, next_attempt_at
 ), recorded AS (
@@ -212,7 +213,7 @@ export function releaseSql(schema: string): string {
   return `WITH released AS (
   UPDATE ${s}.tasks
   SET status = 'scheduled', next_attempt_at = COALESCE($3::timestamptz, leased_at, updated_at),
-      lease_token = NULL, leased_at = NULL, updated_at = COALESCE($3::timestamptz, leased_at, updated_at)
+      lease_token = NULL, leased_at = NULL
   WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
   RETURNING next_attempt_at
 )

@@ -19,7 +19,6 @@ import type {
   TaskStatus,
   TerminalStatus
 } from '../types.ts'
-import { createDueSignal, type DueSignal } from './due-signal.ts'
 import {
   attachSql,
   cancelSql,
@@ -45,9 +44,8 @@ export interface PostgresQueryable {
 
 /** A dedicated connection (a `pg` PoolClient) used only to `LISTEN`. */
 export interface PostgresListenConnection extends PostgresQueryable {
-  on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): unknown
-  on(event: 'error', listener: (error: Error) => void): unknown
-  on(event: 'end', listener: () => void): unknown
+  /** `notification` with `{ channel, payload }`, `error`, `end`. */
+  on(event: 'notification' | 'error' | 'end', listener: (...args: any[]) => void): unknown
   release(destroy?: boolean | Error): void
 }
 
@@ -138,7 +136,17 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     cancel: cancelSql(schema),
     attempts: selectAttemptsSql(schema)
   }
-  const signal = createDueSignal()
+  const listeners = new Set<() => void>()
+  let wakeQueued = false
+  // Workers in this process need not wait for the notification's round trip through the server.
+  const wakeHere = () => {
+    if (listeners.size === 0 || wakeQueued) return
+    wakeQueued = true
+    queueMicrotask(() => {
+      wakeQueued = false
+      wakeAll(listeners)
+    })
+  }
   let listener: ListenConnection | undefined
 
   async function run(operation: string, db: PostgresQueryable, text: string, values: unknown[]) {
@@ -227,7 +235,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         attempt.outcome,
         channel
       ])
-      return rows[0]?.completed === 1
+      const completed = rows[0]?.completed === 1
+      if (completed && resolution.status === 'scheduled') wakeHere()
+      return completed
     },
 
     async release(lease: Lease, nextAttemptAt?: Date) {
@@ -237,7 +247,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         nextAttemptAt?.toISOString() ?? null,
         channel
       ])
-      return rows[0]?.released === 1
+      const released = rows[0]?.released === 1
+      if (released) wakeHere()
+      return released
     },
 
     async cancel(id) {
@@ -252,14 +264,17 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
     subscribe(fn: () => void) {
       if (typeof fn !== 'function') throw new TypeError('subscribe: `listener` must be a function')
-      const remove = signal.add(fn)
-      if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, signal)
+      // a wrapper per subscription, so the same function subscribed twice unsubscribes one at a time
+      const subscription = () => fn()
+      listeners.add(subscription)
+      const remove = () => listeners.delete(subscription)
+      if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, listeners)
       let removed = false
       return () => {
         if (removed) return
         removed = true
         remove()
-        if (signal.size === 0 && listener) {
+        if (listeners.size === 0 && listener) {
           void listener.close()
           listener = undefined
         }
@@ -267,7 +282,6 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     },
 
     async close() {
-      signal.clear()
       const current = listener
       listener = undefined
       await current?.close()
@@ -281,19 +295,18 @@ interface ListenConnection {
 
 /**
  * Holds one connection that LISTENs, and opens a new one (backing off up to 5 s) whenever it
- * breaks. After a reconnect every subscriber is woken, since notifications sent while the
- * connection was down are lost.
+ * breaks. Every subscriber is woken once LISTEN holds, since notifications sent before (or while
+ * the connection was down) are lost.
  */
 function openListenConnection(
   pool: Required<PostgresPool>,
   channel: string,
-  signal: DueSignal
+  listeners: Set<() => void>
 ): ListenConnection {
   let closed = false
   let current: PostgresListenConnection | undefined
   let retry: NodeJS.Timeout | undefined
   let backoffMs = 100
-  let everConnected = false
   const released = new WeakSet<PostgresListenConnection>()
 
   const dispose = (client: PostgresListenConnection, destroy: boolean) => {
@@ -328,8 +341,8 @@ function openListenConnection(
     try {
       client = await pool.connect()
       const self = client
-      self.on('notification', (message) => {
-        if (message.channel === channel) signal.notify(message.payload)
+      self.on('notification', (message: { channel: string }) => {
+        if (message.channel === channel) wakeAll(listeners)
       })
       self.on('error', () => drop(self))
       self.on('end', () => drop(self))
@@ -337,8 +350,8 @@ function openListenConnection(
       if (closed) return dispose(self, false)
       current = self
       backoffMs = 100
-      if (everConnected) signal.wake()
-      everConnected = true
+      // whatever was announced before LISTEN took hold (or while the connection was down) is lost
+      wakeAll(listeners)
     } catch {
       if (client) dispose(client, true)
       schedule()
@@ -524,10 +537,6 @@ function date(value: unknown): Date {
   return new Date(time(value))
 }
 
-function json(value: unknown): any {
-  return typeof value === 'string' ? JSON.parse(value) : value
-}
-
 function toTask(row: Record<string, any>): CallbackTask {
   const task: CallbackTask = {
     id: row.id,
@@ -539,8 +548,8 @@ function toTask(row: Record<string, any>): CallbackTask {
     updatedAt: date(row.updated_at)
   }
   if (row.idempotency_key != null) task.idempotencyKey = row.idempotency_key
-  if (row.secret != null) task.secret = json(row.secret)
-  if (row.metadata != null) task.metadata = json(row.metadata)
+  if (row.secret != null) task.secret = JSON.parse(row.secret)
+  if (row.metadata != null) task.metadata = JSON.parse(row.metadata)
   if (row.body != null) task.body = row.body
   if (row.content_type != null) task.contentType = row.content_type
   if (row.next_attempt_at != null) task.nextAttemptAt = date(row.next_attempt_at)
@@ -560,4 +569,17 @@ function toAttempt(row: Record<string, any>): AttemptRecord {
   if (row.error != null) attempt.error = row.error
   if (row.response_body != null) attempt.responseBody = row.response_body
   return attempt
+}
+
+/** Calls every listener; one listener's failure must not keep the others asleep. */
+function wakeAll(listeners: Set<() => void>): void {
+  for (const listener of [...listeners]) {
+    try {
+      listener()
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error
+      })
+    }
+  }
 }

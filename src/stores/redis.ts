@@ -19,7 +19,6 @@ import type {
   ReplayGuard,
   TaskStatus
 } from '../types.ts'
-import { createDueSignal } from './due-signal.ts'
 
 /** What the store needs of an ioredis client: running Lua scripts. */
 export interface RedisScriptClient {
@@ -154,7 +153,8 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or redis.call('HGET', KEYS[1]
 end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updatedAt', ARGV[7])
+local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[7]))
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updatedAt', updated)
 if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'lastError', ARGV[6]) end
 redis.call('RPUSH', KEYS[3], ARGV[8])
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[9]), -1)
@@ -184,7 +184,7 @@ end
 local due = ARGV[3]
 if due == '' then due = redis.call('HGET', KEYS[1], 'leasedAt') end
 redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
-redis.call('HSET', KEYS[1], 'status', 'scheduled', 'nextAttemptAt', due, 'updatedAt', due)
+redis.call('HSET', KEYS[1], 'status', 'scheduled', 'nextAttemptAt', due)
 redis.call('ZADD', KEYS[2], due, ARGV[1])
 redis.call('PUBLISH', ARGV[4], due)
 return 1
@@ -257,7 +257,17 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const channel = `${prefix}:due`
   const taskKey = (id: string) => `${taskPrefix}${id}`
   const attemptsKey = (id: string) => `${prefix}:attempts:${id}`
-  const signal = createDueSignal()
+  const listeners = new Set<() => void>()
+  let wakeQueued = false
+  // Workers in this process need not wait for the notification's round trip through the server.
+  const wakeHere = () => {
+    if (listeners.size === 0 || wakeQueued) return
+    wakeQueued = true
+    queueMicrotask(() => {
+      wakeQueued = false
+      wakeAll(listeners)
+    })
+  }
   let subscriber: RedisSubscriber | undefined
 
   async function run(operation: string, which: Script, keys: string[], args: Array<string | number>) {
@@ -272,7 +282,6 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const closeSubscriber = () => {
     const current = subscriber
     subscriber = undefined
-    signal.clear()
     current?.disconnect()
   }
 
@@ -354,6 +363,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         channel,
         keyPrefix
       ])
+      if (reply === 1 && resolution.status === 'scheduled') wakeHere()
       return reply === 1
     },
 
@@ -365,6 +375,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         nextAttemptAt?.getTime() ?? '',
         channel
       ])
+      if (reply === 1) wakeHere()
       return reply === 1
     },
 
@@ -388,7 +399,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
     subscribe(fn: () => void) {
       if (typeof fn !== 'function') throw new TypeError('subscribe: `listener` must be a function')
-      const remove = signal.add(fn)
+      // a wrapper per subscription, so the same function subscribed twice unsubscribes one at a time
+      const subscription = () => fn()
+      listeners.add(subscription)
+      const remove = () => listeners.delete(subscription)
       if (pubsub && !subscriber) {
         const current = client.duplicate!()
         subscriber = current
@@ -397,20 +411,23 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
           // ioredis reconnects by itself; polling covers the gap
         })
         current.on('ready', () => {
-          // notifications sent while disconnected are lost: look once after every reconnect
-          if (ready++ > 0 && subscriber === current) signal.wake()
+          // messages published while disconnected are lost: look once after every reconnect
+          if (ready++ > 0 && subscriber === current) wakeAll(listeners)
         })
         current.on('message', (from: string, message: string) => {
-          if (from === channel) signal.notify(message)
+          if (from === channel) wakeAll(listeners)
         })
-        current.subscribe(channel).catch(() => {})
+        current.subscribe(channel).then(
+          () => wakeAll(listeners),
+          () => {}
+        )
       }
       let removed = false
       return () => {
         if (removed) return
         removed = true
         remove()
-        if (signal.size === 0) closeSubscriber()
+        if (listeners.size === 0) closeSubscriber()
       }
     },
 
@@ -543,4 +560,17 @@ function toTask(fields: string[]): CallbackTask {
   if (hash.deadline !== undefined) task.deadline = new Date(Number(hash.deadline))
   if (hash.lastError !== undefined) task.lastError = hash.lastError
   return task
+}
+
+/** Calls every listener; one listener's failure must not keep the others asleep. */
+function wakeAll(listeners: Set<() => void>): void {
+  for (const listener of [...listeners]) {
+    try {
+      listener()
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error
+      })
+    }
+  }
 }

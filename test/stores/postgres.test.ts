@@ -1,0 +1,344 @@
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import pg from 'pg'
+import { CallbackError } from 'endpoint-callback'
+import type { CallbackStore, NewCallbackTask } from 'endpoint-callback'
+import { storeContract } from 'endpoint-callback/testing'
+import {
+  createPostgresStore,
+  migratePostgres,
+  postgresSchemaSql,
+  pruneDelivered,
+  type PostgresStore
+} from 'endpoint-callback/postgres'
+import { claimSql } from '../../src/stores/postgres-sql.ts'
+import { DATABASE_URL, serviceSkip, uniqueName } from '../support/services.ts'
+
+const skip = await serviceSkip('postgres')
+const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
+// an idle connection the server closes must not take the test process down
+pool.on('error', () => {})
+after(() => pool.end())
+
+async function freshStore(): Promise<PostgresStore> {
+  const schema = uniqueName('ec_pg')
+  await migratePostgres(pool, { schema })
+  return createPostgresStore({ pool, schema })
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+}
+
+storeContract('postgres', freshStore, {
+  skip,
+  cleanup: (store) => dropSchema((store as PostgresStore).schema)
+})
+
+function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
+  const id = randomUUID()
+  return {
+    id,
+    callbackUrl: `https://client.example/callbacks/${id}`,
+    event: 'report.ready',
+    createdAt: new Date('2030-01-01T00:00:00Z'),
+    ...overrides
+  }
+}
+
+const t0 = Date.UTC(2030, 0, 1)
+const day = 86_400_000
+
+describe('postgres store', { skip }, () => {
+  const schemas: string[] = []
+  const stores: CallbackStore[] = []
+  const track = (store: PostgresStore) => {
+    schemas.push(store.schema)
+    stores.push(store)
+    return store
+  }
+  after(async () => {
+    for (const store of stores) await store.close?.()
+    for (const schema of schemas) await dropSchema(schema)
+  })
+
+  describe('migrations', () => {
+    it('prints readable SQL that creates the tables, the due index and a version record', () => {
+      const sql = postgresSchemaSql({ schema: 'callbacks' })
+      assert.match(sql, /CREATE SCHEMA IF NOT EXISTS "callbacks";/)
+      assert.match(sql, /CREATE TABLE IF NOT EXISTS "callbacks"\.tasks \(/)
+      assert.match(sql, /CREATE TABLE IF NOT EXISTS "callbacks"\.attempts \(/)
+      assert.match(sql, /CREATE INDEX IF NOT EXISTS tasks_due_idx ON "callbacks"\.tasks \(next_attempt_at\)\s+WHERE status IN \('scheduled', 'delivering'\)/)
+      assert.match(sql, /INSERT INTO "callbacks"\.migrations \(version\) VALUES \(1\)/)
+      assert.match(sql, /^BEGIN;$/m)
+      assert.match(sql, /^COMMIT;$/m)
+    })
+
+    it('applies the printed SQL twice without error and without changing the tables the second time', async () => {
+      const schema = uniqueName('ec_pg_sql')
+      schemas.push(schema)
+      const catalog = async () =>
+        (
+          await pool.query(
+            `SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = $1
+             UNION ALL SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = $1
+             ORDER BY 1, 2`,
+            [schema]
+          )
+        ).rows
+      await pool.query(postgresSchemaSql({ schema }))
+      const first = await catalog()
+      assert.ok(first.some((row) => row.column_name === 'tasks_due_idx'))
+      await pool.query(postgresSchemaSql({ schema }))
+      assert.deepEqual(await catalog(), first)
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 1, to: 1 })
+    })
+
+    it('lets several processes migrate one schema at the same time', async () => {
+      const schema = uniqueName('ec_pg_race')
+      schemas.push(schema)
+      const pools = [1, 2, 3].map(() => new pg.Pool({ connectionString: DATABASE_URL, max: 1 }))
+      try {
+        const results = await Promise.all(pools.map((each) => migratePostgres(each, { schema })))
+        assert.ok(results.every((result) => result.to === 1))
+        const { rows } = await pool.query(`SELECT version FROM "${schema}".migrations`)
+        assert.deepEqual(rows, [{ version: 1 }])
+      } finally {
+        await Promise.all(pools.map((each) => each.end()))
+      }
+    })
+
+    it('refuses a schema name that is not a plain identifier, naming the option', async () => {
+      for (const schema of ['x"; DROP TABLE users; --', '', '1abc', 'a'.repeat(51), 'a-b']) {
+        assert.throws(() => createPostgresStore({ pool, schema }), { name: 'TypeError', message: /`schema`/ })
+        assert.throws(() => postgresSchemaSql({ schema }), { name: 'TypeError', message: /`schema`/ })
+        await assert.rejects(migratePostgres(pool, { schema }), { name: 'TypeError', message: /`schema`/ })
+      }
+    })
+
+    it('keeps mixed-case schema names as given', async () => {
+      const schema = `Ec_${uniqueName('Mixed')}`
+      schemas.push(schema)
+      await migratePostgres(pool, { schema })
+      const store = track(createPostgresStore({ pool, schema }))
+      const input = newTask()
+      await store.insert(input)
+      assert.equal((await store.get(input.id))?.id, input.id)
+    })
+
+    it('says to run the migration when the tables are missing', async () => {
+      const store = createPostgresStore({ pool, schema: uniqueName('ec_pg_missing'), listen: false })
+      await assert.rejects(store.get('x'), (error: unknown) => {
+        assert.ok(error instanceof CallbackError)
+        assert.equal(error.code, 'ERR_CALLBACK_STORE')
+        assert.match(error.message, /migratePostgres/)
+        assert.ok(error.cause)
+        return true
+      })
+    })
+  })
+
+  it('refuses a pool without query, naming the option', () => {
+    assert.throws(() => createPostgresStore({ pool: {} as never }), { name: 'TypeError', message: /`pool`/ })
+    assert.throws(() => createPostgresStore({ pool: { query: async () => ({ rows: [] }) }, listen: true }), {
+      name: 'TypeError',
+      message: /`listen`/
+    })
+  })
+
+  it('keeps the tasks of two schemas apart', async () => {
+    const a = track(await freshStore())
+    const b = track(await freshStore())
+    const input = newTask({ idempotencyKey: 'same-key' })
+    await a.insert(input)
+    await a.release((await a.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!, new Date(t0))
+    assert.equal(await b.get(input.id), undefined)
+    assert.deepEqual(await b.claim({ now: new Date(t0 + day), limit: 10, leaseMs: 1000 }), [])
+    const other = newTask({ idempotencyKey: 'same-key' })
+    assert.equal((await b.insert(other)).created, true)
+    assert.equal((await a.claim({ now: new Date(t0 + day), limit: 10, leaseMs: 1000 })).length, 1)
+  })
+
+  it('claims through the partial due index when 50 000 delivered rows surround 20 due ones', async () => {
+    const store = track(await freshStore())
+    const s = `"${store.schema}"`
+    await pool.query(
+      `INSERT INTO ${s}.tasks (id, status, callback_url, event, attempts, created_at, updated_at)
+       SELECT 'done-' || n, 'delivered', 'https://client.example/cb', 'e', 1, now(), now() FROM generate_series(1, 50000) AS n`
+    )
+    await pool.query(
+      `INSERT INTO ${s}.tasks (id, status, callback_url, event, attempts, next_attempt_at, created_at, updated_at)
+       SELECT 'due-' || n, 'scheduled', 'https://client.example/cb', 'e', 1, now(), now(), now() FROM generate_series(1, 20) AS n`
+    )
+    await pool.query(`ANALYZE ${s}.tasks`)
+    // the store's own claim statement, as the planner would run it
+    const { rows } = await pool.query(`EXPLAIN ${claimSql(store.schema)}`, [new Date().toISOString(), 10, new Date().toISOString(), 'token'])
+    const plan = rows.map((row) => row['QUERY PLAN']).join('\n')
+    assert.match(plan, /tasks_due_idx/, plan)
+    assert.doesNotMatch(plan, /Seq Scan/, plan)
+    assert.equal((await store.claim({ now: new Date(Date.now() + day), limit: 50, leaseMs: 1000 })).length, 20)
+  })
+
+  describe('outbox: a task inside the caller’s transaction', () => {
+    it('leaves no task when the transaction rolls back, and keeps it when it commits', async () => {
+      const store = track(await freshStore())
+      const client = await pool.connect()
+      try {
+        const rolledBack = newTask()
+        await client.query('BEGIN')
+        await store.insert(rolledBack, { transaction: client })
+        assert.equal(await store.get(rolledBack.id), undefined, 'invisible to others before commit')
+        await client.query('ROLLBACK')
+        assert.equal(await store.get(rolledBack.id), undefined)
+
+        const committed = newTask()
+        await client.query('BEGIN')
+        await store.insert(committed, { transaction: client })
+        await client.query('COMMIT')
+        assert.equal((await store.get(committed.id))?.status, 'pending')
+      } finally {
+        client.release()
+      }
+    })
+
+    it('answers the committed task to a second transaction that raced it for one idempotency key', async () => {
+      const store = track(await freshStore())
+      const first = await pool.connect()
+      const second = await pool.connect()
+      try {
+        await first.query('BEGIN')
+        await second.query('BEGIN')
+        const a = newTask({ idempotencyKey: 'order-42' })
+        const b = newTask({ idempotencyKey: 'order-42' })
+        assert.equal((await store.insert(a, { transaction: first })).created, true)
+        const racing = store.insert(b, { transaction: second }) // waits for the first to finish
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        await first.query('COMMIT')
+        const answer = await racing
+        await second.query('COMMIT')
+        assert.equal(answer.created, false)
+        assert.equal(answer.task.id, a.id)
+        assert.equal(await store.get(b.id), undefined)
+      } finally {
+        first.release()
+        second.release()
+      }
+    })
+
+    it('refuses a transaction that is not a client, naming the option', async () => {
+      const store = track(await freshStore())
+      await assert.rejects(store.insert(newTask(), { transaction: {} }), { name: 'TypeError', message: /`transaction`/ })
+    })
+  })
+
+  describe('retention', () => {
+    it('deletes delivered tasks older than N days with their attempts, and keeps the rest', async () => {
+      const store = track(await freshStore())
+      const finish = async (status: 'delivered' | 'failed', at: number) => {
+        const input = newTask({ createdAt: new Date(at) })
+        await store.insert(input)
+        const lease = (await store.attach(input.id, { body: '{}' }, { now: new Date(at), leaseMs: 1000 }))!
+        const outcome = status === 'delivered' ? 'delivered' : 'failed'
+        await store.complete(lease, { attempt: 1, startedAt: new Date(at), durationMs: 5, outcome }, { status })
+        return input.id
+      }
+      const now = t0 + 100 * day
+      const old = await finish('delivered', now - 40 * day)
+      const recent = await finish('delivered', now - 10 * day)
+      const oldFailed = await finish('failed', now - 40 * day)
+      const pending = newTask({ createdAt: new Date(now - 90 * day) })
+      await store.insert(pending)
+
+      const deleted = await pruneDelivered(pool, { schema: store.schema, olderThanDays: 30, now: () => new Date(now) })
+      assert.equal(deleted, 1)
+      assert.equal(await store.get(old), undefined)
+      assert.deepEqual(await store.attempts(old), [])
+      assert.equal((await store.get(recent))?.status, 'delivered')
+      assert.equal((await store.get(oldFailed))?.status, 'failed')
+      assert.equal((await store.get(pending.id))?.status, 'pending')
+
+      const again = await pruneDelivered(pool, {
+        schema: store.schema,
+        olderThanDays: 30,
+        statuses: ['failed'],
+        batchSize: 1,
+        now: () => new Date(now)
+      })
+      assert.equal(again, 1)
+      assert.equal(await store.get(oldFailed), undefined)
+    })
+
+    it('refuses a negative age or an unknown status, naming the option', async () => {
+      await assert.rejects(pruneDelivered(pool, { olderThanDays: -1 }), { name: 'TypeError', message: /`olderThanDays`/ })
+      await assert.rejects(pruneDelivered(pool, { olderThanDays: 1, statuses: ['scheduled' as never] }), {
+        name: 'TypeError',
+        message: /`statuses`/
+      })
+    })
+  })
+
+  describe('LISTEN/NOTIFY', () => {
+    it('wakes a worker of another process when a retry is scheduled', async () => {
+      const schema = uniqueName('ec_pg_notify')
+      await migratePostgres(pool, { schema })
+      schemas.push(schema)
+      const otherPool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
+      const listening = createPostgresStore({ pool: otherPool, schema })
+      const writing = track(createPostgresStore({ pool, schema, listen: false }))
+      try {
+        let wakes = 0
+        const unsubscribe = listening.subscribe(() => wakes++)
+        await waitFor(() => wakes >= 1) // LISTEN holds: it says so by waking once
+        const before = wakes
+        const input = newTask()
+        await writing.insert(input)
+        const lease = (await writing.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!
+        await writing.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 503, outcome: 'retry' }, {
+          status: 'scheduled',
+          nextAttemptAt: new Date(t0 + 1000)
+        })
+        await waitFor(() => wakes > before)
+        unsubscribe()
+      } finally {
+        await listening.close()
+        await otherPool.end()
+      }
+    })
+
+    it('listens again after its connection is terminated, and wakes its listeners when it does', async () => {
+      const store = track(await freshStore())
+      const appName = uniqueName('ec_listen')
+      const otherPool = new pg.Pool({ connectionString: DATABASE_URL, max: 2, application_name: appName })
+      otherPool.on('error', () => {})
+      const listening = createPostgresStore({ pool: otherPool, schema: store.schema })
+      try {
+        let wakes = 0
+        listening.subscribe(() => wakes++)
+        await waitFor(() => wakes >= 1)
+        const { rows } = await pool.query(
+          `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1`,
+          [appName]
+        )
+        assert.ok(rows.length >= 1, 'the listening connection was found and terminated')
+        await waitFor(() => wakes >= 2) // reconnected and woke everyone
+        const before = wakes
+        const input = newTask()
+        await store.insert(input)
+        await store.release((await store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!)
+        await waitFor(() => wakes > before) // notifications arrive again
+      } finally {
+        await listening.close()
+        await otherPool.end()
+      }
+    })
+  })
+})
+
+async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > until) throw new Error('timed out waiting for a condition')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}

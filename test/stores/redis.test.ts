@@ -1,0 +1,261 @@
+import { after, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { CallbackError } from 'endpoint-callback'
+import type { NewCallbackTask } from 'endpoint-callback'
+import { storeContract } from 'endpoint-callback/testing'
+import { createRedisReplayGuard, createRedisStore, type RedisStore } from 'endpoint-callback/redis'
+import { REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
+
+const skip = await serviceSkip('redis')
+const client = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 3 })
+client.on('error', () => {})
+after(() => client.disconnect())
+
+/** Deletes every key under `prefix` (SCAN, never KEYS on a shared server). */
+async function dropPrefix(prefix: string): Promise<void> {
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
+    cursor = next
+    if (keys.length > 0) await client.del(...keys)
+  } while (cursor !== '0')
+}
+
+function freshStore(options: { attemptHistory?: number; retentionSeconds?: number } = {}): RedisStore {
+  return createRedisStore({ client, prefix: uniqueName('ec_redis'), ...options })
+}
+
+storeContract('redis', () => freshStore(), {
+  skip,
+  cleanup: (store) => dropPrefix((store as RedisStore).prefix)
+})
+
+const t0 = Date.UTC(2030, 0, 1)
+
+function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
+  const id = randomUUID()
+  return {
+    id,
+    callbackUrl: `https://client.example/callbacks/${id}`,
+    event: 'report.ready',
+    createdAt: new Date(t0),
+    ...overrides
+  }
+}
+
+describe('redis store', { skip }, () => {
+  const stores: RedisStore[] = []
+  const track = (store: RedisStore) => {
+    stores.push(store)
+    return store
+  }
+  after(async () => {
+    for (const store of stores) {
+      await store.close()
+      await dropPrefix(store.prefix)
+    }
+  })
+
+  it('refuses a client without eval and bad options, naming the option', () => {
+    assert.throws(() => createRedisStore({ client: {} as never }), { name: 'TypeError', message: /`client`/ })
+    assert.throws(() => createRedisStore({ client, prefix: '' }), { name: 'TypeError', message: /`prefix`/ })
+    assert.throws(() => createRedisStore({ client, attemptHistory: 5 }), { name: 'TypeError', message: /`attemptHistory`/ })
+    assert.throws(() => createRedisStore({ client, retentionSeconds: -1 }), { name: 'TypeError', message: /`retentionSeconds`/ })
+  })
+
+  it('keeps the tasks of two prefixes apart, idempotency keys included', async () => {
+    const a = track(freshStore())
+    const b = track(freshStore())
+    const input = newTask({ idempotencyKey: 'same-key' })
+    await a.insert(input)
+    await a.release((await a.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!)
+    assert.equal(await b.get(input.id), undefined)
+    assert.deepEqual(await b.claim({ now: new Date(t0 + 60_000), limit: 10, leaseMs: 1000 }), [])
+    assert.equal((await b.insert(newTask({ idempotencyKey: 'same-key' }))).created, true)
+    assert.equal((await a.claim({ now: new Date(t0 + 60_000), limit: 10, leaseMs: 1000 })).length, 1)
+  })
+
+  it('puts a delivering task back in the due set scored by its lease expiry', async () => {
+    const store = track(freshStore())
+    const input = newTask()
+    await store.insert(input)
+    const lease = (await store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 2000 }))!
+    assert.equal(Number(await client.zscore(`${store.prefix}:due`, input.id)), t0 + 2000)
+    assert.deepEqual(await store.claim({ now: new Date(t0 + 1999), limit: 1, leaseMs: 2000 }), [])
+    const [again] = await store.claim({ now: new Date(t0 + 2000), limit: 1, leaseMs: 2000 })
+    assert.equal(again?.task.id, input.id)
+    assert.notEqual(again?.token, lease.token)
+    assert.equal(await store.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 1, outcome: 'delivered' }, { status: 'delivered' }), false)
+    assert.equal(await store.complete(again!, { attempt: 1, startedAt: new Date(t0 + 2000), durationMs: 1, outcome: 'delivered' }, { status: 'delivered' }), true)
+    assert.equal(await client.zscore(`${store.prefix}:due`, input.id), null, 'a finished task leaves the due set')
+  })
+
+  it('caps the attempt history at the latest attemptHistory entries', async () => {
+    const store = track(freshStore({ attemptHistory: 20 }))
+    const input = newTask()
+    await store.insert(input)
+    let lease = (await store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!
+    for (let attempt = 1; attempt <= 25; attempt++) {
+      const at = t0 + attempt * 10_000
+      await store.complete(lease, { attempt, startedAt: new Date(at), durationMs: 3, status: 503, outcome: 'retry' }, {
+        status: 'scheduled',
+        nextAttemptAt: new Date(at + 1000)
+      })
+      ;[lease] = (await store.claim({ now: new Date(at + 1000), limit: 1, leaseMs: 1000 })) as [typeof lease]
+    }
+    const history = await store.attempts(input.id)
+    assert.equal(history.length, 20)
+    assert.deepEqual(history.map((record) => record.attempt), Array.from({ length: 20 }, (_, i) => i + 6))
+    assert.equal((await store.get(input.id))?.attempts, 25)
+  })
+
+  it('lets finished tasks expire after retentionSeconds and keeps unfinished ones', async () => {
+    const store = track(freshStore({ retentionSeconds: 3600 }))
+    const done = newTask({ idempotencyKey: randomUUID() })
+    const waiting = newTask()
+    await store.insert(done)
+    await store.insert(waiting)
+    const lease = (await store.attach(done.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!
+    await store.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 1, outcome: 'delivered' }, { status: 'delivered' })
+    const ttl = await client.ttl(`${store.prefix}:task:${done.id}`)
+    assert.ok(ttl > 3500 && ttl <= 3600, `task ttl ${ttl}`)
+    assert.ok((await client.ttl(`${store.prefix}:attempts:${done.id}`)) > 3500)
+    assert.ok((await client.ttl(`${store.prefix}:key:${done.idempotencyKey}`)) > 3500)
+    assert.equal(await client.ttl(`${store.prefix}:task:${waiting.id}`), -1)
+
+    const forever = track(freshStore({ retentionSeconds: 0 }))
+    const kept = newTask()
+    await forever.insert(kept)
+    assert.equal(await forever.cancel(kept.id), true)
+    assert.equal(await client.ttl(`${forever.prefix}:task:${kept.id}`), -1)
+  })
+
+  it('accepts a new task for an idempotency key whose task has expired', async () => {
+    const store = track(freshStore())
+    const first = newTask({ idempotencyKey: 'expiring' })
+    await store.insert(first)
+    await client.del(`${store.prefix}:task:${first.id}`) // as EXPIRE would
+    const second = newTask({ idempotencyKey: 'expiring' })
+    const answer = await store.insert(second)
+    assert.equal(answer.created, true)
+    assert.equal(answer.task.id, second.id)
+  })
+
+  it('wakes a subscriber on another connection when a retry is scheduled', async () => {
+    const prefix = uniqueName('ec_redis_pubsub')
+    const otherClient = new Redis(REDIS_URL)
+    const listening = createRedisStore({ client: otherClient, prefix })
+    const writing = track(createRedisStore({ client, prefix, subscribe: false }))
+    try {
+      let wakes = 0
+      const unsubscribe = listening.subscribe(() => wakes++)
+      await waitFor(() => wakes >= 1) // subscribed: it says so by waking once
+      const before = wakes
+      const input = newTask()
+      await writing.insert(input)
+      const lease = (await writing.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!
+      await writing.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 503, outcome: 'retry' }, {
+        status: 'scheduled',
+        nextAttemptAt: new Date(t0 + 1000)
+      })
+      await waitFor(() => wakes > before)
+      unsubscribe()
+    } finally {
+      await listening.close()
+      otherClient.disconnect()
+    }
+  })
+
+  it('reports a failing server as a StoreError with the cause kept', async () => {
+    const broken = new Redis('redis://127.0.0.1:1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    broken.on('error', () => {})
+    const store = createRedisStore({ client: broken, prefix: 'unreachable', subscribe: false })
+    await assert.rejects(store.get('x'), (error: unknown) => {
+      assert.ok(error instanceof CallbackError)
+      assert.equal(error.code, 'ERR_CALLBACK_STORE')
+      assert.ok(error.cause)
+      return true
+    })
+    broken.disconnect()
+  })
+})
+
+describe('redis replay guard', { skip }, () => {
+  const prefixes: string[] = []
+  const guard = (options: { ttlSeconds?: number; inFlightSeconds?: number } = {}) => {
+    const prefix = uniqueName('ec_replay')
+    prefixes.push(prefix)
+    return { prefix, guard: createRedisReplayGuard({ client, prefix, ...options }) }
+  }
+  after(async () => {
+    for (const prefix of prefixes) await dropPrefix(prefix)
+  })
+
+  it('answers new once, in-flight while the handler runs, and done after it succeeded', async () => {
+    const { guard: replay } = guard()
+    assert.equal(await replay.begin('msg_1'), 'new')
+    assert.equal(await replay.begin('msg_1'), 'in-flight')
+    await replay.remember('msg_1')
+    assert.equal(await replay.begin('msg_1'), 'done')
+    assert.equal(await replay.begin('msg_2'), 'new')
+  })
+
+  it('forgets a delivery whose handler failed, so the retry is processed again', async () => {
+    const { guard: replay } = guard()
+    assert.equal(await replay.begin('msg_1'), 'new')
+    await replay.forget('msg_1')
+    assert.equal(await replay.begin('msg_1'), 'new')
+  })
+
+  it('does not forget a delivery that already succeeded', async () => {
+    const { guard: replay } = guard()
+    await replay.begin('msg_1')
+    await replay.remember('msg_1')
+    await replay.forget('msg_1')
+    assert.equal(await replay.begin('msg_1'), 'done')
+  })
+
+  it('lets exactly one of 20 concurrent receivers process an id, across connections', async () => {
+    const prefix = uniqueName('ec_replay_race')
+    prefixes.push(prefix)
+    const clients = Array.from({ length: 4 }, () => new Redis(REDIS_URL))
+    try {
+      const guards = clients.map((each) => createRedisReplayGuard({ client: each, prefix }))
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => guards[i % guards.length]!.begin('msg_race')))
+      assert.equal(answers.filter((answer) => answer === 'new').length, 1)
+      assert.equal(answers.filter((answer) => answer === 'in-flight').length, 19)
+    } finally {
+      for (const each of clients) each.disconnect()
+    }
+  })
+
+  it('remembers a processed id for ttlSeconds and an unfinished one for inFlightSeconds', async () => {
+    const { prefix, guard: replay } = guard({ ttlSeconds: 600, inFlightSeconds: 1 })
+    await replay.begin('msg_done')
+    await replay.remember('msg_done')
+    const ttl = await client.ttl(`${prefix}:msg_done`)
+    assert.ok(ttl > 590 && ttl <= 600, `ttl ${ttl}`)
+    assert.equal(await replay.begin('msg_crashed'), 'new') // its handler never reports back
+    await new Promise((resolve) => setTimeout(resolve, 1100))
+    assert.equal(await replay.begin('msg_crashed'), 'new')
+  })
+
+  it('refuses bad options, naming the option', () => {
+    assert.throws(() => createRedisReplayGuard({ client: {} as never }), { name: 'TypeError', message: /`client`/ })
+    assert.throws(() => createRedisReplayGuard({ client, ttlSeconds: 0 }), { name: 'TypeError', message: /`ttlSeconds`/ })
+    assert.throws(() => createRedisReplayGuard({ client, inFlightSeconds: 1.5 }), {
+      name: 'TypeError',
+      message: /`inFlightSeconds`/
+    })
+  })
+})
+
+async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > until) throw new Error('timed out waiting for a condition')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
