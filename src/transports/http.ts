@@ -50,6 +50,14 @@ export interface HttpTransportOptions {
   connect?: buildConnector.BuildOptions | buildConnector.connector
 }
 
+/** The transport {@link createHttpTransport} returns: its timeout is known and it can always be closed. */
+export interface HttpTransport extends Transport {
+  /** `timeoutMs` as configured: the longest one `send` takes. */
+  readonly timeoutMs: number
+  /** Closes the transport's connection pool; sending afterwards rejects. Idempotent. */
+  close(): Promise<void>
+}
+
 const DEFAULT_TIMEOUT_MS = 10_000
 const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 const USER_AGENT = `endpoint-callback/${VERSION}`
@@ -84,7 +92,7 @@ const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SEL
  * await transport.close()
  * ```
  */
-export function createHttpTransport(options: HttpTransportOptions = {}): Transport {
+export function createHttpTransport(options: HttpTransportOptions = {}): HttpTransport {
   if (options === null || typeof options !== 'object') throw new TypeError('createHttpTransport options must be an object')
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1) {
