@@ -208,6 +208,24 @@ end
 return 1
 `)
 
+/**
+ * KEYS: task, due. ARGV: id, token, reason, now ms, retention seconds, idempotency key prefix.
+ * Ends a task that cannot be read back (its hash was corrupted), so it cannot block every claim.
+ */
+const failUnreadableScript = script(`
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], 'token', 'leasedAt', 'nextAttemptAt')
+redis.call('HSET', KEYS[1], 'status', 'failed', 'lastError', ARGV[3], 'updatedAt', ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
+  if key then redis.call('EXPIRE', ARGV[6] .. key, ttl) end
+end
+return 1
+`)
+
 const attemptsScript = script(`return redis.call('LRANGE', KEYS[1], 0, -1)`)
 
 /**
@@ -313,7 +331,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
     async get(id) {
       const fields = (await run('get', getScript, [taskKey(id)], [])) as string[]
-      return fields.length > 0 ? toTask(fields) : undefined
+      if (fields.length === 0) return undefined
+      try {
+        return toTask(fields)
+      } catch (error) {
+        throw new StoreError('ERR_CALLBACK_STORE', `Redis get failed: task ${id} cannot be read: ${(error as Error).message}`, {
+          cause: error
+        })
+      }
     },
 
     async attach(id, result, lease) {
@@ -340,10 +365,27 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         expiresAt,
         randomUUID()
       ])) as string[][]
-      return leased.map((fields): Lease => {
-        const task = toTask(fields)
-        return { task, token: field(fields, 'token') ?? '', expiresAt: new Date(expiresAt) }
-      })
+      const leases: Lease[] = []
+      for (const fields of leased) {
+        const token = field(fields, 'token') ?? ''
+        try {
+          leases.push({ task: toTask(fields), token, expiresAt: new Date(expiresAt) })
+        } catch (error) {
+          // A hash that no longer parses would fail every claim that meets it and starve the
+          // tasks leased with it: end it as failed, with the reason, and hand out the others.
+          const id = field(fields, 'id') ?? ''
+          const reason = `ERR_CALLBACK_STORE: the stored task cannot be read: ${(error as Error).message}`
+          await run('claim', failUnreadableScript, [taskKey(id), dueKey], [
+            id,
+            token,
+            reason,
+            now.getTime(),
+            retentionSeconds,
+            keyPrefix
+          ])
+        }
+      }
+      return leases
     },
 
     async complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution) {

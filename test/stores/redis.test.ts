@@ -143,6 +143,25 @@ describe('redis store', { skip }, () => {
     assert.equal(answer.task.id, second.id)
   })
 
+  it('ends a task whose stored hash no longer parses as failed, and still hands out the others', async () => {
+    const store = track(freshStore())
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const input = newTask()
+      ids.push(input.id)
+      await store.insert(input)
+      await store.release((await store.attach(input.id, { body: '{}' }, { now: new Date(t0 + i), leaseMs: 1000 }))!)
+    }
+    await client.hset(`${store.prefix}:task:${ids[1]}`, 'metadata', '{not json')
+    const leases = await store.claim({ now: new Date(t0 + 60_000), limit: 10, leaseMs: 1000 })
+    assert.deepEqual(leases.map((lease) => lease.task.id), [ids[0], ids[2]])
+    await assert.rejects(store.get(ids[1]!), { code: 'ERR_CALLBACK_STORE', message: /cannot be read/ })
+    assert.equal(await client.hget(`${store.prefix}:task:${ids[1]}`, 'status'), 'failed')
+    assert.match((await client.hget(`${store.prefix}:task:${ids[1]}`, 'lastError')) ?? '', /cannot be read/)
+    const again = await store.claim({ now: new Date(t0 + 120_000), limit: 10, leaseMs: 1000 })
+    assert.deepEqual(again.map((lease) => lease.task.id).sort(), [ids[0], ids[2]].sort(), 'never handed out again')
+  })
+
   it('wakes a subscriber on another connection when a retry is scheduled', async () => {
     const prefix = uniqueName('ec_redis_pubsub')
     const otherClient = new Redis(REDIS_URL)
