@@ -115,7 +115,7 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
   const dial = baseConnector(options.connect, timeoutMs)
 
   const agent = new Agent({
-    connect: guardedConnector(dial, lookup, policy),
+    connect: guardedConnector(dial, lookup, policy, timeoutMs),
     // Our own timer bounds the whole exchange; these only keep undici's defaults from being longer.
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
@@ -142,13 +142,12 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
       callerSignal?.addEventListener('abort', onCallerAbort, { once: true })
       const started = performance.now()
       try {
-        const response = await request(url, {
-          dispatcher: agent,
-          method: 'POST',
-          headers,
-          body: req.body,
-          signal: controller.signal,
-        })
+        // undici only honours an abort once the request is on a socket; while it waits for DNS or
+        // a connection, the race is what keeps the attempt inside timeoutMs.
+        const response = await abortable(
+          request(url, { dispatcher: agent, method: 'POST', headers, body: req.body, signal: controller.signal }),
+          controller.signal,
+        )
         const body = await readCapped(response.body, maxResponseBytes, controller.signal)
         return {
           status: response.statusCode,
@@ -174,6 +173,27 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
       await agent.close()
     },
   }
+}
+
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        if (signal.aborted) {
+          // Too late to be useful: free the connection rather than leave the body unread.
+          ;(value as { body?: { destroy?(): unknown } }).body?.destroy?.()
+          reject(signal.reason)
+        } else resolve(value)
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(error)
+      },
+    )
+  })
 }
 
 function requestHeaders(given: Record<string, string>): Record<string, string> {
@@ -218,10 +238,10 @@ function baseConnector(connect: HttpTransportOptions['connect'], timeoutMs: numb
  * Resolves the host through `lookup`, refuses the connection when any answer is forbidden, then
  * dials the vetted addresses in turn (never a name), so what was checked is what is connected to.
  */
-function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction, policy: CompiledUrlPolicy): buildConnector.connector {
+function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction, policy: CompiledUrlPolicy, timeoutMs: number): buildConnector.connector {
   return (options, callback) => {
     const hostname = options.hostname.startsWith('[') ? options.hostname.slice(1, -1) : options.hostname
-    vettedAddresses(hostname, lookup, policy).then(
+    vettedAddresses(hostname, lookup, policy, timeoutMs).then(
       (addresses) => {
         const servername = options.servername ?? (isIP(hostname) === 0 ? hostname : undefined)
         const attempt = (index: number) => {
@@ -244,10 +264,10 @@ function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction
   }
 }
 
-async function vettedAddresses(hostname: string, lookup: LookupFunction, policy: CompiledUrlPolicy): Promise<string[]> {
+async function vettedAddresses(hostname: string, lookup: LookupFunction, policy: CompiledUrlPolicy, timeoutMs: number): Promise<string[]> {
   checkHost(hostname.includes(':') ? `[${hostname}]` : hostname, policy)
   if (isIP(hostname) !== 0) return [hostname]
-  const answers = await resolve(hostname, lookup)
+  const answers = await resolve(hostname, lookup, timeoutMs)
   const trusted = policy.allowNames.has(hostname.toLowerCase().replace(/\.+$/, ''))
   const addresses: string[] = []
   for (const answer of answers) {
@@ -263,14 +283,20 @@ async function vettedAddresses(hostname: string, lookup: LookupFunction, policy:
   return addresses
 }
 
-function resolve(hostname: string, lookup: LookupFunction): Promise<Array<LookupAddress | string>> {
+/** A resolver that never answers must not hold a connection slot forever: it gets `timeoutMs`. */
+function resolve(hostname: string, lookup: LookupFunction, timeoutMs: number): Promise<Array<LookupAddress | string>> {
   return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => {
+      reject(new DeliveryError('ERR_CALLBACK_TIMEOUT', `resolving callback host ${hostname} timed out after ${timeoutMs} ms`))
+    }, timeoutMs)
     try {
       lookup(hostname, { all: true, family: 0 }, (error, addresses: LookupAddress[] | string) => {
+        clearTimeout(timer)
         if (error) reject(error)
         else resolvePromise(Array.isArray(addresses) ? addresses : [addresses])
       })
     } catch (error) {
+      clearTimeout(timer)
       reject(error)
     }
   })
