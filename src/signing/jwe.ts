@@ -90,8 +90,11 @@ function allowList<T extends string>(value: T[] | undefined, fallback: T[], opti
   return value
 }
 
+// Node 20 has the class on globalThis only (not on crypto.webcrypto), and @types/node 20 omits it.
+const CryptoKeyClass = (globalThis as { CryptoKey?: abstract new () => unknown }).CryptoKey
+
 function isCryptoKey(value: unknown): value is webcrypto.CryptoKey {
-  return value instanceof webcrypto.CryptoKey
+  return CryptoKeyClass !== undefined && value instanceof CryptoKeyClass
 }
 
 function isEncryptionJwk(jwk: JWK): boolean {
