@@ -152,7 +152,7 @@ clearTimeout(timer)
 await worker.stop()
 receiver.closeAllConnections()
 service.closeAllConnections()
-await Promise.all([new Promise((resolve) => receiver.close(resolve)), new Promise((resolve) => service.close(resolve))])
+await Promise.all([receiver, service].map((server) => new Promise<void>((resolve) => server.close(() => resolve()))))
 
 if (id === undefined) {
   console.error(`The callback did not land within ${TIMEOUT_MS / 1000} s.`)
