@@ -17,6 +17,7 @@ import type {
   Lease,
   NewCallbackTask,
   ReplayGuard,
+  StoreCallOptions,
   TaskStatus
 } from '../types.ts'
 
@@ -306,7 +307,11 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   return {
     prefix,
 
-    async insert(task: NewCallbackTask) {
+    async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
+      if (callOptions?.transaction !== undefined) {
+        // Silently writing outside the caller's transaction would break the promise they rely on.
+        throw new TypeError('`transaction`: the Redis store cannot join a database transaction; use the PostgreSQL store for the outbox pattern')
+      }
       const fields: string[] = [
         'id', task.id,
         'status', 'pending',

@@ -65,6 +65,13 @@ describe('redis store', { skip }, () => {
     assert.throws(() => createRedisStore({ client, retentionSeconds: -1 }), { name: 'TypeError', message: /`retentionSeconds`/ })
   })
 
+  it('refuses to insert inside a transaction it cannot join, storing nothing', async () => {
+    const store = track(freshStore())
+    const input = newTask()
+    await assert.rejects(store.insert(input, { transaction: {} }), { name: 'TypeError', message: /`transaction`/ })
+    assert.equal(await store.get(input.id), undefined)
+  })
+
   it('keeps the tasks of two prefixes apart, idempotency keys included', async () => {
     const a = track(freshStore())
     const b = track(freshStore())
