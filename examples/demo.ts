@@ -145,7 +145,7 @@ const accepted = await fetch(`${serviceUrl}/jobs`, {
 log('client', `POST /jobs → ${accepted.status} ${await accepted.text()}`)
 
 let timer: NodeJS.Timeout | undefined
-const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, TIMEOUT_MS)))
+const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), TIMEOUT_MS)))
 const id = await Promise.race([callbackLanded, timedOut])
 clearTimeout(timer)
 
