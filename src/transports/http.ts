@@ -136,8 +136,10 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
       callerSignal?.throwIfAborted()
 
       const controller = new AbortController()
-      const timedOut = new DeliveryError('ERR_CALLBACK_TIMEOUT', `callback to ${host} timed out after ${timeoutMs} ms`)
-      const timer = setTimeout(() => controller.abort(timedOut), timeoutMs)
+      // Built only when it fires: an Error captures a stack, and most attempts finish in time.
+      const timer = setTimeout(() => {
+        controller.abort(new DeliveryError('ERR_CALLBACK_TIMEOUT', `callback to ${host} timed out after ${timeoutMs} ms`))
+      }, timeoutMs)
       const onCallerAbort = () => controller.abort(callerSignal?.reason)
       callerSignal?.addEventListener('abort', onCallerAbort, { once: true })
       const started = performance.now()
@@ -156,10 +158,8 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
           durationMs: performance.now() - started,
         }
       } catch (error) {
-        if (controller.signal.aborted) {
-          if (controller.signal.reason === timedOut) throw timedOut
-          throw controller.signal.reason
-        }
+        // Our timer's DeliveryError, or the caller's own abort reason (as fetch does).
+        if (controller.signal.aborted) throw controller.signal.reason
         throw deliveryError(error, host)
       } finally {
         clearTimeout(timer)
