@@ -6,10 +6,11 @@ import { lookup as dnsLookup } from 'node:dns'
 import type { LookupAddress, LookupAllOptions } from 'node:dns'
 import { isIP } from 'node:net'
 import { Agent, buildConnector, request } from 'undici'
+import type { Dispatcher } from 'undici'
 import { CallbackError, DeliveryError, UrlPolicyError } from '../errors.ts'
 import type { Transport, TransportRequest, TransportResponse, UrlPolicy } from '../types.ts'
 import { VERSION } from '../version.ts'
-import { checkAddress, checkCallbackUrl, checkHost, compileUrlPolicy } from './url-policy.ts'
+import { checkAddress, checkCallbackUrl, checkHost, checkTarget, compileUrlPolicy } from './url-policy.ts'
 import type { CompiledUrlPolicy } from './url-policy.ts'
 
 /**
@@ -54,6 +55,13 @@ export interface HttpTransportOptions {
 export interface HttpTransport extends Transport {
   /** `timeoutMs` as configured: the longest one `send` takes. */
   readonly timeoutMs: number
+  /**
+   * The transport's guarded undici `Agent`, for other requests that must obey the same URL policy
+   * (e.g. fetching a JWKS: `fetch(url, { dispatcher })`). Every connection it opens is vetted as
+   * the transport's own are: scheme, port, literal address, name and every resolved address.
+   * It is closed by {@link HttpTransport.close}.
+   */
+  readonly dispatcher: Dispatcher
   /** Closes the transport's connection pool; sending afterwards rejects. Idempotent. */
   close(): Promise<void>
 }
@@ -126,6 +134,7 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
 
   return {
     timeoutMs,
+    dispatcher: agent,
 
     async send(req: TransportRequest): Promise<TransportResponse> {
       if (closed) throw new DeliveryError('ERR_CALLBACK_CONNECTION', 'the HTTP transport is closed')
@@ -240,6 +249,14 @@ function baseConnector(connect: HttpTransportOptions['connect'], timeoutMs: numb
  */
 function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction, policy: CompiledUrlPolicy, timeoutMs: number): buildConnector.connector {
   return (options, callback) => {
+    // The transport checked the whole URL already; this repeats scheme and port for requests that
+    // reach the agent some other way (the exposed dispatcher, a redirect followed by a caller).
+    try {
+      checkTarget(options.protocol, options.port, policy)
+    } catch (error) {
+      callback(error as Error, null)
+      return
+    }
     const hostname = options.hostname.startsWith('[') ? options.hostname.slice(1, -1) : options.hostname
     vettedAddresses(hostname, lookup, policy, timeoutMs).then(
       (addresses) => {

@@ -192,19 +192,40 @@ export function checkCallbackUrl(url: string, policy: CompiledUrlPolicy): URL {
   } catch (cause) {
     throw new UrlPolicyError('ERR_CALLBACK_URL_INVALID', 'callback URL is not a valid absolute URL', { cause })
   }
-  if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && policy.allowHttp)) {
-    const hint = parsed.protocol === 'http:' ? ' (set urlPolicy.allowHttp to allow plain http)' : ''
-    throw new UrlPolicyError('ERR_CALLBACK_URL_PROTOCOL', `callback URL must use https:, not ${protocolName(parsed.protocol)}${hint}`)
-  }
+  checkProtocol(parsed.protocol, policy)
   if (parsed.username !== '' || parsed.password !== '') {
     throw new UrlPolicyError('ERR_CALLBACK_URL_INVALID', 'callback URL must not contain credentials')
   }
-  const port = parsed.port === '' ? (parsed.protocol === 'https:' ? 443 : 80) : Number(parsed.port)
+  checkPort(parsed.protocol, parsed.port, policy)
+  checkHost(parsed.hostname, policy)
+  return parsed
+}
+
+/**
+ * The scheme and port parts of {@link checkCallbackUrl}, for a connection about to be opened
+ * (`protocol` as `'https:'`, `port` as a URL spells it, `''` for the default).
+ *
+ * @example
+ * ```ts
+ * checkTarget('http:', '8080', compileUrlPolicy()) // throws ERR_CALLBACK_URL_PROTOCOL
+ * ```
+ */
+export function checkTarget(protocol: string, port: string | number, policy: CompiledUrlPolicy): void {
+  checkProtocol(protocol, policy)
+  checkPort(protocol, String(port), policy)
+}
+
+function checkProtocol(protocol: string, policy: CompiledUrlPolicy): void {
+  if (protocol === 'https:' || (protocol === 'http:' && policy.allowHttp)) return
+  const hint = protocol === 'http:' ? ' (set urlPolicy.allowHttp to allow plain http)' : ''
+  throw new UrlPolicyError('ERR_CALLBACK_URL_PROTOCOL', `callback URL must use https:, not ${protocolName(protocol)}${hint}`)
+}
+
+function checkPort(protocol: string, text: string, policy: CompiledUrlPolicy): void {
+  const port = text === '' ? (protocol === 'https:' ? 443 : 80) : Number(text)
   if (port === 0 || (policy.allowPorts !== undefined && !policy.allowPorts.has(port))) {
     throw new UrlPolicyError('ERR_CALLBACK_URL_PORT', `callback URL port ${port} is not allowed`)
   }
-  checkHost(parsed.hostname, policy)
-  return parsed
 }
 
 /**

@@ -1,6 +1,7 @@
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect as netConnect } from 'node:net'
+import { fetch, request } from 'undici'
 import { createHttpTransport, UrlPolicyError } from 'endpoint-callback'
 import type { CallbackErrorCode, UrlPolicy } from 'endpoint-callback'
 import { checkCallbackUrl, compileUrlPolicy } from '../../src/transports/url-policy.ts'
@@ -333,6 +334,44 @@ describe('DNS rebinding', () => {
       assert.deepEqual(connect.dialled, [])
     } finally {
       await transport.close()
+    }
+  })
+})
+
+describe('the exposed dispatcher obeys the same policy', () => {
+  test('requests made directly on transport.dispatcher are vetted: scheme, literal address and resolved address', async () => {
+    const receiver = await loopbackServer()
+    const connect = refusingConnector()
+    const transport = createHttpTransport({ urlPolicy: { allowHosts: ['127.0.0.1'] }, lookup: scriptedResolver(['10.9.8.7']), connect })
+    try {
+      const { dispatcher } = transport
+      await assert.rejects(request(`http://127.0.0.1:${receiver.port}/`, { dispatcher }), { code: 'ERR_CALLBACK_URL_PROTOCOL' })
+      await assert.rejects(request('https://127.0.0.2/', { dispatcher }), { code: FORBIDDEN })
+      await assert.rejects(request('https://jwks.example/.well-known/jwks.json', { dispatcher }), { code: FORBIDDEN })
+      assert.equal(receiver.connections, 0)
+      assert.deepEqual(connect.dialled, [])
+    } finally {
+      await transport.close()
+      await receiver.close()
+    }
+  })
+
+  test('a redirect followed by fetch on the dispatcher cannot lead to a forbidden address', async () => {
+    const target = await loopbackServer()
+    const redirector = await loopbackServer((socket) =>
+      afterRequestHead(socket, () => socket.end(`HTTP/1.1 302 Found\r\nlocation: http://localhost:${target.port}/\r\ncontent-length: 0\r\n\r\n`)),
+    )
+    const transport = createHttpTransport({ urlPolicy: { allowHttp: true, allowHosts: ['127.0.0.1'] } })
+    try {
+      const error = await fetch(`http://127.0.0.1:${redirector.port}/`, { dispatcher: transport.dispatcher }).catch((error: unknown) => error)
+      assert.ok(error instanceof TypeError)
+      assert.ok(error.cause instanceof UrlPolicyError)
+      assert.equal(redirector.connections, 1)
+      assert.equal(target.connections, 0)
+    } finally {
+      await transport.close()
+      await redirector.close()
+      await target.close()
     }
   })
 })
