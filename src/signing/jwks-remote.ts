@@ -183,8 +183,15 @@ function isVerificationKey(jwk: JWK): boolean {
  * @example
  * ```ts
  * const senderKeys = createRemoteJwks('https://api.example.com/.well-known/jwks.json')
- * let keys = await senderKeys()
- * if (!keys.some((key) => verifyV1a(key))) keys = await senderKeys({ refresh: true })
+ * const verify = async (request: VerifiableRequest) => {
+ *   try {
+ *     return await verifySignature(request, { publicKey: await senderKeys.publicKeys() })
+ *   } catch (error) {
+ *     if ((error as CallbackError).code !== 'ERR_CALLBACK_SIGNATURE_MISMATCH') throw error
+ *     // The sender may have rotated: look again (at most once per cooldown).
+ *     return verifySignature(request, { publicKey: await senderKeys.publicKeys({ refresh: true }) })
+ *   }
+ * }
  * ```
  */
 export function createRemoteJwks(url: string | URL, options: RemoteJwksOptions = {}): RemoteJwks {

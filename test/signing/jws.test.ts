@@ -230,6 +230,17 @@ test('the JWKS fetch goes through the given undici dispatcher, so it can use the
   await assert.rejects(refused(), (error: unknown) => error instanceof CallbackError && error.code === 'ERR_CALLBACK_JWKS')
   await agent.close()
   await refusing.close()
+
+  // A fetch function works the same way and is handed jose's GET, manual redirects and signal.
+  const seen: { url: string; redirect: string; aborted: boolean }[] = []
+  const viaFetch = createRemoteJwks('https://sender.example/jwks', {
+    fetch: async (url, init) => {
+      seen.push({ url, redirect: init.redirect, aborted: init.signal.aborted })
+      return new Response(JSON.stringify(await publicJwks(sender.publicKey)), { status: 200 })
+    }
+  })
+  assert.deepEqual(await viaFetch.publicKeys(), [sender.publicKey])
+  assert.deepEqual(seen, [{ url: 'https://sender.example/jwks', redirect: 'manual', aborted: false }])
 })
 
 test('a JWKS endpoint that fails, redirects, floods or leaks a private key is refused with ERR_CALLBACK_JWKS', async () => {
