@@ -25,7 +25,7 @@ before(async () => {
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', () => {
       seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString() })
-      switch (req.url) {
+      switch (new URL(req.url ?? '/', 'http://receiver').pathname) {
         case '/ok':
           res.writeHead(200, { 'content-type': 'application/json', 'x-receiver': 'yes' }).end('{"received":true}')
           return
@@ -236,6 +236,42 @@ describe('createHttpTransport on a loopback receiver', () => {
     await transport.close()
     await transport.close()
     await assert.rejects(transport.send({ url: `${base}/ok`, headers: {}, body: '{}' }), { code: 'ERR_CALLBACK_CONNECTION', message: /closed/ })
+  })
+
+  test('no error message or cause repeats the path, query, headers or body of the request', async () => {
+    const secret = 'whsec_TOPSECRET'
+    const closed = await loopbackServer()
+    const closedPort = closed.port
+    await closed.close()
+    const failing = (lookupError?: string) =>
+      createHttpTransport({
+        urlPolicy: LOCAL,
+        timeoutMs: 300,
+        ...(lookupError === undefined
+          ? {}
+          : { lookup: (_h: string, _o: unknown, callback: (error: NodeJS.ErrnoException, a: []) => void) => callback(Object.assign(new Error(`getaddrinfo ${lookupError}`), { code: lookupError }), []) }),
+      })
+    const scenarios: Array<[string, ReturnType<typeof failing>, string]> = [
+      ['refused', failing(), `http://127.0.0.1:${closedPort}/${secret}?token=${secret}`],
+      ['reset', failing(), `${base}/close?token=${secret}`],
+      ['timeout', failing(), `${base}/hang?token=${secret}`],
+      ['dns', failing('ENOTFOUND'), `https://unknown.example/${secret}`],
+      ['tls', failing(), `${base.replace('http:', 'https:')}/${secret}`],
+      ['policy', failing(), `http://10.0.0.1/${secret}?token=${secret}`],
+    ]
+    for (const [name, transport, url] of scenarios) {
+      try {
+        const error = await transport
+          .send({ url, headers: { authorization: `Bearer ${secret}`, 'webhook-signature': `v1,${secret}` }, body: secret })
+          .then(() => assert.fail(`${name}: resolved`), (error: unknown) => error)
+        assert.ok(error instanceof Error, name)
+        for (let current: unknown = error; current instanceof Error; current = current.cause) {
+          assert.doesNotMatch(`${current.message} ${String(current.stack)}`, /TOPSECRET/, `${name}: ${current.message}`)
+        }
+      } finally {
+        await transport.close()
+      }
+    }
   })
 
   test('the transport declares its timeout, so senders can check their lease against it', async () => {
