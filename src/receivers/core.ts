@@ -61,6 +61,8 @@ export interface ReceiverAnswer {
 export interface ReceiverAcceptance {
   accepted: true
   callback: VerifiedCallback
+  /** Whether a replay guard waits for `settle`; without one it does nothing. */
+  guarded: boolean
   /**
    * Tells the replay guard how the handler answered: a 2xx status remembers the id, anything else
    * (or `undefined`: it threw, or the connection closed first) forgets it. Never rejects.
@@ -126,9 +128,11 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
   const guard = replayGuardFrom(replayGuard)
   const verifier = createVerifier(verifyOptions)
 
-  async function verify(request: IncomingCallback): Promise<VerifiedCallback> {
+  // `progress.bodyRead` tells admit whether an answer leaves unread bytes on the connection.
+  async function check(request: IncomingCallback, progress: { bodyRead: boolean }): Promise<VerifiedCallback> {
+    const { headers } = request
     if (accepts !== undefined) {
-      const type = headerValue(request.headers, 'content-type')
+      const type = headerValue(headers, 'content-type')
       if (type === undefined || !accepts(type)) {
         throw new ReceiverError(
           'ERR_CALLBACK_CONTENT_TYPE',
@@ -136,38 +140,35 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
         )
       }
     }
-    let body: BodyLike
-    if (typeof request.body === 'function') {
-      const declared = headerValue(request.headers, 'content-length')
+    let body = request.body
+    if (typeof body === 'function') {
+      const declared = headerValue(headers, 'content-length')
       if (declared !== undefined && Number(declared) > limit) throw tooLarge(limit)
-      body = await request.body(limit)
-    } else {
-      body = request.body
+      body = await body(limit)
     }
+    progress.bodyRead = true
     if (byteLength(body) > limit) throw tooLarge(limit)
-    return verifier({ headers: request.headers, body })
+    return verifier({ headers, body })
+  }
+
+  function verify(request: IncomingCallback): Promise<VerifiedCallback> {
+    return check(request, { bodyRead: false })
   }
 
   async function admit(request: IncomingCallback): Promise<ReceiverAcceptance | ReceiverAnswer> {
     let callback: VerifiedCallback
-    let bodyRead = typeof request.body !== 'function'
+    const progress = { bodyRead: false }
     try {
-      callback = await verify({
-        headers: request.headers,
-        body:
-          typeof request.body === 'function'
-            ? wrapReader(request.body, () => (bodyRead = true))
-            : request.body,
-      })
+      callback = await check(request, progress)
     } catch (error) {
       const answer = answerFor(error)
       if (answer === undefined) throw error
       // A body left unread on the socket must not be read and thrown away, possibly for a long
       // time: closing the connection after the answer is what actually stops the client.
-      if (!bodyRead) answer.headers['connection'] = 'close'
+      if (!progress.bodyRead) answer.headers['connection'] = 'close'
       return answer
     }
-    if (guard === undefined) return { accepted: true, callback, settle: async () => {} }
+    if (guard === undefined) return { accepted: true, callback, guarded: false, settle: settleNothing }
     const id = callback.id
     const state = await guard.begin(id)
     if (state === 'done') {
@@ -189,6 +190,7 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
     return {
       accepted: true,
       callback,
+      guarded: true,
       async settle(status) {
         // A guard that cannot record the outcome leaves the id in flight until its own timeout:
         // duplicates then get 409 and are retried, never acknowledged unprocessed.
@@ -203,13 +205,7 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
   return { maxBodyBytes: limit, verify, admit }
 }
 
-function wrapReader(read: (limit: number) => BodyLike | Promise<BodyLike>, onRead: () => void) {
-  return async (limit: number) => {
-    const body = await read(limit)
-    onRead()
-    return body
-  }
-}
+const settleNothing = async (): Promise<void> => {}
 
 /** The problem answer for `error`, or `undefined` when it is not a receiving error. */
 export function answerFor(error: unknown): ReceiverAnswer | undefined {
@@ -313,7 +309,7 @@ export function readNodeBody(request: IncomingMessage, limit: number): Promise<B
     }
     const onEnd = () => {
       cleanup()
-      resolve(Buffer.concat(chunks, size))
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
     }
     const onError = (error: Error) => {
       cleanup()
@@ -351,6 +347,7 @@ export function rawBodyUnavailable(how: string): ReceiverError {
  * when the connection closed before it finished.
  */
 export function settleOnResponse(response: ServerResponse, acceptance: ReceiverAcceptance): void {
+  if (!acceptance.guarded) return
   let settled = false
   const settle = (status: number | undefined) => {
     if (settled) return
