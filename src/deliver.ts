@@ -35,8 +35,6 @@ export interface AttemptResult {
   resolution: AttemptResolution
   /** `false` when the lease was lost: another worker owns the task and nothing was recorded. */
   completed: boolean
-  /** The task as it stands after the attempt (as far as this attempt knows), without its secret. */
-  task: CallbackTask
   response?: TransportResponse
 }
 
@@ -130,8 +128,11 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
     verdict = { outcome: 'failed', reason: 'ERR_CALLBACK_TASK_STATE: the task has no body to send' }
   } else {
     try {
-      const headers: Record<string, string> = {
-        ...sender.signerFor(task)({ id: task.id, timestamp: startedAt, body: task.body }),
+      const signed = sender.signerFor(task)({ id: task.id, timestamp: startedAt, body: task.body })
+      const headers = {
+        'webhook-id': signed['webhook-id'],
+        'webhook-timestamp': signed['webhook-timestamp'],
+        'webhook-signature': signed['webhook-signature'],
         'content-type': task.contentType ?? CONTENT_TYPE_JSON,
       }
       const request: TransportRequest = { url: task.callbackUrl, headers, body: task.body }
@@ -158,22 +159,22 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
 
   const resolution = resolve(task, record, verdict, sender)
   const completed = await sender.store.complete(lease, record, resolution)
-  const after: CallbackTask = {
-    ...task,
-    status: resolution.status,
-    attempts: attempt,
-    updatedAt: sender.now(),
-  }
+  const result: AttemptResult = { record, resolution, completed }
+  if (response !== undefined) result.response = response
+  if (sender.listening) announce(taskAfter(task, result, sender), result, sender)
+  return result
+}
+
+/** The task as this attempt left it, for events. Built only when someone listens. */
+function taskAfter(task: CallbackTask, result: AttemptResult, sender: ResolvedSender): CallbackTask {
+  const { resolution } = result
+  const after: CallbackTask = { ...task, status: resolution.status, attempts: result.record.attempt, updatedAt: sender.now() }
   // Events end up in logs: a client's own secret must not travel with them.
   delete after.secret
   if (resolution.status === 'scheduled') after.nextAttemptAt = resolution.nextAttemptAt
   else delete after.nextAttemptAt
   if (resolution.lastError !== undefined) after.lastError = resolution.lastError
-  const result: AttemptResult = { record, resolution, completed, task: after }
-  if (response !== undefined) result.response = response
-
-  if (sender.listening) announce(result, sender)
-  return result
+  return after
 }
 
 /** Turns a verdict into what follows: the schedule and the deadline decide whether a retry happens. */
@@ -198,8 +199,8 @@ function resolve(task: CallbackTask, record: AttemptRecord, verdict: AttemptVerd
   return lastError === undefined ? { status: 'scheduled', nextAttemptAt } : { status: 'scheduled', nextAttemptAt, lastError }
 }
 
-function announce(result: AttemptResult, sender: ResolvedSender): void {
-  const { task, record: attempt, resolution } = result
+function announce(task: CallbackTask, result: AttemptResult, sender: ResolvedSender): void {
+  const { record: attempt, resolution } = result
   if (!result.completed) {
     sender.emit({ type: 'lease-lost', task, attempt })
     return
@@ -230,16 +231,22 @@ function isConnectionFailure(error: unknown): boolean {
  * second save a durable retry minutes later. The window stays inside the lease, so the last try
  * cannot outlive it. Everything else (timeouts, DNS, TLS, any response) goes to the durable schedule.
  */
-function sendWithQuickRetries(sender: ResolvedSender, request: TransportRequest): Promise<TransportResponse> {
+async function sendWithQuickRetries(sender: ResolvedSender, request: TransportRequest): Promise<TransportResponse> {
   const { transport } = sender
-  const window = Math.min(QUICK_RETRY_WINDOW_MS, sender.leaseMs - (sender.transportTimeoutMs ?? 0) - QUICK_RETRY_WINDOW_MS)
-  if (window <= 0) return transport.send(request)
-  return pRetry(() => transport.send(request), {
-    retries: QUICK_RETRIES,
-    minTimeout: QUICK_RETRY_FIRST_DELAY_MS,
-    factor: 3,
-    maxRetryTime: window,
-    shouldRetry: ({ error }) => isConnectionFailure(error),
-    ...(request.signal === undefined ? {} : { signal: request.signal }),
-  })
+  try {
+    // Most sends succeed: they go straight to the transport, without p-retry's bookkeeping.
+    return await transport.send(request)
+  } catch (error) {
+    const window = Math.min(QUICK_RETRY_WINDOW_MS, sender.leaseMs - (sender.transportTimeoutMs ?? 0) - QUICK_RETRY_WINDOW_MS)
+    if (!isConnectionFailure(error) || window <= 0) throw error
+    // p-retry's first call replays the failure just seen, so its backoff applies from the first retry.
+    return pRetry((call) => (call === 1 ? Promise.reject(error) : transport.send(request)), {
+      retries: QUICK_RETRIES,
+      minTimeout: QUICK_RETRY_FIRST_DELAY_MS,
+      factor: 3,
+      maxRetryTime: window,
+      shouldRetry: ({ error: next }) => isConnectionFailure(next),
+      ...(request.signal === undefined ? {} : { signal: request.signal }),
+    })
+  }
 }
