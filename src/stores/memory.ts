@@ -38,16 +38,16 @@ interface Entry {
   attempts: number
   /** `nextAttemptAt` while scheduled, lease expiry while delivering, `NaN` otherwise. */
   due: number
-  readonly deadline: number
+  readonly deadline: number | undefined
   readonly createdAt: number
+  /** While delivering: the instant (caller's clock) the lease was taken, when a bare release is due. */
   updatedAt: number
   lastError: string | undefined
   token: string | undefined
-  /** The instant (caller's clock) the current lease was taken: a release without a time is due then. */
-  leasedAt: number
-  /** Position in the due heap, -1 when not in it. */
-  slot: number
-  history: StoredAttempt[] | undefined
+  /** Its index in `byNumber`, which the due heap refers to it by. */
+  readonly number: number
+  /** One attempt on its own (most tasks make only one), several in an array. */
+  history: StoredAttempt | StoredAttempt[] | undefined
 }
 
 interface StoredAttempt {
@@ -62,7 +62,7 @@ interface StoredAttempt {
 
 /**
  * The embedded default store: tasks live in this process's memory, nothing to set up. Due tasks
- * sit in a binary heap keyed by their due instant (`nextAttemptAt` while scheduled, lease expiry
+ * sit in a heap keyed by their due instant (`nextAttemptAt` while scheduled, lease expiry
  * while delivering), so a claim costs O(k log n) for k tasks whatever the number stored. Every
  * task handed out is a copy. Like every store, it decides "due" by the `now` the caller passes and
  * never reads a clock of its own.
@@ -88,76 +88,129 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
 
   const tasks = new Map<string, Entry>()
   const byIdempotencyKey = new Map<string, Entry>()
-  const heap: Entry[] = []
   const listeners = new Set<() => void>()
   let wakeQueued = false
 
-  // ---- the due heap: a min-heap of entries on `due`, each entry knowing its slot -------------
+  // ---- the due heap ----------------------------------------------------------------------------
+  // A 4-ary min-heap of (due instant, entry number) pairs, interleaved in one Float64Array and
+  // laid out so that the four children of a node fill one 64-byte cache line: finding the earliest
+  // child costs one memory read, and sifting never touches an entry. With a million tasks that is
+  // what keeps a claim about as quick as with ten thousand. A task whose due instant changes gets
+  // a new item; the old one is recognised as stale when it surfaces (its instant no longer equals
+  // the task's `due`) and dropped, and the heap is rebuilt from its live items when stale ones
+  // outnumber them.
 
-  const place = (entry: Entry, slot: number) => {
-    heap[slot] = entry
-    entry.slot = slot
-  }
+  const byNumber: Entry[] = []
+  /** Item i lives at [2(i+3), 2(i+3)+1]: three unused leading items align each group of children. */
+  let items = new Float64Array(2 * 1024)
+  let size = 0
+  /** Tasks with a due instant (scheduled or delivering); the heap holds at least one item for each. */
+  let live = 0
 
-  const siftUp = (entry: Entry, slot: number) => {
-    while (slot > 0) {
-      const parentSlot = (slot - 1) >> 1
-      const parent = heap[parentSlot]!
-      if (parent.due <= entry.due) break
-      place(parent, slot)
-      slot = parentSlot
+  const siftUp = (key: number, number: number, i: number) => {
+    while (i > 0) {
+      const parent = (i - 1) >> 2
+      const parentAt = (parent + 3) << 1
+      const parentKey = items[parentAt]!
+      if (parentKey <= key) break
+      const at = (i + 3) << 1
+      items[at] = parentKey
+      items[at + 1] = items[parentAt + 1]!
+      i = parent
     }
-    place(entry, slot)
+    const at = (i + 3) << 1
+    items[at] = key
+    items[at + 1] = number
   }
 
-  const siftDown = (entry: Entry, slot: number) => {
-    const length = heap.length
+  const siftDown = (key: number, number: number, i: number) => {
     for (;;) {
-      let childSlot = 2 * slot + 1
-      if (childSlot >= length) break
-      let child = heap[childSlot]!
-      const rightSlot = childSlot + 1
-      if (rightSlot < length) {
-        const right = heap[rightSlot]!
-        if (right.due < child.due) {
-          childSlot = rightSlot
-          child = right
+      const first = 4 * i + 1
+      if (first >= size) break
+      const end = first + 4 < size ? first + 4 : size
+      let best = first
+      let bestKey = items[(first + 3) << 1]!
+      for (let child = first + 1; child < end; child++) {
+        const childKey = items[(child + 3) << 1]!
+        if (childKey < bestKey) {
+          best = child
+          bestKey = childKey
         }
       }
-      if (entry.due <= child.due) break
-      place(child, slot)
-      slot = childSlot
+      if (key <= bestKey) break
+      const at = (i + 3) << 1
+      items[at] = bestKey
+      items[at + 1] = items[((best + 3) << 1) + 1]!
+      i = best
     }
-    place(entry, slot)
+    const at = (i + 3) << 1
+    items[at] = key
+    items[at + 1] = number
   }
 
-  /** Puts `entry` in the heap at its (new) `due`, or moves it there if it is in already. */
-  const enqueue = (entry: Entry) => {
-    if (entry.slot < 0) {
-      heap.push(entry)
-      siftUp(entry, heap.length - 1)
+  const push = (key: number, number: number) => {
+    if ((size + 4) << 1 > items.length) {
+      const grown = new Float64Array(items.length * 2)
+      grown.set(items)
+      items = grown
+    }
+    siftUp(key, number, size++)
+  }
+
+  const removeTop = () => {
+    size--
+    if (size === 0) return
+    const lastAt = (size + 3) << 1
+    siftDown(items[lastAt]!, items[lastAt + 1]!, 0)
+  }
+
+  /** Drops stale items (and duplicates of live ones) and restores heap order, in O(size). */
+  const rebuild = () => {
+    const seen = new Set<number>()
+    let kept = 0
+    for (let i = 0; i < size; i++) {
+      const at = (i + 3) << 1
+      const key = items[at]!
+      const number = items[at + 1]!
+      if (byNumber[number]!.due !== key || seen.has(number)) continue
+      seen.add(number)
+      const keptAt = (kept + 3) << 1
+      items[keptAt] = key
+      items[keptAt + 1] = number
+      kept++
+    }
+    size = kept
+    for (let i = (size - 2) >> 2; i >= 0; i--) {
+      const at = (i + 3) << 1
+      siftDown(items[at]!, items[at + 1]!, i)
+    }
+  }
+
+  /** Sets when `entry` is due next (`NaN`: never, it is pending, taken or terminal). */
+  const setDue = (entry: Entry, due: number) => {
+    const was = entry.due
+    entry.due = due
+    if (Number.isNaN(due)) {
+      if (!Number.isNaN(was)) live--
       return
     }
-    const slot = entry.slot
-    if (slot > 0 && heap[(slot - 1) >> 1]!.due > entry.due) siftUp(entry, slot)
-    else siftDown(entry, slot)
+    if (Number.isNaN(was)) live++
+    push(due, entry.number)
+    if (size > 2 * live + 4096) rebuild()
   }
 
-  const dequeue = (entry: Entry) => {
-    const slot = entry.slot
-    if (slot < 0) return
-    entry.slot = -1
-    const last = heap.pop()!
-    if (last === entry) return
-    heap[slot] = last
-    last.slot = slot
-    enqueue(last)
-  }
-
-  const takeEarliest = (): Entry => {
-    const first = heap[0]!
-    dequeue(first)
-    return first
+  /** The earliest task due at or before `at`, now taken out of the heap, or `undefined`. */
+  const takeDue = (at: number): Entry | undefined => {
+    while (size > 0) {
+      const key = items[6]!
+      if (key > at) return undefined
+      const entry = byNumber[items[7]!]!
+      removeTop()
+      if (entry.due !== key) continue // stale: the task moved or left since this item was pushed
+      setDue(entry, NaN)
+      return entry
+    }
+    return undefined
   }
 
   // ---- copies out -----------------------------------------------------------------------------
@@ -178,7 +231,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     if (entry.body !== undefined) task.body = entry.body
     if (entry.contentType !== undefined) task.contentType = entry.contentType
     if (!Number.isNaN(entry.due)) task.nextAttemptAt = new Date(entry.due)
-    if (!Number.isNaN(entry.deadline)) task.deadline = new Date(entry.deadline)
+    if (entry.deadline !== undefined) task.deadline = new Date(entry.deadline)
     if (entry.lastError !== undefined) task.lastError = entry.lastError
     return task
   }
@@ -207,10 +260,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   const lease = (entry: Entry, now: number, leaseMs: number) => {
     entry.status = 'delivering'
     entry.token = randomUUID()
-    entry.due = now + leaseMs
-    entry.leasedAt = now
     entry.updatedAt = now
-    enqueue(entry)
+    setDue(entry, now + leaseMs)
   }
 
   /** The entry `held` leases, or `undefined` once that lease is void (reclaimed, completed, cancelled). */
@@ -268,16 +319,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         contentType: undefined,
         attempts: 0,
         due: NaN,
-        deadline: task.deadline === undefined ? NaN : task.deadline.getTime(),
+        deadline: task.deadline?.getTime(),
         createdAt,
         updatedAt: createdAt,
         lastError: undefined,
         token: undefined,
-        leasedAt: NaN,
-        slot: -1,
+        number: byNumber.length,
         history: undefined
       }
       tasks.set(entry.id, entry)
+      byNumber.push(entry)
       if (entry.idempotencyKey !== undefined) byIdempotencyKey.set(entry.idempotencyKey, entry)
       return { task: toTask(entry), created: true }
     },
@@ -299,7 +350,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     async claim({ now, limit, leaseMs }) {
       const at = now.getTime()
       const taken: Entry[] = []
-      while (taken.length < limit && heap.length > 0 && heap[0]!.due <= at) taken.push(takeEarliest())
+      while (taken.length < limit) {
+        const entry = takeDue(at)
+        if (entry === undefined) break
+        taken.push(entry)
+      }
       // Leased only once all are taken, so a lease that is already over (leaseMs <= 0) cannot
       // hand the same task out twice in one claim.
       for (const entry of taken) lease(entry, at, leaseMs)
@@ -318,26 +373,23 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         responseBody: attempt.responseBody,
         outcome: attempt.outcome
       }
-      if (entry.history === undefined) {
-        // a literal of one, not push onto [], which would reserve room for 17
-        entry.history = [stored]
-      } else {
-        entry.history.push(stored)
-        if (entry.history.length > maxAttemptHistory) entry.history.splice(0, entry.history.length - maxAttemptHistory)
+      const history = entry.history
+      if (history === undefined || maxAttemptHistory === 1) entry.history = stored
+      else if (!Array.isArray(history)) entry.history = [history, stored]
+      else {
+        history.push(stored)
+        if (history.length > maxAttemptHistory) history.splice(0, history.length - maxAttemptHistory)
       }
       entry.attempts += 1
       entry.token = undefined
-      entry.leasedAt = NaN
       entry.status = resolution.status
       entry.updatedAt = Math.max(entry.updatedAt, stored.startedAt + stored.durationMs)
       if (resolution.lastError !== undefined) entry.lastError = resolution.lastError
       if (resolution.status === 'scheduled') {
-        entry.due = resolution.nextAttemptAt.getTime()
-        enqueue(entry)
+        setDue(entry, resolution.nextAttemptAt.getTime())
         wake()
       } else {
-        entry.due = NaN
-        dequeue(entry)
+        setDue(entry, NaN)
       }
       return true
     },
@@ -347,9 +399,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       if (entry === undefined) return false
       entry.status = 'scheduled'
       entry.token = undefined
-      entry.due = nextAttemptAt === undefined ? entry.leasedAt : nextAttemptAt.getTime()
-      entry.leasedAt = NaN
-      enqueue(entry)
+      setDue(entry, nextAttemptAt === undefined ? entry.updatedAt : nextAttemptAt.getTime())
       wake()
       return true
     },
@@ -360,17 +410,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       if (entry.status === 'delivered' || entry.status === 'failed' || entry.status === 'cancelled') return false
       entry.status = 'cancelled'
       entry.token = undefined
-      entry.leasedAt = NaN
-      entry.due = NaN
+      setDue(entry, NaN)
       // no caller's clock here; the time of a cancellation is for people reading, never compared
       entry.updatedAt = Math.max(entry.updatedAt, Date.now())
-      dequeue(entry)
       return true
     },
 
     async attempts(id) {
       const history = tasks.get(id)?.history
-      return history === undefined ? [] : history.map(toAttempt)
+      if (history === undefined) return []
+      return Array.isArray(history) ? history.map(toAttempt) : [toAttempt(history)]
     },
 
     subscribe(listener) {

@@ -102,6 +102,25 @@ describe('createMemoryStore', () => {
     assert.deepEqual(seen, [...due.values()].sort((a, b) => a - b))
   })
 
+  it('keeps claiming in due order after thousands of reschedules of the same tasks', async () => {
+    // each lease and each reschedule leaves an outdated entry in the due heap; enough of them make
+    // the store rebuild it, which must keep every live task and drop the rest
+    const store = createMemoryStore()
+    const leases = [await attached(store), await attached(store), await attached(store)]
+    const ids = leases.map((held) => held.task.id)
+    let now = start
+    for (const [i, held] of leases.entries()) await store.release(held, new Date(now + i))
+    for (let round = 0; round < 2500; round++) {
+      const claimed = await store.claim({ now: new Date(now + 2), limit: 10, leaseMs })
+      assert.deepEqual(claimed.map((held) => held.task.id), ids, `round ${round}`)
+      now += 10
+      for (const [i, held] of claimed.entries()) assert.equal(await store.release(held, new Date(now + i)), true)
+    }
+    await store.cancel(ids[1]!)
+    const last = await store.claim({ now: new Date(now + leaseMs), limit: 10, leaseMs })
+    assert.deepEqual(last.map((held) => held.task.id), [ids[0], ids[2]])
+  })
+
   it('never hands one task out twice in one claim, even with a lease that is already over', async () => {
     const store = createMemoryStore()
     for (let i = 0; i < 5; i++) await store.release(await attached(store), new Date(start))
