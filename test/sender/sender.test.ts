@@ -1,0 +1,69 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createCallbackTask, createMemoryStore, deliver, generateSecret } from 'endpoint-callback'
+import type { SenderOptions } from 'endpoint-callback'
+import { resolveSender } from '../../src/sender.ts'
+import { createTestTransport } from '../support/sender.ts'
+
+const callbackUrl = 'https://client.example.com/callbacks'
+
+test('one options object is validated once and reused, so later changes to it have no effect', async () => {
+  let reads = 0
+  const secret = generateSecret()
+  const sender = {
+    store: createMemoryStore(),
+    transport: createTestTransport(() => ({ status: 204 })),
+    get secret() {
+      reads++
+      return secret
+    },
+  }
+  for (let i = 0; i < 5; i++) {
+    const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+    await deliver(task.id, {}, sender)
+  }
+  assert.equal(reads, 1)
+  assert.equal(resolveSender(sender), resolveSender(sender))
+})
+
+test('bad sender options are TypeErrors naming the option', () => {
+  const store = createMemoryStore()
+  const secret = generateSecret()
+  const cases: [unknown, RegExp][] = [
+    [{ secret }, /store/],
+    [{ store: { ...store, claim: 'no' }, secret }, /store\.claim/],
+    [{ store, secret, transport: {} }, /transport/],
+    [{ store, secret: 'whsec_short' }, /secret/],
+    [{ store, signingKey: 'whsk_nope' }, /signingKey/],
+    [{ store, secret, urlPolicy: { allowHosts: ['not a host/99'] } }, /allowHosts/],
+    [{ store, secret, retry: { jitter: -1 } }, /retry\.jitter/],
+    [{ store, secret, leaseMs: 0 }, /leaseMs/],
+    [{ store, secret, now: 'today' }, /now/],
+    [{ store, secret, onEvent: 'log' }, /onEvent/],
+    [null, /options/],
+  ]
+  for (const [options, message] of cases) {
+    assert.throws(() => resolveSender(options as SenderOptions), (error: unknown) => error instanceof TypeError && message.test(error.message), String(message))
+  }
+})
+
+test('a lease no longer than the transport timeout is refused, since it could run out mid-attempt', () => {
+  const store = createMemoryStore()
+  const secret = generateSecret()
+  // the default transport times out after 10 s
+  assert.throws(() => resolveSender({ store, secret, leaseMs: 10_000 }), /leaseMs \(10000\) must exceed the transport timeout \(10000 ms\)/)
+  assert.ok(resolveSender({ store, secret, leaseMs: 10_001 }))
+  const slow = createTestTransport(() => ({ status: 204 }), { timeoutMs: 90_000 })
+  assert.throws(() => resolveSender({ store, secret, transport: slow }), /leaseMs \(60000\)/)
+  assert.ok(resolveSender({ store, secret, transport: slow, leaseMs: 120_000 }))
+})
+
+test('a sender without a transport gets one default transport, the same for every attempt', async () => {
+  const sender = { store: createMemoryStore(), secret: generateSecret() }
+  await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  const resolved = resolveSender(sender)
+  const transport = resolved.transport
+  assert.equal(typeof transport.send, 'function')
+  assert.equal(resolved.transport, transport)
+  await transport.close?.()
+})
