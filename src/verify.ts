@@ -19,11 +19,51 @@ export type Verifier = <T = unknown>(request: VerifiableRequest) => Promise<Veri
 
 const DEFAULT_TOLERANCE_SECONDS = 300
 // 16 digits keep the value a safe integer; more cannot be a Unix time in seconds anyway.
-const TIMESTAMP = /^[0-9]{1,16}$/
-// Canonical base64 of 32 bytes (v1) and 64 bytes (v1a): the last character carries no stray bits,
-// so one signature has exactly one accepted spelling, as in the reference libraries.
-const V1_SIGNATURE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
-const V1A_SIGNATURE = /^[A-Za-z0-9+/]{85}[AQgw]==$/
+const MAX_TIMESTAMP_DIGITS = 16
+const UNKNOWN_VERSION = /^v[0-9]+[a-z]?$/
+
+// Value of each base64 character, -1 for anything else. Signatures are checked in place against it
+// (no regex, no copy) because this runs on every request.
+const BASE64_VALUE = new Int8Array(128).fill(-1)
+for (const [index, char] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'].entries()) {
+  BASE64_VALUE[char.charCodeAt(0)] = index
+}
+
+/**
+ * Whether `text[start, end)` is the canonical, padded base64 of exactly `bytes` bytes (32 for v1,
+ * 64 for v1a): the last character carries no stray bits, so one signature has exactly one accepted
+ * spelling, as in the reference libraries (which compare the base64 text).
+ */
+function isCanonicalSignature(text: string, start: number, end: number, bytes: 32 | 64): boolean {
+  const padding = bytes === 32 ? 1 : 2 // 32 bytes → 43 characters + '=', 64 → 86 + '=='
+  const length = bytes === 32 ? 44 : 88
+  if (end - start !== length) return false
+  const last = end - padding - 1
+  for (let i = start; i < last; i++) {
+    const code = text.charCodeAt(i)
+    if (code > 127 || BASE64_VALUE[code]! < 0) return false
+  }
+  const code = text.charCodeAt(last)
+  if (code > 127) return false
+  const value = BASE64_VALUE[code]!
+  // The last data character holds 4 (v1) or 2 (v1a) bits of data; the rest must be zero.
+  if (value < 0 || (value & (bytes === 32 ? 3 : 15)) !== 0) return false
+  for (let i = last + 1; i < end; i++) if (text.charCodeAt(i) !== 61 /* = */) return false
+  return true
+}
+
+/** The timestamp header as a number, or -1 unless it is 1 to 16 ASCII digits. */
+function parseTimestamp(text: string): number {
+  const length = text.length
+  if (length > MAX_TIMESTAMP_DIGITS) return -1
+  let value = 0
+  for (let i = 0; i < length; i++) {
+    const digit = text.charCodeAt(i) - 48
+    if (digit < 0 || digit > 9) return -1
+    value = value * 10 + digit
+  }
+  return value
+}
 
 // Decoded keys by their text, so `verifySignature(request, { secret })` with a fresh options object
 // per call does not pay for base64 and key import every time. One map per kind of key: a `whsec_`
@@ -121,13 +161,13 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
       )
     }
 
-    if (!TIMESTAMP.test(timestampText)) {
+    const timestamp = parseTimestamp(timestampText)
+    if (timestamp < 0) {
       throw new SignatureVerificationError(
         'ERR_CALLBACK_SIGNATURE_TIMESTAMP_MALFORMED',
         'webhook-timestamp must be integer Unix seconds (digits only)'
       )
     }
-    const timestamp = Number(timestampText)
     const nowMs = now === undefined ? Date.now() : now().getTime()
     if (!Number.isFinite(nowMs)) throw new TypeError('now must return a valid Date')
     const nowSeconds = Math.floor(nowMs / 1000)
@@ -149,34 +189,47 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
     let matched = false
     let hmacDigests: Buffer[] | undefined
     let content: Buffer | undefined
-    for (const entry of signatureText.split(' ')) {
-      if (entry === '') continue
-      const comma = entry.indexOf(',')
-      if (comma <= 0) continue
-      const version = entry.slice(0, comma)
-      const signature = entry.slice(comma + 1)
-      if (version === 'v1') {
-        if (!V1_SIGNATURE.test(signature)) continue
-        wellFormed++
-        if (matched || hmacKeys.length === 0) continue
-        hmacDigests ??= hmacKeys.map((key) => {
-          const hmac = createHmac('sha256', key).update(prefix)
-          return (typeof bytes === 'string' ? hmac.update(bytes) : hmac.update(bytes)).digest()
-        })
-        const given = Buffer.from(signature, 'base64')
-        // Compare against every key, without stopping early, so timing says nothing about which.
-        for (const digest of hmacDigests) if (timingSafeEqual(digest, given)) matched = true
-      } else if (version === 'v1a') {
-        if (!V1A_SIGNATURE.test(signature)) continue
-        wellFormed++
-        if (matched || edKeys.length === 0) continue
-        content ??= Buffer.concat([Buffer.from(prefix), typeof bytes === 'string' ? Buffer.from(bytes) : bytes])
-        const given = Buffer.from(signature, 'base64')
-        for (const key of edKeys) if (ed25519Verify(null, content, key, given)) matched = true
-      } else if (/^v[0-9]+[a-z]?$/.test(version) && signature !== '') {
-        // A version this library does not know yet: well-formed, just not ours to check.
-        wellFormed++
+    // Entries are separated by single spaces; extra spaces are tolerated. Walked in place: no split.
+    const length = signatureText.length
+    let start = 0
+    while (start < length) {
+      let end = signatureText.indexOf(' ', start)
+      if (end < 0) end = length
+      const comma = signatureText.indexOf(',', start)
+      if (comma > start && comma < end) {
+        const versionLength = comma - start
+        const isV1 = signatureText.charCodeAt(start) === 118 /* v */ && signatureText.charCodeAt(start + 1) === 49 /* 1 */
+        if (versionLength === 2 && isV1) {
+          if (isCanonicalSignature(signatureText, comma + 1, end, 32)) {
+            wellFormed++
+            if (!matched && hmacKeys.length > 0) {
+              if (hmacDigests === undefined) {
+                hmacDigests = new Array<Buffer>(hmacKeys.length)
+                for (let k = 0; k < hmacKeys.length; k++) {
+                  hmacDigests[k] = createHmac('sha256', hmacKeys[k]!).update(prefix).update(bytes).digest()
+                }
+              }
+              const given = Buffer.from(signatureText.slice(comma + 1, end), 'base64')
+              // Compare against every key, without stopping early, so timing says nothing about which.
+              for (const digest of hmacDigests) if (timingSafeEqual(digest, given)) matched = true
+            }
+          }
+        } else if (versionLength === 3 && isV1 && signatureText.charCodeAt(start + 2) === 97 /* a */) {
+          if (isCanonicalSignature(signatureText, comma + 1, end, 64)) {
+            wellFormed++
+            if (!matched && edKeys.length > 0) {
+              // Ed25519 needs the message whole: one copy, made only when a v1a entry is checked.
+              content ??= Buffer.concat([Buffer.from(prefix), typeof bytes === 'string' ? Buffer.from(bytes) : bytes])
+              const given = Buffer.from(signatureText.slice(comma + 1, end), 'base64')
+              for (const key of edKeys) if (ed25519Verify(null, content, key, given)) matched = true
+            }
+          }
+        } else if (end > comma + 1 && UNKNOWN_VERSION.test(signatureText.slice(start, comma))) {
+          // A version this library does not know yet: well-formed, just not ours to check.
+          wellFormed++
+        }
       }
+      start = end + 1
     }
     if (!matched) {
       if (wellFormed === 0) {
@@ -188,7 +241,12 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
       throw new SignatureVerificationError('ERR_CALLBACK_SIGNATURE_MISMATCH', 'no signature matched')
     }
 
-    const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
+    const text =
+      typeof bytes === 'string'
+        ? bytes
+        : Buffer.isBuffer(bytes)
+          ? bytes.toString('utf8')
+          : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
     return envelope(id, new Date(timestamp * 1000), text)
   }
 }
@@ -200,12 +258,13 @@ function bodyBytes(body: unknown): string | Uint8Array {
 }
 
 function header(headers: HeadersLike, name: string): string | undefined {
-  let value: string | string[] | null | undefined
+  // Fast path: Node's IncomingHttpHeaders, lower-case names, one value each.
+  let value: unknown = (headers as Record<string, unknown>)[name]
+  if (typeof value === 'string') return value === '' ? undefined : value
   if (typeof headers.get === 'function') {
     value = (headers as { get(name: string): string | null }).get(name)
   } else {
     const record = headers as Record<string, string | string[] | undefined>
-    value = record[name]
     if (value === undefined) {
       // Node lower-cases incoming names; a hand-written record may not.
       for (const key of Object.keys(record)) {
