@@ -120,5 +120,27 @@ function unixSeconds(timestamp: unknown): number {
  * ```
  */
 export function signPayload(message: SignableMessage, options: SignOptions): SignatureHeaders {
-  return createSigner(options)(message)
+  if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+  const cached = signerCache.get(options)
+  if (cached !== undefined && sameValue(cached.secret, options.secret) && sameValue(cached.signingKey, options.signingKey)) {
+    return cached.sign(message)
+  }
+  const sign = createSigner(options)
+  signerCache.set(options, { secret: snapshot(options.secret), signingKey: snapshot(options.signingKey), sign })
+  return sign(message)
+}
+
+// One signer per options object, so a sender passing the same options on every call decodes its
+// keys once; rebuilt when `secret` or `signingKey` changed since, also an array edited in place.
+const signerCache = new WeakMap<object, { secret: unknown; signingKey: unknown; sign: Signer }>()
+
+function snapshot(value: unknown): unknown {
+  return Array.isArray(value) ? [...value] : value
+}
+
+function sameValue(snapshotted: unknown, value: unknown): boolean {
+  if (!Array.isArray(snapshotted)) return snapshotted === value
+  if (!Array.isArray(value) || value.length !== snapshotted.length) return false
+  for (let i = 0; i < value.length; i++) if (value[i] !== snapshotted[i]) return false
+  return true
 }

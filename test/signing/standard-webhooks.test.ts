@@ -107,3 +107,18 @@ test('generated secrets hold 32 random bytes and generated key pairs belong toge
   const headers = signPayload({ id: 'task_1', timestamp: now, body }, { signingKey })
   await verifySignature({ headers, body }, { publicKey, now: () => now })
 })
+
+test('signPayload follows a secret replaced or rotated in place on the same options object', async () => {
+  const options: { secret: string | string[] } = { secret }
+  const first = signPayload({ id: 'task_1', timestamp: now, body }, options)
+  const next = generateSecret()
+  options.secret = next
+  const second = signPayload({ id: 'task_1', timestamp: now, body }, options)
+  assert.notEqual(first['webhook-signature'], second['webhook-signature'])
+  await verifySignature({ headers: second, body }, { secret: next, now: () => now })
+  const list = [next]
+  options.secret = list
+  list.push(secret)
+  const both = signPayload({ id: 'task_1', timestamp: now, body }, options)
+  assert.equal(both['webhook-signature'].split(' ').length, 2)
+})
