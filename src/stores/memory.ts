@@ -64,8 +64,8 @@ interface StoredAttempt {
  * The embedded default store: tasks live in this process's memory, nothing to set up. Due tasks
  * sit in a heap keyed by their due instant (`nextAttemptAt` while scheduled, lease expiry
  * while delivering), so a claim costs O(k log n) for k tasks whatever the number stored. Every
- * task handed out is a copy. Like every store, it decides "due" by the `now` the caller passes and
- * never reads a clock of its own.
+ * task handed out is a copy. Like every store, it decides "due" only by the `now` the caller
+ * passes (its one clock reading, the `updatedAt` of a cancellation, is never compared).
  *
  * Tasks are kept until the process exits (terminal ones too, so an idempotency key keeps
  * answering); use a durable store when several processes share the work or tasks must survive a
