@@ -5,6 +5,7 @@
 import { lookup as dnsLookup } from 'node:dns'
 import type { LookupAddress, LookupAllOptions } from 'node:dns'
 import { isIP } from 'node:net'
+import type { Readable } from 'node:stream'
 import { Agent, buildConnector, request } from 'undici'
 import type { Dispatcher } from 'undici'
 import { CallbackError, DeliveryError, UrlPolicyError } from '../errors.ts'
@@ -212,24 +213,41 @@ function requestHeaders(given: Record<string, string>): Record<string, string> {
   return headers
 }
 
-/** Reads at most `limit` bytes, then drops the connection rather than drain an endless body. */
-async function readCapped(body: AsyncIterable<Uint8Array> & { destroy(error?: Error): unknown }, limit: number, signal: AbortSignal): Promise<string> {
-  const chunks: Uint8Array[] = []
-  let size = 0
-  let complete = true
-  for await (const chunk of body) {
-    if (size + chunk.byteLength > limit) {
+/**
+ * Reads at most `limit` bytes, then drops the connection rather than drain an endless body.
+ * Events rather than `for await`: the async iterator costs about a fifth of the throughput.
+ */
+function readCapped(body: Readable, limit: number, signal: AbortSignal): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    let settled = false
+    const finish = (error?: unknown) => {
+      if (settled) return
+      settled = true
+      body.off('data', onData)
+      if (error !== undefined) reject(error)
+      else if (signal.aborted) reject(signal.reason)
+      else resolve(Buffer.concat(chunks, size).toString('utf8'))
+    }
+    const onData = (chunk: Buffer) => {
+      if (size + chunk.byteLength <= limit) {
+        chunks.push(chunk)
+        size += chunk.byteLength
+        return
+      }
       chunks.push(chunk.subarray(0, limit - size))
       size = limit
-      complete = false
-      break
+      finish()
+      body.destroy()
     }
-    chunks.push(chunk)
-    size += chunk.byteLength
-  }
-  if (!complete) body.destroy()
-  signal.throwIfAborted()
-  return Buffer.concat(chunks, size).toString('utf8')
+    body.on('data', onData)
+    body.once('end', () => finish())
+    body.once('error', (error) => finish(error))
+    body.once('close', () => {
+      if (!settled) finish(new DeliveryError('ERR_CALLBACK_CONNECTION', 'the response body ended prematurely'))
+    })
+  })
 }
 
 function baseConnector(connect: HttpTransportOptions['connect'], timeoutMs: number): buildConnector.connector {
