@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { createCallbackTask, createMemoryStore, deliver, generateSecret } from 'endpoint-callback'
+import { createCallbackTask, createHttpTransport, createMemoryStore, deliver, generateSecret } from 'endpoint-callback'
 import type { SenderOptions } from 'endpoint-callback'
 import { resolveSender } from '../../src/sender.ts'
 import { createTestTransport } from '../support/sender.ts'
@@ -56,6 +56,8 @@ test('a lease no longer than the transport timeout is refused, since it could ru
   const slow = createTestTransport(() => ({ status: 204 }), { timeoutMs: 90_000 })
   assert.throws(() => resolveSender({ store, secret, transport: slow }), /leaseMs \(60000\)/)
   assert.ok(resolveSender({ store, secret, transport: slow, leaseMs: 120_000 }))
+  const http = createHttpTransport({ timeoutMs: 90_000 })
+  assert.throws(() => resolveSender({ store, secret, transport: http }), /leaseMs \(60000\) must exceed the transport timeout \(90000 ms\)/)
 })
 
 test('a sender without a transport gets one default transport, the same for every attempt', async () => {
