@@ -35,6 +35,17 @@ export interface Worker {
 
 const MAX_BACKOFF_MS = 30_000
 
+function workerSettings(options: WorkerOptions): Required<Pick<WorkerOptions, 'pollIntervalMs' | 'concurrency' | 'batchSize'>> {
+  let { pollIntervalMs, concurrency, batchSize } = options
+  pollIntervalMs ??= 1000
+  concurrency ??= 10
+  batchSize ??= concurrency
+  if (!Number.isSafeInteger(pollIntervalMs) || pollIntervalMs <= 0) throw new TypeError('pollIntervalMs must be a positive integer of milliseconds')
+  if (!Number.isSafeInteger(concurrency) || concurrency <= 0) throw new TypeError('concurrency must be a positive integer')
+  if (!Number.isSafeInteger(batchSize) || batchSize <= 0) throw new TypeError('batchSize must be a positive integer')
+  return { pollIntervalMs, concurrency, batchSize }
+}
+
 /**
  * Creates a worker over the sender's store. It claims due tasks in batches, each under a lease of
  * `leaseMs`, and delivers them with at most `concurrency` attempts in flight. A worker that dies
@@ -55,13 +66,7 @@ const MAX_BACKOFF_MS = 30_000
  */
 export function createWorker(options: WorkerOptions): Worker {
   const sender = resolveSender(options)
-  let { pollIntervalMs, concurrency, batchSize } = options
-  pollIntervalMs ??= 1000
-  concurrency ??= 10
-  batchSize ??= concurrency
-  if (!Number.isSafeInteger(pollIntervalMs) || pollIntervalMs <= 0) throw new TypeError('pollIntervalMs must be a positive integer of milliseconds')
-  if (!Number.isSafeInteger(concurrency) || concurrency <= 0) throw new TypeError('concurrency must be a positive integer')
-  if (!Number.isSafeInteger(batchSize) || batchSize <= 0) throw new TypeError('batchSize must be a positive integer')
+  const { pollIntervalMs, concurrency, batchSize } = workerSettings(options)
 
   const { store } = sender
   const inFlight = new Set<Promise<void>>()
@@ -104,7 +109,7 @@ export function createWorker(options: WorkerOptions): Worker {
       )
       .finally(() => {
         inFlight.delete(attempt)
-        if (running && backlog && concurrency! - inFlight.size >= refillAt) wake()
+        if (running && backlog && concurrency - inFlight.size >= refillAt) wake()
       })
     inFlight.add(attempt)
   }
@@ -119,9 +124,9 @@ export function createWorker(options: WorkerOptions): Worker {
   async function claimLoop(): Promise<void> {
     let failures = 0
     while (running) {
-      const free = concurrency! - inFlight.size
+      const free = concurrency - inFlight.size
       if (free > 0) {
-        const limit = Math.min(batchSize!, free)
+        const limit = Math.min(batchSize, free)
         let leases: Lease[]
         try {
           leases = await store.claim({ now: sender.now(), limit, leaseMs: sender.leaseMs })
@@ -129,7 +134,7 @@ export function createWorker(options: WorkerOptions): Worker {
         } catch (error) {
           sender.emit({ type: 'error', error })
           failures++
-          await wait(Math.min(pollIntervalMs! * 2 ** failures, Math.max(MAX_BACKOFF_MS, pollIntervalMs!)))
+          await wait(Math.min(pollIntervalMs * 2 ** failures, Math.max(MAX_BACKOFF_MS, pollIntervalMs)))
           continue
         }
         if (!running) {
@@ -139,11 +144,11 @@ export function createWorker(options: WorkerOptions): Worker {
         for (const lease of leases) startAttempt(lease)
         backlog = leases.length === limit
         // More may be due right now: claim again while there is room, without waiting for a poll.
-        if (backlog && concurrency! - inFlight.size > 0) continue
+        if (backlog && concurrency - inFlight.size > 0) continue
       } else {
         backlog = true
       }
-      await wait(pollIntervalMs!)
+      await wait(pollIntervalMs)
     }
   }
 
