@@ -362,8 +362,8 @@ function verifierFor(options: VerifyOptions): CompiledVerifier {
  * `SignatureVerificationError` (`code` says why) or, for bad options, a `TypeError` naming the
  * option. Several secrets or public keys may be given (rotation): any may match.
  *
- * A JSON body `{ type, timestamp, data }` gives `type` and `data`; other JSON gives the parsed
- * value as `data`; a body that is not JSON still verifies, with `data` undefined.
+ * A JSON body `{ type, timestamp, data }` gives `type` and `data`; another JSON object or array
+ * gives the parsed value as `data`; any other body still verifies, with `data` undefined.
  *
  * @example
  * ```ts
