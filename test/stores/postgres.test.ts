@@ -36,6 +36,23 @@ storeContract('postgres', freshStore, {
   cleanup: (store) => dropSchema((store as PostgresStore).schema)
 })
 
+// A `query` that only takes (text, values), as a user's own wrapper might.
+storeContract(
+  'postgres with prepare: false',
+  async () => {
+    const schema = uniqueName('ec_pg_plain')
+    await migratePostgres(pool, { schema })
+    const plain = {
+      query: (text: unknown, values?: unknown[]) => {
+        if (typeof text !== 'string') throw new TypeError('this query only takes (text, values)')
+        return pool.query(text, values)
+      }
+    }
+    return createPostgresStore({ pool: plain, schema, prepare: false, listen: false })
+  },
+  { skip, cleanup: (store) => dropSchema((store as PostgresStore).schema) }
+)
+
 function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
   const id = randomUUID()
   return {

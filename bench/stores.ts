@@ -1,0 +1,135 @@
+/**
+ * The durable stores beside the memory store, in one run, with the same loopback receiver and the
+ * same worker settings:
+ *
+ * - enqueue:    `createCallbackTask` calls per second, 32 at a time (validate the URL, insert).
+ * - deliveries: tasks already due in the store, drained by one worker with `concurrency: 64`
+ *               (claim in batches, sign, POST, classify, record the attempt), per second.
+ *
+ * Each durable store is reported as a ratio of the memory store. Targets: PostgreSQL >= 0.25x and
+ * Redis >= 0.4x the memory store's deliveries per second. The receiver runs in its own process;
+ * rounds alternate between the stores so that noise from other processes hits all alike, and the
+ * median round is reported. PostgreSQL and Redis are skipped (and said so) when unreachable. About
+ * 40 s.
+ *
+ *   node --conditions=endpoint-callback-source --import tsx --expose-gc bench/stores.ts
+ */
+import { spawn } from 'node:child_process'
+import { createCallbackTask, createMemoryStore, createWorker, generateSecret } from 'endpoint-callback'
+import type { CallbackStore, SenderOptions } from 'endpoint-callback'
+import { inParallel, makeDue, openDurableStore, type DurableStore } from '../test/support/durable-stores.ts'
+import { serviceSkip } from '../test/support/services.ts'
+
+const TASKS = 4_000
+const ROUNDS = 3
+const CONCURRENCY = 64
+const ENQUEUE_WIDTH = 32
+
+const receiverSource = `
+const { createServer } = require('node:http')
+const server = createServer((req, res) => {
+  req.on('data', () => {})
+  req.on('end', () => { res.statusCode = 204; res.end() })
+})
+server.keepAliveTimeout = 60_000
+server.listen(0, '127.0.0.1', () => console.log(server.address().port))
+process.stdin.on('end', () => process.exit(0)).resume()
+`
+const receiver = spawn(process.execPath, ['-e', receiverSource], { stdio: ['pipe', 'pipe', 'inherit'] })
+const port = await new Promise<number>((resolve) => receiver.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))))
+const callbackUrl = `http://127.0.0.1:${port}/callbacks`
+const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
+const secret = generateSecret()
+const payload = { reportId: 12345, status: 'ready', url: 'https://reports.example.com/r/12345', pages: 17 }
+
+interface Contender {
+  name: 'memory' | 'postgres' | 'redis'
+  open(): Promise<{ store: CallbackStore; done(): Promise<void> }>
+}
+
+const contenders: Contender[] = [
+  { name: 'memory', open: async () => ({ store: createMemoryStore(), done: async () => {} }) }
+]
+for (const kind of ['postgres', 'redis'] as const) {
+  const skip = await serviceSkip(kind).catch((error: Error) => error.message)
+  if (skip) {
+    console.log(`${kind}: skipped (${skip})`)
+    continue
+  }
+  contenders.push({
+    name: kind,
+    open: async () => {
+      const durable: DurableStore = await openDurableStore(kind, { max: 20 })
+      return { store: durable.store, done: () => durable.drop() }
+    }
+  })
+}
+
+async function round(contender: Contender): Promise<{ enqueue: number; deliveries: number }> {
+  const { store, done } = await contender.open()
+  try {
+    const sender: SenderOptions = { store, secret, urlPolicy }
+    const tasks: Array<{ id: string; event: string }> = []
+    globalThis.gc?.()
+    let started = performance.now()
+    await inParallel(Array.from({ length: TASKS }, (_, i) => i), ENQUEUE_WIDTH, async (i) => {
+      tasks.push(await createCallbackTask({ callbackUrl, event: 'report.ready', metadata: { i } }, sender))
+    })
+    const enqueue = TASKS / ((performance.now() - started) / 1000)
+
+    await inParallel(tasks, ENQUEUE_WIDTH, (task) => makeDue(store, task, payload))
+    globalThis.gc?.()
+    let delivered = 0
+    let finish!: () => void
+    const finished = new Promise<void>((resolve) => (finish = resolve))
+    const worker = createWorker({
+      ...sender,
+      concurrency: CONCURRENCY,
+      leaseMs: 30_000,
+      pollIntervalMs: 50,
+      onEvent: (event) => {
+        if (event.type === 'delivered' && ++delivered === TASKS) finish()
+        if (event.type === 'error') console.error(event.error)
+      }
+    })
+    started = performance.now()
+    worker.start()
+    await finished
+    const deliveries = TASKS / ((performance.now() - started) / 1000)
+    await worker.stop()
+    return { enqueue, deliveries }
+  } finally {
+    await done()
+  }
+}
+
+const results = new Map<string, Array<{ enqueue: number; deliveries: number }>>()
+for (let r = 0; r < ROUNDS; r++) {
+  const order = r % 2 === 0 ? contenders : [...contenders].reverse()
+  for (const contender of order) {
+    const result = await round(contender)
+    results.set(contender.name, [...(results.get(contender.name) ?? []), result])
+  }
+}
+receiver.stdin.end()
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
+const summary = new Map(
+  [...results].map(([name, rounds]) => [
+    name,
+    { enqueue: median(rounds.map((x) => x.enqueue)), deliveries: median(rounds.map((x) => x.deliveries)) }
+  ])
+)
+const memory = summary.get('memory')!
+const targets: Record<string, number> = { postgres: 0.25, redis: 0.4 }
+console.log(`\n${TASKS} tasks per round, ${ROUNDS} rounds, worker concurrency ${CONCURRENCY}, median round`)
+console.log('store     enqueue/s  deliveries/s  deliveries vs memory  target')
+for (const [name, { enqueue, deliveries }] of summary) {
+  const ratio = deliveries / memory.deliveries
+  const target = targets[name]
+  const verdict = target === undefined ? '' : `>= ${target}x ${ratio >= target ? 'met' : 'NOT met'}`
+  console.log(
+    `${name.padEnd(9)} ${enqueue.toFixed(0).padStart(9)}  ${deliveries.toFixed(0).padStart(12)}  ${`${ratio.toFixed(2)}x`.padStart(20)}  ${verdict}`
+  )
+}
+process.exit(0)
