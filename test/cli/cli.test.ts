@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateSecret, generateSigningKey, signPayload, verifySignature } from 'endpoint-callback'
+import { createJwksHandler, generateSecret, generateSigningKey, signPayload, verifySignature } from 'endpoint-callback'
 import { buildCli, runCli, startListen } from '../support/cli-binary.ts'
 import type { BuiltCli, ListenProcess } from '../support/cli-binary.ts'
 
@@ -174,20 +174,82 @@ describe('listen and send', () => {
     assert.deepEqual(exit, { code: 0, signal: null }, listen.stderr())
   })
 
+  test('listen answers what the receivers answer: 400 with a problem document for missing signature headers, 405 for a GET', async () => {
+    const listen = await startListen(cli.bin, ['--port', '0', '--secret', generateSecret(), '--json'], running)
+    const unsigned = await fetch(`${listen.url}/callbacks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"data":1}' })
+    assert.equal(unsigned.status, 400)
+    assert.equal(unsigned.headers.get('content-type'), 'application/problem+json; charset=utf-8')
+    assert.equal(((await unsigned.json()) as { code: string }).code, 'ERR_CALLBACK_SIGNATURE_HEADERS_MISSING')
+    const get = await fetch(`${listen.url}/callbacks`)
+    assert.equal(get.status, 405)
+    await listen.waitForLine((line) => line.includes('"method":"GET"'))
+    const [first, second] = jsonLines(listen)
+    assert.equal(first!.verified, false)
+    assert.equal(first!.error.code, 'ERR_CALLBACK_SIGNATURE_HEADERS_MISSING')
+    assert.equal(first!.body, '{"data":1}')
+    assert.equal(second!.status, 405)
+
+    const taken = await runCli(cli.bin, ['listen', '--port', new URL(listen.url).port, '--secret', generateSecret()])
+    assert.equal(taken.code, 2)
+    assertOneLineError(taken.stderr, /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/)
+    assert.deepEqual(await listen.stop(), { code: 0, signal: null })
+  })
+
+  test("listen --jwks verifies Ed25519 callbacks with the keys the sender publishes, and refuses a JWKS it cannot use at start (exit 2)", async () => {
+    const { signingKey } = generateSigningKey()
+    const jwks = createHttpServer(createJwksHandler([signingKey]))
+    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve))
+    const { port } = jwks.address() as AddressInfo
+    try {
+      const jwksUrl = `http://127.0.0.1:${port}/.well-known/jwks.json`
+      const listen = await startListen(cli.bin, ['--port', '0', '--jwks', jwksUrl, '--allow-http', '--json'], running)
+      const sent = await run('send', listen.url, '--signing-key', signingKey, '--allow-local', '--id', 'msg_jwks', '--data', '{"ok":true}')
+      assert.equal(sent.code, 0, sent.stderr)
+      const line = JSON.parse(await listen.waitForLine((text) => text.includes('msg_jwks'))) as Record<string, any>
+      assert.equal(line.verified, true)
+      assert.deepEqual(line.data, { ok: true })
+      const forged = await run('send', listen.url, '--signing-key', generateSigningKey().signingKey, '--allow-local', '--id', 'msg_jwks_forged', '--data', '{}')
+      assert.equal(forged.code, 1)
+      assert.equal(JSON.parse(await listen.waitForLine((text) => text.includes('msg_jwks_forged'))).error.code, 'ERR_CALLBACK_SIGNATURE_MISMATCH')
+      assert.deepEqual(await listen.stop(), { code: 0, signal: null })
+
+      const plain = await runCli(cli.bin, ['listen', '--port', '0', '--jwks', jwksUrl])
+      assert.equal(plain.code, 2)
+      assertOneLineError(plain.stderr, /https/)
+    } finally {
+      jwks.closeAllConnections()
+      await new Promise((resolve) => jwks.close(resolve))
+    }
+    // The same address with nobody listening any more: refused at start, not at the first callback.
+    const gone = await runCli(cli.bin, ['listen', '--port', '0', '--jwks', `http://127.0.0.1:${port}/jwks.json`, '--allow-http'])
+    assert.equal(gone.code, 2)
+    assertOneLineError(gone.stderr, /ERR_CALLBACK_JWKS: could not fetch the JWKS from http:\/\/127\.0\.0\.1:\d+\/jwks\.json/)
+  })
+
   test('send retries a 503 on the library schedule and exits 0 once the receiver takes it', async () => {
     let requests = 0
+    const bodies: string[] = []
     const server = createHttpServer((req, res) => {
       requests += 1
-      req.resume()
-      req.on('end', () => (requests === 1 ? res.writeHead(503).end('busy') : res.writeHead(204).end()))
+      let body = ''
+      req.setEncoding('utf8').on('data', (chunk: string) => (body += chunk))
+      req.on('end', () => {
+        bodies.push(body)
+        if (requests === 1) res.writeHead(503).end('busy')
+        else res.writeHead(204).end()
+      })
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     try {
       const { port } = server.address() as AddressInfo
-      const sent = await run('send', `http://127.0.0.1:${port}/`, '--secret', generateSecret(), '--allow-local', '--retries', '1', '--data', '{}')
+      const data = join(files, 'payload.json')
+      await writeFile(data, '{"from":"a file"}')
+      const sent = await run('send', `http://127.0.0.1:${port}/`, '--secret', generateSecret(), '--allow-local', '--retries', '1', '--data', `@${data}`)
       assert.equal(sent.code, 0, sent.stderr)
       assert.match(sent.stdout, /^attempt 1: HTTP 503 in \d+ ms "busy"\n {2}next attempt in 1\.\d s\nattempt 2: HTTP 204 in \d+ ms\ndelivered msg_\S+ after 2 attempts$/m)
       assert.equal(requests, 2)
+      assert.deepEqual(bodies.map((body) => JSON.parse(body).data), [{ from: 'a file' }, { from: 'a file' }])
+      assert.equal(bodies[0], bodies[1], 'every attempt sends the same bytes')
     } finally {
       server.closeAllConnections()
       await new Promise((resolve) => server.close(resolve))
