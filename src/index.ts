@@ -21,7 +21,7 @@ export { createJwksHandler, createKeyRing, jwkToPublicKey, jwkToSigningKey, keyI
 export type { JwksHandler, JwksHandlerOptions, JwksSource, KeyRing, KeyRingEntry, KeyRingOptions, PublishedSigningJwk, SigningJwks } from './signing/jws.ts'
 export { createRemoteJwks } from './signing/jwks-remote.ts'
 export type { JwksFetch, JwksFetchOptions, RemoteJwks, RemoteJwksOptions } from './signing/jwks-remote.ts'
-export { createRemoteEncryptionKey, decryptCallback, decryptPayload, encryptPayload, generateEncryptionKey, JOSE_CONTENT_TYPE } from './signing/jwe.ts'
+export { checkEncryptionKey, createRemoteEncryptionKey, decryptCallback, decryptPayload, encryptPayload, generateEncryptionKey, JOSE_CONTENT_TYPE } from './signing/jwe.ts'
 export type { DecryptedPayload, DecryptionKey, EncryptedPayload, EncryptionKey, EncryptionKeyPair, EncryptionKeySource, EncryptionRecipient, EncryptPayloadOptions, JweAlgorithmOptions } from './signing/jwe.ts'
 export { answerIntentChallenge, INTENT_EVENT, INTENT_HEADER, verifyIntent } from './intent.ts'
 export type { IntentAnswer, IntentMessage, VerifyIntentOptions } from './intent.ts'

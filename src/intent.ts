@@ -50,6 +50,8 @@ export interface VerifyIntentOptions {
   timeoutMs?: number
   /** The clock. Default `() => new Date()`. */
   now?: () => Date
+  /** Aborts the exchange (a worker stopping); the rejection is the signal's reason. */
+  signal?: AbortSignal
 }
 
 /** What a receiver sends back to an intent challenge. */
@@ -80,13 +82,15 @@ const CHALLENGE = /^[A-Za-z0-9_-]{16,128}$/
 export async function verifyIntent(url: string, options: VerifyIntentOptions): Promise<void> {
   if (typeof url !== 'string' || url === '') throw new TypeError('url must be a non-empty string')
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
-  const { transport, sign, now = () => new Date() } = options
+  const { transport, sign, now = () => new Date(), signal } = options
   let { timeoutMs } = options
   timeoutMs ??= 10_000
   if (typeof transport?.send !== 'function') throw new TypeError('transport must be a Transport (with send)')
   if (sign !== undefined && typeof sign !== 'function') throw new TypeError('sign must be a function')
   if (typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new TypeError('timeoutMs must be a positive integer')
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal')
+  signal?.throwIfAborted()
 
   const challenge = randomBytes(32).toString('base64url')
   const timestamp = now()
@@ -103,21 +107,26 @@ export async function verifyIntent(url: string, options: VerifyIntentOptions): P
   const controller = new AbortController()
   const timedOut = new DeliveryError('ERR_CALLBACK_TIMEOUT', `intent verification of ${host} timed out after ${timeoutMs} ms`)
   let timer: NodeJS.Timeout | undefined
+  let onAbort: (() => void) | undefined
   // The race keeps the bound even for a transport that ignores its signal.
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      controller.abort(timedOut)
-      reject(timedOut)
-    }, timeoutMs)
+    const stop = (reason: unknown) => {
+      controller.abort(reason)
+      reject(reason)
+    }
+    timer = setTimeout(() => stop(timedOut), timeoutMs)
+    onAbort = () => stop(signal?.reason)
+    signal?.addEventListener('abort', onAbort, { once: true })
   })
   let response
   try {
     response = await Promise.race([transport.send({ url, headers, body, signal: controller.signal }), deadline])
   } catch (error) {
-    if (error instanceof CallbackError) throw error
+    if (error instanceof CallbackError || (signal?.aborted === true && error === signal.reason)) throw error
     throw new CallbackError('ERR_CALLBACK_INTENT_NOT_VERIFIED', `intent verification of ${host} failed`, { cause: error })
   } finally {
     clearTimeout(timer)
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
   }
   if (response.status < 200 || response.status > 299) {
     throw new CallbackError(

@@ -141,6 +141,43 @@ export function createRemoteEncryptionKey(
   return async () => selectEncryptionKey(await loadKeySet(remote, false), remote.source, algs, options.kid)
 }
 
+/**
+ * Checks, without any I/O, that `value` can be a task's encryption key: a public EC/X25519 JWK
+ * (not a private one, not a signing key) or an https URL of a JWKS (http with `allowHttp`). For
+ * `createCallbackTask`, so a bad key is a `TypeError` when the task is made, not at delivery.
+ *
+ * @example
+ * ```ts
+ * checkEncryptionKey(input.encryptionKey) // throws TypeError naming encryptionKey
+ * ```
+ */
+export function checkEncryptionKey(value: unknown, options: { allowHttp?: boolean; option?: string } = {}): asserts value is JWK | string {
+  const { allowHttp = false, option = 'encryptionKey' } = options
+  if (typeof value === 'string') {
+    let url: URL
+    try {
+      url = new URL(value)
+    } catch (cause) {
+      throw new TypeError(`${option} must be a public JWK or the absolute URL of a JWKS`, { cause })
+    }
+    if (url.protocol !== 'https:' && !(allowHttp && url.protocol === 'http:')) {
+      throw new TypeError(`${option} must be an https: JWKS URL`)
+    }
+    return
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TypeError(`${option} must be a public JWK or the absolute URL of a JWKS`)
+  }
+  checkRecipientJwk(value as JWK, option)
+}
+
+function checkRecipientJwk(jwk: JWK, option: string): void {
+  // Never echo the key: a mistaken private JWK would end up in logs.
+  if (jwk.d !== undefined || jwk.k !== undefined) throw new TypeError(`${option} must be a public key`)
+  if (!isEncryptionJwk(jwk)) throw new TypeError(`${option} must be an EC (P-256/384/521) or OKP X25519 JWK`)
+  if (jwk.use !== undefined && jwk.use !== 'enc') throw new TypeError(`${option} is not an encryption key (use)`)
+}
+
 async function resolveRecipient(
   recipient: EncryptionRecipient,
   options: EncryptPayloadOptions,
@@ -158,10 +195,7 @@ async function resolveRecipient(
   if (typeof recipient !== 'object' || recipient === null) {
     throw new TypeError('recipient must be a public JWK, a KeyObject, a CryptoKey or a JWKS URL')
   }
-  // Never echo the key: a mistaken private JWK would end up in logs.
-  if (recipient.d !== undefined || recipient.k !== undefined) throw new TypeError('recipient must be a public key')
-  if (!isEncryptionJwk(recipient)) throw new TypeError('recipient must be an EC (P-256/384/521) or OKP X25519 JWK')
-  if (recipient.use !== undefined && recipient.use !== 'enc') throw new TypeError('recipient is not an encryption key (use)')
+  checkRecipientJwk(recipient, 'recipient')
   return {
     key: recipient,
     ...(recipient.kid === undefined ? {} : { kid: recipient.kid }),

@@ -102,6 +102,13 @@ test('an endpoint that never answers is given up after timeoutMs with a retryabl
     (error: unknown) => error instanceof DeliveryError && error.code === 'ERR_CALLBACK_TIMEOUT'
   )
   assert.equal(hanging.requests.length, 1)
+
+  // A worker that stops aborts the challenge with its own reason.
+  const stop = new AbortController()
+  const pending = verifyIntent(`${hanging.origin}/`, { transport, sign, signal: stop.signal })
+  const reason = new Error('worker stopping')
+  setTimeout(() => stop.abort(reason), 50)
+  await assert.rejects(pending, (error: unknown) => error === reason)
 })
 
 test('a URL the policy refuses is never contacted and rejects with the UrlPolicyError', async () => {

@@ -5,6 +5,7 @@ import { CompactEncrypt, decodeProtectedHeader, exportJWK, generateKeyPair } fro
 import {
   CallbackError,
   ReceiverError,
+  checkEncryptionKey,
   createRemoteEncryptionKey,
   decryptCallback,
   decryptPayload,
@@ -127,6 +128,14 @@ test('the sender refuses algorithms outside its allow-list and keys that are not
   await assert.rejects(encryptPayload(envelope, await exportJWK(signingJwk)), /X25519/)
   await assert.rejects(encryptPayload(envelope, { ...publicJwk, use: 'sig' }), /use/)
   await assert.rejects(decryptPayload('a.b.c.d.e', publicJwk), /private key/)
+
+  // The same checks, without I/O, for a task's encryptionKey at creation time.
+  checkEncryptionKey(publicJwk)
+  checkEncryptionKey('https://client.example/.well-known/jwks.json')
+  assert.throws(() => checkEncryptionKey(privateJwk), (error: unknown) => error instanceof TypeError && /encryptionKey must be a public key/.test(error.message) && !error.message.includes(privateJwk.d as string))
+  assert.throws(() => checkEncryptionKey('http://client.example/jwks'), /https/)
+  assert.throws(() => checkEncryptionKey({ kty: 'OKP', crv: 'Ed25519', x: publicJwk.x }), /X25519/)
+  assert.throws(() => checkEncryptionKey(42), /encryptionKey/)
   await assert.rejects(decryptPayload('a.b.c.d.e', privateJwk, { keyManagementAlgorithms: [] }), /keyManagementAlgorithms/)
 })
 
