@@ -29,6 +29,41 @@ for (const [index, char] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
   BASE64_VALUE[char.charCodeAt(0)] = index
 }
 
+// The HMAC digest is taken as a latin1 string rather than a Buffer, and both sides of the
+// comparison are written into these two reused buffers: node builds a Buffer returned from native
+// code (digest(), Buffer.from(text, 'base64')) at a cost of about half a microsecond each, an
+// eighth of a whole 1 KiB verify. Verification is synchronous, so nothing else uses them meanwhile.
+const EXPECTED = Buffer.alloc(32)
+const GIVEN = Buffer.alloc(32)
+
+/** Decodes `text[start, start + 43)`, already checked as a canonical v1 signature, into `GIVEN`. */
+function decodeV1Signature(text: string, start: number): Buffer {
+  let at = 0
+  for (let i = start; i < start + 40; i += 4) {
+    const word =
+      (BASE64_VALUE[text.charCodeAt(i)]! << 18) |
+      (BASE64_VALUE[text.charCodeAt(i + 1)]! << 12) |
+      (BASE64_VALUE[text.charCodeAt(i + 2)]! << 6) |
+      BASE64_VALUE[text.charCodeAt(i + 3)]!
+    GIVEN[at++] = word >> 16
+    GIVEN[at++] = (word >> 8) & 255
+    GIVEN[at++] = word & 255
+  }
+  const word =
+    (BASE64_VALUE[text.charCodeAt(start + 40)]! << 18) |
+    (BASE64_VALUE[text.charCodeAt(start + 41)]! << 12) |
+    (BASE64_VALUE[text.charCodeAt(start + 42)]! << 6)
+  GIVEN[at++] = word >> 16
+  GIVEN[at] = (word >> 8) & 255
+  return GIVEN
+}
+
+/** Whether the latin1 `digest` equals `given`, in constant time. */
+function digestMatches(digest: string, given: Buffer): boolean {
+  for (let i = 0; i < 32; i++) EXPECTED[i] = digest.charCodeAt(i)
+  return timingSafeEqual(EXPECTED, given)
+}
+
 /**
  * Whether `text[start, end)` is the canonical, padded base64 of exactly `bytes` bytes (32 for v1,
  * 64 for v1a): the last character carries no stray bits, so one signature has exactly one accepted
@@ -187,7 +222,7 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
     const prefix = `${id}.${timestampText}.`
     let wellFormed = 0
     let matched = false
-    let hmacDigests: Buffer[] | undefined
+    let hmacDigests: string[] | undefined
     let content: Buffer | undefined
     // Entries are separated by single spaces; extra spaces are tolerated. Walked in place: no split.
     const length = signatureText.length
@@ -204,14 +239,15 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
             wellFormed++
             if (!matched && hmacKeys.length > 0) {
               if (hmacDigests === undefined) {
-                hmacDigests = new Array<Buffer>(hmacKeys.length)
+                hmacDigests = new Array<string>(hmacKeys.length)
                 for (let k = 0; k < hmacKeys.length; k++) {
-                  hmacDigests[k] = createHmac('sha256', hmacKeys[k]!).update(prefix).update(bytes).digest()
+                  // 'binary' is node's name for latin1: one character per byte.
+                  hmacDigests[k] = createHmac('sha256', hmacKeys[k]!).update(prefix).update(bytes).digest('binary')
                 }
               }
-              const given = Buffer.from(signatureText.slice(comma + 1, end), 'base64')
+              const given = decodeV1Signature(signatureText, comma + 1)
               // Compare against every key, without stopping early, so timing says nothing about which.
-              for (const digest of hmacDigests) if (timingSafeEqual(digest, given)) matched = true
+              for (const digest of hmacDigests) if (digestMatches(digest, given)) matched = true
             }
           }
         } else if (versionLength === 3 && isV1 && signatureText.charCodeAt(start + 2) === 97 /* a */) {
