@@ -1,3 +1,10 @@
+/**
+ * The sending side (tasks, delivery, workers, the memory store), signing and verification, secrets
+ * and keys, and the errors every part throws. The receivers for Express, Koa and Web `Request`s,
+ * the PostgreSQL and Redis stores and the store conformance suite are their own subpath entries.
+ *
+ * @module endpoint-callback
+ */
 export * from './errors.ts'
 export type * from './types.ts'
 export { VERSION } from './version.ts'

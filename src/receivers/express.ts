@@ -1,5 +1,7 @@
 /**
  * `endpoint-callback/express`: Express 5 middleware that lets only verified callbacks through.
+ *
+ * @module endpoint-callback/express
  */
 import type { Request, RequestHandler } from 'express'
 import type { BodyLike, VerifiedCallback } from '../types.ts'

@@ -1,6 +1,8 @@
 /**
  * `endpoint-callback/fetch`: verification for a Web `Request` (Hono, Next.js route handlers, Bun,
  * Deno, workers).
+ *
+ * @module endpoint-callback/fetch
  */
 import type { VerifiedCallback } from '../types.ts'
 import { createReceiverCore, rawBodyUnavailable, readWebBody } from './core.ts'

@@ -1,5 +1,7 @@
 /**
  * `endpoint-callback/koa`: Koa 3 middleware that lets only verified callbacks through.
+ *
+ * @module endpoint-callback/koa
  */
 import type { Context, Middleware } from 'koa'
 import type { BodyLike, VerifiedCallback } from '../types.ts'

@@ -5,6 +5,8 @@
  * It takes the user's own `pg` Pool (anything with `query(text, values)`); `pg` is never imported.
  * Workers claim with `FOR UPDATE SKIP LOCKED`, each claim carries a lease token that fences its
  * completion, and `LISTEN/NOTIFY` wakes workers when a retry falls due.
+ *
+ * @module endpoint-callback/postgres
  */
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'

@@ -6,6 +6,8 @@
  * scored by its lease expiry, so a lease whose holder died simply falls due again. Every change of
  * state is one Lua script, so claims and fenced completions are atomic. Scripts take the time from
  * their caller, never from the Redis clock.
+ *
+ * @module endpoint-callback/redis
  */
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'

@@ -53,6 +53,8 @@
  *   cleanup: (store) => dropEverything(store)
  * })
  * ```
+ *
+ * @module endpoint-callback/testing
  */
 import { afterEach, describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
