@@ -2,6 +2,9 @@
  * The shapes that callers, stores and transports share. Adapters depend on these, never on each
  * other.
  */
+import type { JWK } from 'jose'
+import type { KeyRing } from './signing/jws.ts'
+import type { RemoteJwks } from './signing/jwks-remote.ts'
 
 /**
  * Where a task is in its life:
@@ -21,8 +24,23 @@ export interface CallbackTask {
   /** The event name, sent as the body's `type`. */
   event: string
   idempotencyKey?: string
-  /** Per-task signing secret(s) (the client's own, WebSub style); override the sender's. */
+  /**
+   * Per-task signing secret(s) (the client's own, WebSub style); override the sender's.
+   *
+   * Where it is stored, and why: only in the task itself (the memory store's entry, the Postgres
+   * `tasks.secret` column, the Redis task hash), because every later attempt — possibly made by a
+   * worker in another process — must sign with it. It is never copied anywhere else: attempt
+   * records, `lastError`, events and error messages never contain it (events carry a copy of the
+   * task without it). Treat the store's data as secret material; prune finished tasks.
+   */
   secret?: string | string[]
+  /**
+   * The receiver's public encryption key: a public JWK (EC P-256/384/521 or X25519) or the https
+   * URL of the receiver's JWKS. The body is then sent encrypted (JWE, `application/jose`).
+   */
+  encryptionKey?: JWK | string
+  /** Prove the receiver wants these callbacks (intent challenge) before each attempt sends the payload. */
+  verifyIntent?: boolean
   /** The user's own data about the task, stored and returned as given (JSON-serialisable). */
   metadata?: Record<string, unknown>
   /** The exact body bytes to send (as text), built once when the result is attached. */
@@ -48,6 +66,8 @@ export interface NewCallbackTask {
   event: string
   idempotencyKey?: string
   secret?: string | string[]
+  encryptionKey?: JWK | string
+  verifyIntent?: boolean
   metadata?: Record<string, unknown>
   deadline?: Date
   createdAt: Date
@@ -218,6 +238,18 @@ export interface SenderOptions {
   secret?: string | string[]
   /** `whsk_…` Ed25519 signing key(s) (`v1a`). */
   signingKey?: string | string[]
+  /**
+   * A key ring (`createKeyRing`): a task without its own secret is signed with every key the ring
+   * says signs at that instant (`v1a`), besides `secret` and `signingKey` if given. Publish the
+   * ring with `createJwksHandler(ring)` so receivers can verify through `jwks`.
+   */
+  keyRing?: KeyRing
+  /**
+   * Before each attempt, prove that the callback URL wants callbacks from this sender (a signed
+   * challenge it must echo; `verifyIntent` in `endpoint-callback`). A URL that does not echo is
+   * never sent the payload: the task fails. Default `false`; a task can ask for it on its own.
+   */
+  verifyIntent?: boolean
   urlPolicy?: UrlPolicy
   retry?: RetryOptions
   /** How long a claim holds a task, ms. Default 60 000; must exceed the transport's timeout. */
@@ -266,6 +298,14 @@ export interface VerifyOptions {
   secret?: string | string[]
   /** `whpk_…` Ed25519 public key(s). */
   publicKey?: string | string[]
+  /**
+   * The sender's published keys: its JWKS URL (https), or a `createRemoteJwks(url, options)` for
+   * other fetch options (e.g. `allowHttp` in development). `v1a` signatures are checked against
+   * these keys as well; when none matches, the JWKS is fetched again once (at most once per
+   * cooldown) in case the sender rotated. When the keys cannot be loaded, verification rejects
+   * with a `CallbackError` coded `ERR_CALLBACK_JWKS` (receivers answer 503 with `retry-after`).
+   */
+  jwks?: RemoteJwks | string
   /** Allowed clock skew, both ways, seconds. Default 300. */
   toleranceSeconds?: number
   now?: () => Date
