@@ -121,6 +121,8 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   const clockStart = performance.now()
   let verdict: AttemptVerdict
   let response: TransportResponse | undefined
+  let failure: unknown
+  const probe = sender.instrumentation === undefined ? undefined : sender.instrumentation.startAttempt(task, attempt)
 
   if (task.deadline !== undefined && startedAt.getTime() > task.deadline.getTime()) {
     verdict = { outcome: 'failed', reason: `ERR_CALLBACK_DEADLINE_EXCEEDED: the deadline ${task.deadline.toISOString()} has passed` }
@@ -129,17 +131,19 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   } else {
     try {
       const signed = sender.signerFor(task)({ id: task.id, timestamp: startedAt, body: task.body })
-      const headers = {
+      const headers: Record<string, string> = {
         'webhook-id': signed['webhook-id'],
         'webhook-timestamp': signed['webhook-timestamp'],
         'webhook-signature': signed['webhook-signature'],
         'content-type': task.contentType ?? CONTENT_TYPE_JSON,
       }
+      if (probe !== undefined && probe.headers !== undefined) addHeaders(headers, probe.headers)
       const request: TransportRequest = { url: task.callbackUrl, headers, body: task.body }
       if (signal !== undefined) request.signal = signal
       response = await sendWithQuickRetries(sender, request)
       verdict = classifyResponse(response, sender.retry, sender.now())
     } catch (error) {
+      failure = error
       verdict = classifyError(error)
     }
   }
@@ -158,6 +162,7 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   }
 
   const resolution = resolve(task, record, verdict, sender)
+  if (probe !== undefined) probe.end(record, failure)
   const completed = await sender.store.complete(lease, record, resolution)
   const result: AttemptResult = { record, resolution, completed }
   if (response !== undefined) result.response = response
@@ -232,6 +237,14 @@ function announce(task: CallbackTask, result: AttemptResult, sender: ResolvedSen
     case 'cancelled':
       sender.emit({ type: 'cancelled', task, attempt })
       break
+  }
+}
+
+/** Instrumentation headers (`traceparent`) go alongside the signed ones, never in their place. */
+function addHeaders(headers: Record<string, string>, extra: Record<string, string>): void {
+  for (const [name, value] of Object.entries(extra)) {
+    const key = name.toLowerCase()
+    if (!(key in headers)) headers[key] = value
   }
 }
 

@@ -11,7 +11,7 @@ import type { CompiledUrlPolicy } from './transports/url-policy.ts'
 import { createHttpTransport } from './transports/http.ts'
 import { resolveRetryOptions } from './retry.ts'
 import type { ResolvedRetry } from './retry.ts'
-import type { CallbackStore, CallbackTask, DeliveryEvent, SenderOptions, Transport } from './types.ts'
+import type { CallbackStore, CallbackTask, DeliveryEvent, DeliveryInstrumentation, SenderOptions, Transport } from './types.ts'
 
 /** How long a claim holds a task unless `leaseMs` says otherwise. */
 export const DEFAULT_LEASE_MS = 60_000
@@ -40,6 +40,8 @@ export interface ResolvedSender {
   readonly emit: (event: DeliveryEvent) => void
   /** Whether anyone listens, so events are only built when they will be read. */
   readonly listening: boolean
+  /** Tracing and metrics hooks, or `undefined`: then an attempt pays one check for them. */
+  readonly instrumentation: DeliveryInstrumentation | undefined
   /** The signer for this task: its own secret when it has one, else the sender's keys. */
   signerFor(task: CallbackTask): Signer
 }
@@ -81,6 +83,10 @@ function buildSender(options: SenderOptions): ResolvedSender {
   now ??= () => new Date()
   if (typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
   if (onEvent !== undefined && typeof onEvent !== 'function') throw new TypeError('onEvent must be a function')
+  const { instrumentation } = options
+  if (instrumentation !== undefined && (instrumentation === null || typeof instrumentation.startAttempt !== 'function')) {
+    throw new TypeError('instrumentation must have a startAttempt(task, attempt) function (e.g. createOpenTelemetry())')
+  }
 
   const transportTimeoutMs = givenTransport === undefined ? DEFAULT_TRANSPORT_TIMEOUT_MS : declaredTimeout(givenTransport)
   // A lease that ran out mid-attempt would let a second worker send the same callback while the
@@ -109,6 +115,7 @@ function buildSender(options: SenderOptions): ResolvedSender {
     leaseMs,
     now,
     listening: listener !== undefined,
+    instrumentation,
     emit:
       listener === undefined
         ? () => {}

@@ -110,7 +110,7 @@ export interface StoreCallOptions {
 /**
  * Where tasks live. Every store passes `storeContract` from `endpoint-callback/testing`.
  *
- * Deliberately left out: listing and searching (see the inspection helpers of each store),
+ * Deliberately left out: searching (only the optional `list` by status, for inspection),
  * payload encryption at rest, and cross-store migration.
  */
 export interface CallbackStore {
@@ -153,12 +153,50 @@ export interface CallbackStore {
   /** The attempt history, oldest first (stores may cap its length; the contract needs 20). */
   attempts(id: string): Promise<AttemptRecord[]>
   /**
+   * Optional (inspection): a page of tasks in `query.status`, most recently updated first — for a
+   * failed task, most recently failed first. Pass the page's `cursor` back for the next page; a
+   * page without `cursor` is the last. Every store that lists supports `status: 'failed'`; a store
+   * may refuse other statuses with a `TypeError`.
+   */
+  list?(query: TaskListQuery): Promise<TaskPage>
+  /**
+   * Optional (inspection): moves a `failed` task back to `scheduled`, due at `now`, and wakes
+   * subscribed workers. Its body, attempt count, history and `lastError` stay, so the retry schedule
+   * resumes where it stopped. Returns `false` (and changes nothing) when the task is unknown or not
+   * `failed` — a cancelled task stays cancelled.
+   */
+  redeliver?(id: string, options: { now: Date }): Promise<boolean>
+  /**
+   * Optional (metrics): how many tasks are due at `now` — `scheduled` with `nextAttemptAt <= now`
+   * and `delivering` with an expired lease — which is what a claim without a limit would take.
+   */
+  countDue?(now: Date): Promise<number>
+  /**
    * Optional: calls `listener` when a task may have become due sooner than the worker's next poll
    * (LISTEN/NOTIFY, pub/sub, in-process). Returns the unsubscribe function.
    */
   subscribe?(listener: () => void): () => void
   /** Optional: frees what the store itself opened (never the user's client). */
   close?(): Promise<void>
+}
+
+/** What {@link CallbackStore.list} selects. */
+export interface TaskListQuery {
+  /** Tasks in this state. */
+  status: TaskStatus
+  /** Only tasks updated at or after this instant (for a failed task: that failed since then). */
+  since?: Date
+  /** At most this many tasks per page, 1 to 1000. Default 100. */
+  limit?: number
+  /** The `cursor` of the previous page. Opaque; only the store that returned it understands it. */
+  cursor?: string
+}
+
+/** One page of {@link CallbackStore.list}. */
+export interface TaskPage {
+  tasks: CallbackTask[]
+  /** Where the next page starts; absent on the last page. */
+  cursor?: string
 }
 
 /** One signed request for a transport to send. */
@@ -219,7 +257,37 @@ export interface RetryOptions {
   retryStatuses?: number[]
 }
 
-/** What the worker and `deliver` report as they go. */
+/**
+ * What the worker and `deliver` report as they go, through the sender's `onEvent`. Every attempt
+ * that was recorded emits `attempt` first, then exactly one of `delivered`, `retry-scheduled`,
+ * `failed` or `cancelled`; an attempt whose record was refused emits only `lease-lost`. `task` is
+ * the task as the attempt left it (status, `attempts`, `nextAttemptAt`, `lastError`), without its
+ * own `secret`, so events can go to logs as they are.
+ *
+ * - `attempt`: an attempt was made and recorded (`attempt.status` or `attempt.error` says how it went).
+ * - `delivered`: the receiver answered 2xx; the task is done.
+ * - `retry-scheduled`: the attempt failed in a way worth retrying; the next one is stored as due at
+ *   `nextAttemptAt` and any worker sharing the store will make it.
+ * - `failed`: the task ended without delivery (a permanent 4xx or 3xx, no attempts left, the
+ *   deadline passed); `reason` is the task's `lastError`.
+ * - `cancelled`: the receiver answered 410 Gone; the task ends without further attempts.
+ * - `lease-lost`: the attempt was made but its lease had run out and another worker had claimed the
+ *   task (or it was cancelled meanwhile), so nothing was recorded; the receiver may see a duplicate.
+ * - `error`: the store failed while the worker claimed, released or recorded (the worker backs off
+ *   and goes on), or an attempt rejected.
+ *
+ * @example
+ * ```ts
+ * const sender = {
+ *   store,
+ *   secret,
+ *   onEvent(event: DeliveryEvent) {
+ *     if (event.type === 'failed') log.warn({ task: event.task.id, reason: event.reason }, 'callback failed')
+ *     if (event.type === 'error') log.error(event.error)
+ *   },
+ * }
+ * ```
+ */
 export type DeliveryEvent =
   | { type: 'attempt'; task: CallbackTask; attempt: AttemptRecord }
   | { type: 'delivered'; task: CallbackTask; attempt: AttemptRecord }
@@ -228,6 +296,59 @@ export type DeliveryEvent =
   | { type: 'cancelled'; task: CallbackTask; attempt?: AttemptRecord }
   | { type: 'lease-lost'; task: CallbackTask; attempt: AttemptRecord }
   | { type: 'error'; error: unknown }
+
+/** The `type` of every {@link DeliveryEvent}: `'attempt' | 'delivered' | …`. */
+export type DeliveryEventType = DeliveryEvent['type']
+
+/**
+ * The event of one type, for handlers that take only that one.
+ *
+ * @example
+ * ```ts
+ * function onFailed(event: DeliveryEventOf<'failed'>) {
+ *   alert(`callback ${event.task.id} to ${event.task.callbackUrl} failed: ${event.reason}`)
+ * }
+ * ```
+ */
+export type DeliveryEventOf<T extends DeliveryEventType> = Extract<DeliveryEvent, { type: T }>
+
+/**
+ * Hooks around every delivery attempt, for tracing and metrics. `endpoint-callback/otel` provides
+ * one for OpenTelemetry; anything with `startAttempt` will do. Without one, an attempt costs a single
+ * `undefined` check.
+ *
+ * @example
+ * ```ts
+ * const instrumentation: DeliveryInstrumentation = {
+ *   startAttempt(task, attempt) {
+ *     const started = performance.now()
+ *     return { end: (record) => histogram.record(performance.now() - started, { outcome: record.outcome }) }
+ *   },
+ * }
+ * const sender = { store, secret, instrumentation }
+ * ```
+ */
+export interface DeliveryInstrumentation {
+  /**
+   * Called when an attempt on `task` starts (`attempt` is its number, 1 for the first), before the
+   * request is signed. Must not throw.
+   */
+  startAttempt(task: CallbackTask, attempt: number): AttemptInstrumentation
+}
+
+/** One attempt's hooks, as {@link DeliveryInstrumentation.startAttempt} returns them. */
+export interface AttemptInstrumentation {
+  /**
+   * Headers added to this attempt's request (e.g. `traceparent`). They cannot replace the
+   * `webhook-*` or `content-type` headers, and like every header they are outside the signature.
+   */
+  headers?: Record<string, string>
+  /**
+   * Called once when the attempt is over, before it is recorded: `attempt` is the record as it
+   * will be stored (its `outcome` final), `error` what the transport threw when no response came.
+   */
+  end(attempt: AttemptRecord, error?: unknown): void
+}
 
 /** The options object shared by `createCallbackTask`, `deliver` and `createWorker`. */
 export interface SenderOptions {
@@ -256,7 +377,10 @@ export interface SenderOptions {
   leaseMs?: number
   /** The clock. Default `() => new Date()`. */
   now?: () => Date
+  /** Called with every {@link DeliveryEvent}; a listener that throws never disturbs a delivery. */
   onEvent?: (event: DeliveryEvent) => void
+  /** Tracing and metrics around each attempt, e.g. `createOpenTelemetry()` from `endpoint-callback/otel`. */
+  instrumentation?: DeliveryInstrumentation
   /** For `createCallbackTask`: the caller's open transaction, passed to `store.insert`. */
   transaction?: unknown
 }

@@ -7,6 +7,7 @@ import type {
   CallbackTask,
   Lease,
   NewCallbackTask,
+  TaskPage,
   TaskStatus
 } from '../types.ts'
 
@@ -211,6 +212,25 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       return entry
     }
     return undefined
+  }
+
+  /**
+   * How many tasks are due at or before `at`: a walk down the heap that stops at every item due
+   * later, so it costs O(due + stale items above them), not O(tasks).
+   */
+  const countDueAt = (at: number): number => {
+    const counted = new Set<number>()
+    const stack = size > 0 ? [0] : []
+    while (stack.length > 0) {
+      const i = stack.pop()!
+      const itemAt = (i + 3) << 1
+      const key = items[itemAt]!
+      if (key > at) continue
+      const number = items[itemAt + 1]!
+      if (byNumber[number]!.due === key) counted.add(number)
+      for (let child = 4 * i + 1; child <= 4 * i + 4 && child < size; child++) stack.push(child)
+    }
+    return counted.size
   }
 
   // ---- copies out -----------------------------------------------------------------------------
@@ -422,6 +442,44 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       return Array.isArray(history) ? history.map(toAttempt) : [toAttempt(history)]
     },
 
+    // ---- inspection: a scan of every task, which is fine for an operator's occasional look ----
+
+    async list(query) {
+      const { status, since, cursor } = query
+      const limit = query.limit ?? 100
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new TypeError('limit must be an integer from 1 to 1000')
+      const after = cursor === undefined ? undefined : parseListCursor(cursor)
+      const from = since === undefined ? -Infinity : since.getTime()
+      const found: Entry[] = []
+      for (const entry of tasks.values()) {
+        if (entry.status !== status || entry.updatedAt < from) continue
+        if (after !== undefined && !comesAfter(entry, after)) continue
+        found.push(entry)
+      }
+      found.sort((a, b) => b.updatedAt - a.updatedAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+      const page = found.slice(0, limit)
+      const last = page[page.length - 1]
+      const result: TaskPage = { tasks: page.map(toTask) }
+      if (found.length > limit && last !== undefined) result.cursor = `${last.updatedAt}:${last.id}`
+      return result
+    },
+
+    async redeliver(id, { now }) {
+      const entry = tasks.get(id)
+      if (entry === undefined || entry.status !== 'failed') return false
+      const at = now.getTime()
+      entry.status = 'scheduled'
+      entry.token = undefined
+      entry.updatedAt = Math.max(entry.updatedAt, at)
+      setDue(entry, at)
+      wake()
+      return true
+    },
+
+    async countDue(now) {
+      return countDueAt(now.getTime())
+    },
+
     subscribe(listener) {
       if (typeof listener !== 'function') throw new TypeError('listener must be a function')
       // a wrapper per subscription, so the same function subscribed twice unsubscribes one at a time
@@ -432,4 +490,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       }
     }
   }
+}
+
+/** A list cursor: `<updatedAt ms>:<id>` of the last task of the page before. */
+function parseListCursor(cursor: string): { updatedAt: number; id: string } {
+  const match = typeof cursor === 'string' ? /^(\d{1,16}):(.+)$/s.exec(cursor) : null
+  if (match === null) throw new TypeError('cursor must be the cursor of a page this store returned')
+  return { updatedAt: Number(match[1]), id: match[2]! }
+}
+
+/** Whether `entry` comes after the cursor in the list's order (newest first, then id descending). */
+function comesAfter(entry: { updatedAt: number; id: string }, cursor: { updatedAt: number; id: string }): boolean {
+  return entry.updatedAt < cursor.updatedAt || (entry.updatedAt === cursor.updatedAt && entry.id < cursor.id)
 }
