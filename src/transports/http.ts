@@ -172,7 +172,7 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
 
 function requestHeaders(given: Record<string, string>): Record<string, string> {
   const headers: Record<string, string> = { 'content-type': 'application/json' }
-  for (const [name, value] of Object.entries(given ?? {})) headers[name.toLowerCase()] = value
+  if (given != null) for (const name of Object.keys(given)) headers[name.toLowerCase()] = given[name]!
   headers['user-agent'] = USER_AGENT
   return headers
 }
@@ -186,12 +186,32 @@ interface Target {
   host: string
 }
 
+/** One exchange in flight: the undici handler and everything it needs, in one object. */
+interface Exchange extends Dispatcher.DispatchHandler {
+  readonly target: Target
+  readonly limit: number
+  readonly timeoutMs: number
+  readonly started: number
+  readonly resolve: (response: TransportResponse) => void
+  readonly reject: (error: unknown) => void
+  readonly callerSignal: AbortSignal | undefined
+  onCallerAbort: (() => void) | undefined
+  timer: ReturnType<typeof setTimeout> | undefined
+  controller: Dispatcher.DispatchController | undefined
+  settled: boolean
+  status: number
+  headers: Record<string, string | string[]>
+  chunks: Buffer[] | undefined
+  size: number
+}
+
 /**
  * One POST on the agent through undici's dispatcher interface: the status, headers and at most
  * `limit` bytes of the body, or a rejection. `request()` wraps the same dispatch in an
  * AsyncResource, a Readable for the body and an AbortSignal listener per request, and the timer
  * then needs an AbortController of its own; on loopback that cost about a third of the
- * transport's CPU per delivery. Here one timer and one handler object cover the whole exchange.
+ * transport's CPU per delivery. Here one object is the handler and holds the state, and one timer
+ * covers the whole exchange.
  */
 function exchange(
   agent: Dispatcher,
@@ -203,78 +223,95 @@ function exchange(
   limit: number,
 ): Promise<TransportResponse> {
   return new Promise((resolve, reject) => {
-    const started = performance.now()
-    let controller: Dispatcher.DispatchController | undefined
-    let settled = false
-    let status = 0
-    let responseHeaders: Record<string, string | string[]> = {}
-    const chunks: Buffer[] = []
-    let size = 0
-
-    const settle = (): boolean => {
-      if (settled) return false
-      settled = true
-      clearTimeout(timer)
-      callerSignal?.removeEventListener('abort', onCallerAbort)
-      return true
-    }
-    const finish = () => {
-      if (!settle()) return
-      resolve({ status, headers: responseHeaders, body: Buffer.concat(chunks, size).toString('utf8'), durationMs: performance.now() - started })
-    }
-    /** Our timeout or the caller's abort: reject now, and stop the request wherever it is. */
-    const giveUp = (reason: unknown) => {
-      if (!settle()) return
-      reject(reason)
-      // Before the request is on a socket (DNS, connecting) there is nothing to abort yet; it is
-      // aborted as soon as it gets one (onRequestStart).
-      controller?.abort(reason as Error)
-    }
-    // Built only when it fires: an Error captures a stack, and most attempts finish in time.
-    const timer = setTimeout(() => {
-      giveUp(new DeliveryError('ERR_CALLBACK_TIMEOUT', `callback to ${target.host} timed out after ${timeoutMs} ms`))
-    }, timeoutMs)
-    const onCallerAbort = () => giveUp(callerSignal!.reason)
-    callerSignal?.addEventListener('abort', onCallerAbort, { once: true })
-
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart(start) {
-        controller = start
-        if (settled) start.abort(new DeliveryError('ERR_CALLBACK_CONNECTION', 'the exchange was given up'))
+    const x: Exchange = {
+      target,
+      limit,
+      timeoutMs,
+      started: performance.now(),
+      resolve,
+      reject,
+      callerSignal,
+      onCallerAbort: undefined,
+      timer: undefined,
+      controller: undefined,
+      settled: false,
+      status: 0,
+      headers: {},
+      chunks: undefined,
+      size: 0,
+      onRequestStart(controller) {
+        this.controller = controller
+        // Given up while waiting for DNS or a connection, when there was nothing to abort yet.
+        if (this.settled) controller.abort(new DeliveryError('ERR_CALLBACK_CONNECTION', 'the exchange was given up'))
       },
       onResponseStart(_controller, statusCode, parsed) {
         // 1xx answers are informational; the final status follows.
         if (statusCode < 200) return
-        status = statusCode
-        responseHeaders = parsed as Record<string, string | string[]>
+        this.status = statusCode
+        this.headers = parsed as Record<string, string | string[]>
       },
       onResponseData(_controller, chunk) {
-        if (settled) return
-        if (size + chunk.byteLength <= limit) {
+        if (this.settled) return
+        const chunks = (this.chunks ??= [])
+        if (this.size + chunk.byteLength <= this.limit) {
           chunks.push(chunk)
-          size += chunk.byteLength
+          this.size += chunk.byteLength
           return
         }
         // Enough read: keep what fits and drop the connection rather than drain an endless body.
-        chunks.push(chunk.subarray(0, limit - size))
-        size = limit
-        finish()
-        controller?.abort(new DeliveryError('ERR_CALLBACK_CONNECTION', `the response body is longer than ${limit} bytes`))
+        chunks.push(chunk.subarray(0, this.limit - this.size))
+        this.size = this.limit
+        finish(this)
+        this.controller?.abort(new DeliveryError('ERR_CALLBACK_CONNECTION', `the response body is longer than ${this.limit} bytes`))
       },
       onResponseEnd() {
-        finish()
+        finish(this)
       },
       onResponseError(_controller, error) {
-        if (!settle()) return
-        reject(deliveryError(error, target.host))
+        if (settle(this)) this.reject(deliveryError(error, this.target.host))
       },
     }
+    x.timer = setTimeout(timeOut, timeoutMs, x)
+    if (callerSignal !== undefined) {
+      x.onCallerAbort = () => giveUp(x, callerSignal.reason)
+      callerSignal.addEventListener('abort', x.onCallerAbort, { once: true })
+    }
     try {
-      agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers, body }, handler)
+      agent.dispatch({ origin: target.origin, path: target.path, method: 'POST', headers, body }, x)
     } catch (error) {
-      if (settle()) reject(deliveryError(error, target.host))
+      if (settle(x)) reject(deliveryError(error, target.host))
     }
   })
+}
+
+/** Marks the exchange settled and stops its timer; `false` when it already was. */
+function settle(x: Exchange): boolean {
+  if (x.settled) return false
+  x.settled = true
+  clearTimeout(x.timer)
+  if (x.onCallerAbort !== undefined) x.callerSignal!.removeEventListener('abort', x.onCallerAbort)
+  return true
+}
+
+function finish(x: Exchange): void {
+  if (!settle(x)) return
+  const { chunks, size } = x
+  const body = chunks === undefined || size === 0 ? '' : chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8')
+  x.resolve({ status: x.status, headers: x.headers, body, durationMs: performance.now() - x.started })
+}
+
+/** Our timeout or the caller's abort: reject now, and stop the request wherever it is. */
+function giveUp(x: Exchange, reason: unknown): void {
+  if (!settle(x)) return
+  x.reject(reason)
+  // Before the request is on a socket (DNS, connecting) there is nothing to abort yet; it is
+  // aborted as soon as it gets one (onRequestStart).
+  x.controller?.abort(reason as Error)
+}
+
+function timeOut(x: Exchange): void {
+  // Built only when it fires: an Error captures a stack, and most attempts finish in time.
+  giveUp(x, new DeliveryError('ERR_CALLBACK_TIMEOUT', `callback to ${x.target.host} timed out after ${x.timeoutMs} ms`))
 }
 
 function baseConnector(connect: HttpTransportOptions['connect'], timeoutMs: number): buildConnector.connector {
