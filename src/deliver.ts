@@ -4,12 +4,15 @@
  * classified and recorded the same way wherever it happens.
  */
 import pRetry from 'p-retry'
-import { CallbackError, DeliveryError, TaskError } from './errors.ts'
-import { classifyError, classifyResponse } from './outcome.ts'
+import { CallbackError, DeliveryError, TaskError, UrlPolicyError } from './errors.ts'
+import { verifyIntent } from './intent.ts'
+import { classifyError, classifyResponse, describeError } from './outcome.ts'
 import type { AttemptVerdict } from './outcome.ts'
 import { scheduleNextAttempt } from './retry.ts'
 import { resolveSender } from './sender.ts'
 import type { ResolvedSender } from './sender.ts'
+import { encryptPayload, JOSE_CONTENT_TYPE } from './signing/jwe.ts'
+import type { Signer } from './signing/standard-webhooks.ts'
 import type {
   AttemptRecord,
   AttemptResolution,
@@ -17,6 +20,7 @@ import type {
   DeliveryReport,
   Lease,
   SenderOptions,
+  Transport,
   TransportRequest,
   TransportResponse,
 } from './types.ts'
@@ -68,13 +72,20 @@ export async function deliver(
 
   // A task's event never changes, so the task returned by createCallbackTask saves a read.
   let event = typeof taskOrId === 'object' ? (taskOrId as Partial<CallbackTask>).event : undefined
+  let encryptionKey = typeof taskOrId === 'object' ? (taskOrId as Partial<CallbackTask>).encryptionKey : undefined
   if (typeof event !== 'string') {
     const task = await sender.store.get(id)
     if (task === undefined) throw new TaskError('ERR_CALLBACK_TASK_NOT_FOUND', `task ${id} does not exist`)
     event = task.event
+    encryptionKey = task.encryptionKey
   }
   const body = buildBody(event, payload, sender.now())
-  const lease = await sender.store.attach(id, { body }, { now: sender.now(), leaseMs: sender.leaseMs })
+  // Encrypted once, so the store holds (and every attempt sends) the ciphertext. When that cannot
+  // be done now (the receiver's JWKS does not answer), the plaintext is attached and each attempt
+  // encrypts it before sending, retrying as for a receiver that is down: the task is never lost,
+  // and the payload is never sent unencrypted.
+  const attached = encryptionKey === undefined ? { body } : await encryptOrDefer(body, encryptionKey, sender)
+  const lease = await sender.store.attach(id, attached, { now: sender.now(), leaseMs: sender.leaseMs })
   if (lease === undefined) {
     const current = await sender.store.get(id)
     if (current === undefined) throw new TaskError('ERR_CALLBACK_TASK_NOT_FOUND', `task ${id} does not exist`)
@@ -124,21 +135,28 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   let failure: unknown
   const probe = sender.instrumentation === undefined ? undefined : sender.instrumentation.startAttempt(task, attempt)
 
-  if (task.deadline !== undefined && startedAt.getTime() > task.deadline.getTime()) {
-    verdict = { outcome: 'failed', reason: `ERR_CALLBACK_DEADLINE_EXCEEDED: the deadline ${task.deadline.toISOString()} has passed` }
-  } else if (task.body === undefined) {
+  const expired = task.deadline !== undefined && startedAt.getTime() > task.deadline.getTime()
+  let prepared = expired || task.body === undefined ? undefined : prepareAttempt(task, task.body, sender, signal)
+  if (prepared instanceof Promise) prepared = await prepared
+
+  if (expired) {
+    verdict = { outcome: 'failed', reason: `ERR_CALLBACK_DEADLINE_EXCEEDED: the deadline ${task.deadline!.toISOString()} has passed` }
+  } else if (prepared === undefined) {
     verdict = { outcome: 'failed', reason: 'ERR_CALLBACK_TASK_STATE: the task has no body to send' }
+  } else if ('outcome' in prepared) {
+    // Refused before sending anything: nothing to sign with, no way to encrypt, or no intent shown.
+    verdict = prepared
   } else {
     try {
-      const signed = sender.signerFor(task)({ id: task.id, timestamp: startedAt, body: task.body })
+      const signed = prepared.sign({ id: task.id, timestamp: startedAt, body: prepared.body })
       const headers: Record<string, string> = {
         'webhook-id': signed['webhook-id'],
         'webhook-timestamp': signed['webhook-timestamp'],
         'webhook-signature': signed['webhook-signature'],
-        'content-type': task.contentType ?? CONTENT_TYPE_JSON,
+        'content-type': prepared.contentType,
       }
       if (probe !== undefined && probe.headers !== undefined) addHeaders(headers, probe.headers)
-      const request: TransportRequest = { url: task.callbackUrl, headers, body: task.body }
+      const request: TransportRequest = { url: task.callbackUrl, headers, body: prepared.body }
       if (signal !== undefined) request.signal = signal
       response = await sendWithQuickRetries(sender, request)
       verdict = classifyResponse(response, sender.retry, sender.now())
@@ -188,11 +206,141 @@ function taskAfter(task: CallbackTask, result: AttemptResult, sender: ResolvedSe
   if (task.metadata !== undefined) after.metadata = task.metadata
   if (task.body !== undefined) after.body = task.body
   if (task.contentType !== undefined) after.contentType = task.contentType
+  if (task.encryptionKey !== undefined) after.encryptionKey = task.encryptionKey
+  if (task.verifyIntent !== undefined) after.verifyIntent = task.verifyIntent
   if (resolution.status === 'scheduled') after.nextAttemptAt = resolution.nextAttemptAt
   if (task.deadline !== undefined) after.deadline = task.deadline
   const lastError = resolution.lastError ?? task.lastError
   if (lastError !== undefined) after.lastError = lastError
   return after
+}
+
+/** What an attempt signs and sends, once keys, encryption and intent verification allow it. */
+interface PreparedAttempt {
+  sign: Signer
+  body: string
+  contentType: string
+}
+
+/**
+ * Everything before the send that may refuse an attempt: the keys to sign with, the encryption of
+ * the body, the callback URL's intent. Returns a verdict instead when the payload must not be sent.
+ * Synchronous unless the task asks for encryption or intent verification.
+ */
+function prepareAttempt(
+  task: CallbackTask,
+  body: string,
+  sender: ResolvedSender,
+  signal: AbortSignal | undefined
+): PreparedAttempt | AttemptVerdict | Promise<PreparedAttempt | AttemptVerdict> {
+  let sign: Signer
+  try {
+    sign = sender.signerFor(task)
+  } catch (error) {
+    // A task's own secret that cannot sign never will (no retry helps); a sender's key ring that
+    // signs nothing at this instant (a gap in its schedule) may sign again later.
+    if (task.secret === undefined) return { outcome: 'retry', reason: describeError(error) }
+    return { outcome: 'failed', reason: `ERR_CALLBACK_TASK_STATE: the task's secret cannot sign (${describeError(error)})` }
+  }
+  const contentType = task.contentType ?? CONTENT_TYPE_JSON
+  const encrypt = task.encryptionKey !== undefined && contentType !== JOSE_CONTENT_TYPE
+  const intent = sender.verifyIntent || task.verifyIntent === true
+  if (!encrypt && !intent) return { sign, body, contentType }
+  return guardAttempt(task, { sign, body, contentType }, encrypt, intent, sender, signal)
+}
+
+async function guardAttempt(
+  task: CallbackTask,
+  prepared: PreparedAttempt,
+  encrypt: boolean,
+  intent: boolean,
+  sender: ResolvedSender,
+  signal: AbortSignal | undefined
+): Promise<PreparedAttempt | AttemptVerdict> {
+  if (encrypt) {
+    try {
+      const encrypted = await encryptPayload(prepared.body, sender.encryptionRecipient(task.encryptionKey!))
+      prepared = { sign: prepared.sign, body: encrypted.body, contentType: encrypted.contentType }
+    } catch (error) {
+      return encryptionVerdict(error)
+    }
+  }
+  if (intent) {
+    const refused = await intentVerdict(task, prepared.sign, sender, signal)
+    if (refused !== undefined) return refused
+  }
+  return prepared
+}
+
+async function encryptOrDefer(
+  body: string,
+  key: NonNullable<CallbackTask['encryptionKey']>,
+  sender: ResolvedSender
+): Promise<{ body: string; contentType?: string }> {
+  try {
+    return await encryptPayload(body, sender.encryptionRecipient(key))
+  } catch {
+    return { body }
+  }
+}
+
+/** The first `UrlPolicyError` in an error's `cause` chain: a JWKS fetch the guarded agent refused. */
+function policyRefusal(error: unknown): UrlPolicyError | undefined {
+  for (let depth = 0; depth < 8 && error !== null && typeof error === 'object'; depth++) {
+    if (error instanceof UrlPolicyError) return error
+    error = (error as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+function encryptionVerdict(error: unknown): AttemptVerdict {
+  const refused = policyRefusal(error)
+  if (refused !== undefined) {
+    return { outcome: 'failed', reason: `${refused.code}: the JWKS URL of the task's encryptionKey is refused: ${refused.message}` }
+  }
+  // The receiver's JWKS did not answer, or has no usable key yet (mid-rotation): try again later.
+  if (error instanceof CallbackError) return { outcome: 'retry', reason: describeError(error) }
+  if (error instanceof TypeError) {
+    return { outcome: 'failed', reason: `ERR_CALLBACK_TASK_STATE: the task's encryptionKey cannot encrypt (${describeError(error)})` }
+  }
+  return { outcome: 'retry', reason: describeError(error) }
+}
+
+/**
+ * Proves the callback URL's intent; `undefined` when it did. A receiver that is down or busy
+ * (408, 425, 429, 5xx, no answer) is retried like any attempt; one that answers without echoing
+ * the challenge is refused for good, and 410 cancels the task.
+ */
+async function intentVerdict(
+  task: CallbackTask,
+  sign: Signer,
+  sender: ResolvedSender,
+  signal: AbortSignal | undefined
+): Promise<AttemptVerdict | undefined> {
+  const { transport } = sender
+  let answer: TransportResponse | undefined
+  const watched: Transport = { send: async (request) => (answer = await transport.send(request)) }
+  try {
+    await verifyIntent(task.callbackUrl, {
+      transport: watched,
+      sign: (message) => sign(message),
+      now: sender.now,
+      ...(sender.transportTimeoutMs === undefined ? {} : { timeoutMs: Math.max(1, Math.ceil(sender.transportTimeoutMs)) }),
+      ...(signal === undefined ? {} : { signal }),
+    })
+    return undefined
+  } catch (error) {
+    const reason = describeError(error)
+    if (answer !== undefined && error instanceof CallbackError && error.code === 'ERR_CALLBACK_INTENT_NOT_VERIFIED') {
+      const verdict = classifyResponse(answer, sender.retry, sender.now())
+      if (verdict.outcome === 'retry') {
+        return verdict.retryAfterMs === undefined ? { outcome: 'retry', reason } : { outcome: 'retry', reason, retryAfterMs: verdict.retryAfterMs }
+      }
+      if (verdict.outcome === 'cancelled') return { outcome: 'cancelled', reason }
+      return { outcome: 'failed', reason }
+    }
+    return { ...classifyError(error), reason }
+  }
 }
 
 /** Turns a verdict into what follows: the schedule and the deadline decide whether a retry happens. */

@@ -54,12 +54,14 @@ export function classifyResponse(response: TransportResponse, retry: ResolvedRet
 }
 
 /**
- * Classifies a send that produced no response: a refused address fails for good; timeouts, resets,
- * DNS and TLS errors (and anything unexpected from a transport) are retried.
+ * Classifies a send that produced no response: a refused address, and a callback URL that did not
+ * show its intent (`ERR_CALLBACK_INTENT_NOT_VERIFIED`: the payload is never sent), fail for good;
+ * timeouts, resets, DNS and TLS errors (and anything unexpected from a transport) are retried.
  */
 export function classifyError(error: unknown): AttemptVerdict {
   const reason = describeError(error)
   if (error instanceof UrlPolicyError) return { outcome: 'failed', reason }
+  if (error instanceof CallbackError && error.code === 'ERR_CALLBACK_INTENT_NOT_VERIFIED') return { outcome: 'failed', reason }
   return { outcome: 'retry', reason }
 }
 

@@ -6,9 +6,14 @@
  */
 import { createSigner } from './signing/standard-webhooks.ts'
 import type { Signer } from './signing/standard-webhooks.ts'
+import type { JWK } from 'jose'
+import { createRemoteEncryptionKey } from './signing/jwe.ts'
+import type { EncryptionKeySource } from './signing/jwe.ts'
+import type { KeyRing } from './signing/jws.ts'
 import { compileUrlPolicy } from './transports/url-policy.ts'
 import type { CompiledUrlPolicy } from './transports/url-policy.ts'
 import { createHttpTransport } from './transports/http.ts'
+import type { HttpTransport } from './transports/http.ts'
 import { resolveRetryOptions } from './retry.ts'
 import type { ResolvedRetry } from './retry.ts'
 import type { CallbackStore, CallbackTask, DeliveryEvent, DeliveryInstrumentation, SenderOptions, Transport } from './types.ts'
@@ -22,6 +27,8 @@ const STORE_METHODS = ['insert', 'get', 'attach', 'claim', 'complete', 'release'
 // Per-task secrets are few in practice (one per client); the bound only keeps a stream of
 // distinct secrets from growing memory without end.
 const TASK_SIGNER_CACHE_SIZE = 1000
+// Receivers' JWKS URLs, one cached key lookup each; bounded like the task signers.
+const ENCRYPTION_KEY_CACHE_SIZE = 1000
 
 /** A `SenderOptions` object after validation. Internal: the public surface is the plain object. */
 export interface ResolvedSender {
@@ -42,8 +49,19 @@ export interface ResolvedSender {
   readonly listening: boolean
   /** Tracing and metrics hooks, or `undefined`: then an attempt pays one check for them. */
   readonly instrumentation: DeliveryInstrumentation | undefined
-  /** The signer for this task: its own secret when it has one, else the sender's keys. */
+  /** Whether every task's attempts first prove the callback URL's intent (`verifyIntent`). */
+  readonly verifyIntent: boolean
+  /**
+   * The signer for this task: its own secret when it has one, else the sender's keys (with a key
+   * ring, the keys that sign at this instant). Throws a `TypeError` when there is nothing to sign
+   * with; the message never holds key material.
+   */
   signerFor(task: CallbackTask): Signer
+  /**
+   * Whom to encrypt a task's body for: a JWK as it is, a JWKS URL as a cached lookup whose fetch
+   * goes through the guarded agent, so the URL policy applies to it as to the callback URL.
+   */
+  encryptionRecipient(key: JWK | string): JWK | EncryptionKeySource
 }
 
 const resolved = new WeakMap<object, ResolvedSender>()
@@ -64,7 +82,8 @@ export function resolveSender(options: SenderOptions): ResolvedSender {
 }
 
 function buildSender(options: SenderOptions): ResolvedSender {
-  const { store, transport: givenTransport, secret, signingKey, urlPolicy, retry, onEvent } = options
+  const { store, transport: givenTransport, secret, signingKey, keyRing, urlPolicy, retry, onEvent } = options
+  let { verifyIntent } = options
   let { leaseMs, now } = options
 
   if (store === null || typeof store !== 'object') throw new TypeError('store is required (e.g. createMemoryStore())')
@@ -75,6 +94,16 @@ function buildSender(options: SenderOptions): ResolvedSender {
     throw new TypeError('transport must have a send(request) function')
   }
   const signer = secret === undefined && signingKey === undefined ? undefined : createSigner(signingKeyOptions(secret, signingKey))
+  if (keyRing !== undefined) {
+    if (keyRing === null || typeof keyRing !== 'object' || typeof keyRing.signingKeys !== 'function') {
+      throw new TypeError('keyRing must be a key ring from createKeyRing()')
+    }
+    if (signer === undefined && ringKeys(keyRing).length === 0) {
+      throw new TypeError('keyRing: no key of the ring signs now, and there is no secret or signingKey to sign with')
+    }
+  }
+  verifyIntent ??= false
+  if (typeof verifyIntent !== 'boolean') throw new TypeError('verifyIntent must be a boolean')
   const compiledPolicy = compileUrlPolicy(urlPolicy)
   const resolvedRetry = resolveRetryOptions(retry)
 
@@ -94,22 +123,62 @@ function buildSender(options: SenderOptions): ResolvedSender {
   if (transportTimeoutMs !== undefined && leaseMs <= transportTimeoutMs) {
     throw new TypeError(`leaseMs (${leaseMs}) must exceed the transport timeout (${transportTimeoutMs} ms)`)
   }
+  // With intent verification an attempt makes two exchanges: the challenge, then the callback.
+  if (verifyIntent && transportTimeoutMs !== undefined && leaseMs <= 2 * transportTimeoutMs) {
+    throw new TypeError(`leaseMs (${leaseMs}) must exceed twice the transport timeout (${transportTimeoutMs} ms) with verifyIntent`)
+  }
 
   let transport = givenTransport
   const taskSigners = new Map<string, Signer>()
   const listener = onEvent
+  const staticSigningKeys = signingKey === undefined ? [] : typeof signingKey === 'string' ? [signingKey] : signingKey
+  // The ring's keys change with time; the signer is rebuilt only when the list of keys does.
+  let ringSigner: { keys: string[]; signer: Signer } | undefined
+  const encryptionKeys = new Map<string, EncryptionKeySource>()
+  let jwksTransport: HttpTransport | undefined
+
+  const currentTransport = (): Transport =>
+    // Created on first use, so a process that only records tasks opens no connection pool.
+    (transport ??= createHttpTransport({
+      timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS,
+      ...(urlPolicy === undefined ? {} : { urlPolicy }),
+    }))
+
+  const senderSigner = (): Signer => {
+    if (keyRing === undefined) {
+      if (signer === undefined) throw new TypeError('secret: neither the task nor the sender has a secret or signingKey')
+      return signer
+    }
+    const keys = ringKeys(keyRing)
+    if (ringSigner === undefined || !sameKeys(ringSigner.keys, keys)) {
+      if (keys.length === 0 && signer === undefined) {
+        // A gap between one key's notAfter and the next one's notBefore: nothing may sign now.
+        throw new TypeError('keyRing: no key of the ring signs at this instant, and there is no secret or signingKey')
+      }
+      ringSigner = {
+        keys,
+        signer: keys.length === 0 ? signer! : createSigner(signingKeyOptions(secret, [...staticSigningKeys, ...keys])),
+      }
+    }
+    return ringSigner.signer
+  }
+
+  // A JWKS URL comes from a client: fetch it only through an agent that enforces the URL policy.
+  const guardedDispatcher = () => {
+    const dispatcher = (currentTransport() as Partial<HttpTransport>).dispatcher
+    if (dispatcher !== undefined && typeof dispatcher.dispatch === 'function') return dispatcher
+    return (jwksTransport ??= createHttpTransport({ timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS, ...(urlPolicy === undefined ? {} : { urlPolicy }) }))
+      .dispatcher
+  }
 
   return {
     store,
     get transport() {
-      // Created on first use, so a process that only records tasks opens no connection pool.
-      return (transport ??= createHttpTransport({
-        timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS,
-        ...(urlPolicy === undefined ? {} : { urlPolicy }),
-      }))
+      return currentTransport()
     },
     transportTimeoutMs,
-    canSign: signer !== undefined,
+    canSign: signer !== undefined || keyRing !== undefined,
+    verifyIntent,
     urlPolicy: compiledPolicy,
     retry: resolvedRetry,
     leaseMs,
@@ -128,10 +197,7 @@ function buildSender(options: SenderOptions): ResolvedSender {
             }
           },
     signerFor(task) {
-      if (task.secret === undefined) {
-        if (signer === undefined) throw new TypeError('secret: neither the task nor the sender has a secret or signingKey')
-        return signer
-      }
+      if (task.secret === undefined) return senderSigner()
       const key = typeof task.secret === 'string' ? task.secret : task.secret.join(' ')
       let taskSigner = taskSigners.get(key)
       if (taskSigner === undefined) {
@@ -141,7 +207,32 @@ function buildSender(options: SenderOptions): ResolvedSender {
       }
       return taskSigner
     },
+    encryptionRecipient(key) {
+      if (typeof key !== 'string') return key
+      let source = encryptionKeys.get(key)
+      if (source === undefined) {
+        source = createRemoteEncryptionKey(key, { dispatcher: guardedDispatcher(), allowHttp: urlPolicy?.allowHttp === true })
+        if (encryptionKeys.size >= ENCRYPTION_KEY_CACHE_SIZE) encryptionKeys.delete(encryptionKeys.keys().next().value!)
+        encryptionKeys.set(key, source)
+      }
+      return source
+    },
   }
+}
+
+/** The ring's signing keys now, checked: a ring of the user's own making must hand back strings. */
+function ringKeys(keyRing: KeyRing): string[] {
+  const keys: unknown = keyRing.signingKeys()
+  if (!Array.isArray(keys) || !keys.every((key) => typeof key === 'string')) {
+    throw new TypeError('keyRing.signingKeys() must return an array of "whsk_…" keys')
+  }
+  return keys as string[]
+}
+
+function sameKeys(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 function signingKeyOptions(secret: string | string[] | undefined, signingKey: string | string[] | undefined) {

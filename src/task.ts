@@ -2,11 +2,13 @@
  * Recording a callback task: the moment a service accepts a job and promises to call back.
  */
 import { randomFillSync } from 'node:crypto'
-import { TaskError } from './errors.ts'
+import { TaskError, UrlPolicyError } from './errors.ts'
 import { resolveSender } from './sender.ts'
+import { checkEncryptionKey } from './signing/jwe.ts'
 import { createSigner } from './signing/standard-webhooks.ts'
 import { checkCallbackUrl } from './transports/url-policy.ts'
 import type { CallbackTask, NewCallbackTask, SenderOptions } from './types.ts'
+import type { JWK } from 'jose'
 
 /** What a service knows when it accepts a job. */
 export interface CallbackTaskInput {
@@ -18,6 +20,18 @@ export interface CallbackTaskInput {
   idempotencyKey?: string
   /** The client's own `whsec_…` secret(s); overrides the sender's for this task (WebSub style). */
   secret?: string | string[]
+  /**
+   * The receiver's public encryption key: a public JWK (EC P-256/384/521 or X25519, `alg`
+   * `ECDH-ES` if any) or the https URL of its JWKS (its first `use: "enc"` key is taken, fetched
+   * through the sender's URL policy). The body is then sent as a JWE (ECDH-ES + A256GCM,
+   * `content-type: application/jose`), signed over the encrypted bytes.
+   */
+  encryptionKey?: JWK | string
+  /**
+   * Prove the callback URL wants these callbacks (a signed challenge it must echo) before each
+   * attempt sends the payload. Also on for every task when the sender sets `verifyIntent`.
+   */
+  verifyIntent?: boolean
   /** Your own data about the task, stored and returned as given (JSON-serialisable). */
   metadata?: Record<string, unknown>
   /** Fail instead of delivering after this instant. Default: creation + `retry.deadlineMs`, if set. */
@@ -54,7 +68,7 @@ const MAX_IDEMPOTENCY_KEY_LENGTH = 255
 export async function createCallbackTask(input: CallbackTaskInput, options: SenderOptions): Promise<CallbackTask> {
   const sender = resolveSender(options)
   if (input === null || typeof input !== 'object') throw new TypeError('input must be an object')
-  const { callbackUrl, event, idempotencyKey, secret, metadata, deadline } = input
+  const { callbackUrl, event, idempotencyKey, secret, encryptionKey, verifyIntent, metadata, deadline } = input
 
   if (typeof callbackUrl !== 'string' || callbackUrl === '') throw new TypeError('callbackUrl must be a non-empty string')
   const url = checkCallbackUrl(callbackUrl, sender.urlPolicy)
@@ -73,6 +87,13 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   } else if (!sender.canSign) {
     throw new TypeError('secret: neither the task nor the sender has a secret or signingKey')
   }
+  const taskEncryptionKey = encryptionKey === undefined ? undefined : checkTaskEncryptionKey(encryptionKey, sender.urlPolicy)
+  if (verifyIntent !== undefined && typeof verifyIntent !== 'boolean') throw new TypeError('verifyIntent must be a boolean')
+  const { transportTimeoutMs } = sender
+  if (verifyIntent === true && transportTimeoutMs !== undefined && sender.leaseMs <= 2 * transportTimeoutMs) {
+    // The challenge and the callback are two exchanges inside one lease.
+    throw new TypeError(`verifyIntent needs leaseMs (${sender.leaseMs}) above twice the transport timeout (${transportTimeoutMs} ms)`)
+  }
   if (metadata !== undefined) checkMetadata(metadata)
 
   const createdAt = sender.now()
@@ -88,6 +109,8 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   const task: NewCallbackTask = { id: createTaskId(createdAt), callbackUrl: url.href, event, createdAt }
   if (idempotencyKey !== undefined) task.idempotencyKey = idempotencyKey
   if (secret !== undefined) task.secret = typeof secret === 'string' ? secret : [...secret]
+  if (taskEncryptionKey !== undefined) task.encryptionKey = taskEncryptionKey
+  if (verifyIntent === true) task.verifyIntent = true
   if (metadata !== undefined) task.metadata = metadata
   if (taskDeadline !== undefined) task.deadline = taskDeadline
 
@@ -101,6 +124,31 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
     )
   }
   return stored
+}
+
+/**
+ * A public encryption JWK (copied, so later changes to the caller's object do not reach the store)
+ * or a JWKS URL that the URL policy accepts now, as it will be checked again when it is fetched.
+ */
+function checkTaskEncryptionKey(key: unknown, policy: Parameters<typeof checkCallbackUrl>[1]): JWK | string {
+  checkEncryptionKey(key, { allowHttp: policy.allowHttp })
+  if (typeof key === 'string') {
+    try {
+      return checkCallbackUrl(key, policy).href
+    } catch (error) {
+      if (!(error instanceof UrlPolicyError)) throw error
+      throw new UrlPolicyError(error.code, `encryptionKey is refused by the URL policy (${error.message})`, { cause: error })
+    }
+  }
+  // The sender encrypts with ECDH-ES + A256GCM only: a key bound to another algorithm could never be used.
+  if (key.alg !== undefined && key.alg !== 'ECDH-ES') throw new TypeError('encryptionKey.alg must be "ECDH-ES" when given')
+  let copy: JWK
+  try {
+    copy = JSON.parse(JSON.stringify(key)) as JWK
+  } catch (error) {
+    throw new TypeError('encryptionKey must be a JSON-serialisable JWK', { cause: error })
+  }
+  return copy
 }
 
 function checkMetadata(metadata: unknown): void {

@@ -33,6 +33,9 @@ interface Entry {
   readonly event: string
   readonly idempotencyKey: string | undefined
   readonly secret: string | readonly string[] | undefined
+  /** The receiver's encryption key as JSON text (a JWK or a URL string), like metadata. */
+  readonly encryptionKey: string | undefined
+  readonly verifyIntent: boolean
   readonly metadata: string | undefined
   body: string | undefined
   contentType: string | undefined
@@ -247,6 +250,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     }
     if (entry.idempotencyKey !== undefined) task.idempotencyKey = entry.idempotencyKey
     if (entry.secret !== undefined) task.secret = typeof entry.secret === 'string' ? entry.secret : [...entry.secret]
+    if (entry.encryptionKey !== undefined) task.encryptionKey = JSON.parse(entry.encryptionKey) as NonNullable<CallbackTask['encryptionKey']>
+    if (entry.verifyIntent) task.verifyIntent = true
     if (entry.metadata !== undefined) task.metadata = JSON.parse(entry.metadata) as Record<string, unknown>
     if (entry.body !== undefined) task.body = entry.body
     if (entry.contentType !== undefined) task.contentType = entry.contentType
@@ -334,6 +339,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         event: task.event,
         idempotencyKey: task.idempotencyKey,
         secret: Array.isArray(task.secret) ? [...task.secret] : task.secret,
+        encryptionKey: task.encryptionKey === undefined ? undefined : JSON.stringify(task.encryptionKey),
+        verifyIntent: task.verifyIntent === true,
         metadata,
         body: undefined,
         contentType: undefined,

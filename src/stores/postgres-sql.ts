@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS ${s}.attempts (
 
 CREATE INDEX IF NOT EXISTS attempts_task_idx ON ${s}.attempts (task_id, id);`
     }
+  },
+  {
+    version: 2,
+    description: "the receiver's encryption key and intent verification of each task",
+    sql: (schema) => {
+      const s = quoteIdentifier(schema)
+      // Nullable, no default: adding them rewrites no row of an existing table.
+      return `ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS encryption_key json;
+ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS verify_intent boolean;`
+    }
   }
 ]
 
@@ -123,16 +133,17 @@ export function currentVersionSql(schema: string): string {
 
 // json columns as text, parsed by the store, so a pool with its own type parsers reads them alike
 const taskColumns = `id, status, callback_url, event, idempotency_key, secret::text AS secret, metadata::text AS metadata, body, content_type,
-  attempts, next_attempt_at, deadline, lease_token, last_error, created_at, updated_at`
+  attempts, next_attempt_at, deadline, lease_token, last_error, created_at, updated_at, encryption_key::text AS encryption_key, verify_intent`
 
 /**
  * $1 id, $2 callback_url, $3 event, $4 idempotency_key, $5 secret (json), $6 metadata (json),
- * $7 deadline, $8 created_at. Returns the row only when it was inserted.
+ * $7 deadline, $8 created_at, $9 encryption_key (json), $10 verify_intent (true or null).
+ * Returns the row only when it was inserted.
  */
 export function insertTaskSql(schema: string): string {
   return `INSERT INTO ${quoteIdentifier(schema)}.tasks
-  (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at)
-VALUES ($1, 'pending', $2, $3, $4, $5::json, $6::json, $7::timestamptz, $8::timestamptz, $8::timestamptz)
+  (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at, encryption_key, verify_intent)
+VALUES ($1, 'pending', $2, $3, $4, $5::json, $6::json, $7::timestamptz, $8::timestamptz, $8::timestamptz, $9::json, $10::boolean)
 ON CONFLICT DO NOTHING
 RETURNING ${taskColumns}`
 }

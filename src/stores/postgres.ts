@@ -192,7 +192,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         task.secret === undefined ? null : JSON.stringify(task.secret),
         task.metadata === undefined ? null : JSON.stringify(task.metadata),
         task.deadline?.toISOString() ?? null,
-        task.createdAt.toISOString()
+        task.createdAt.toISOString(),
+        task.encryptionKey === undefined ? null : JSON.stringify(task.encryptionKey),
+        task.verifyIntent === true ? true : null
       ]
       // ON CONFLICT waits for a racing insert of the same key to commit, then yields: the row the
       // other caller stored is then visible to the lookup that follows.
@@ -572,6 +574,8 @@ function toTask(row: Record<string, any>): CallbackTask {
   if (row.idempotency_key != null) task.idempotencyKey = row.idempotency_key
   if (row.secret != null) task.secret = JSON.parse(row.secret)
   if (row.metadata != null) task.metadata = JSON.parse(row.metadata)
+  if (row.encryption_key != null) task.encryptionKey = JSON.parse(row.encryption_key)
+  if (row.verify_intent === true) task.verifyIntent = true
   if (row.body != null) task.body = row.body
   if (row.content_type != null) task.contentType = row.content_type
   if (row.next_attempt_at != null) task.nextAttemptAt = date(row.next_attempt_at)

@@ -325,6 +325,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       ]
       if (task.idempotencyKey !== undefined) fields.push('idempotencyKey', task.idempotencyKey)
       if (task.secret !== undefined) fields.push('secret', JSON.stringify(task.secret))
+      if (task.encryptionKey !== undefined) fields.push('encryptionKey', JSON.stringify(task.encryptionKey))
+      if (task.verifyIntent === true) fields.push('verifyIntent', '1')
       if (task.metadata !== undefined) fields.push('metadata', JSON.stringify(task.metadata))
       if (task.deadline !== undefined) fields.push('deadline', String(task.deadline.getTime()))
       const keys = [taskKey(task.id)]
@@ -602,6 +604,8 @@ function toTask(fields: string[]): CallbackTask {
   }
   if (hash.idempotencyKey !== undefined) task.idempotencyKey = hash.idempotencyKey
   if (hash.secret !== undefined) task.secret = JSON.parse(hash.secret)
+  if (hash.encryptionKey !== undefined) task.encryptionKey = JSON.parse(hash.encryptionKey)
+  if (hash.verifyIntent === '1') task.verifyIntent = true
   if (hash.metadata !== undefined) task.metadata = JSON.parse(hash.metadata)
   if (hash.body !== undefined) task.body = hash.body
   if (hash.contentType !== undefined) task.contentType = hash.contentType

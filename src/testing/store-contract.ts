@@ -168,13 +168,33 @@ export function storeContract(
         assert.deepEqual((await store.get(input.id))?.secret, secret)
       })
 
+      it('returns the encryption key (a JWK or a JWKS URL) and intent verification as given, through a claim too', async () => {
+        const store = await fresh()
+        const jwk = { kty: 'OKP', crv: 'X25519', x: 'hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo', use: 'enc', alg: 'ECDH-ES', kid: 'k-1' }
+        const byJwk = newTask({ encryptionKey: jwk, verifyIntent: true })
+        const byUrl = newTask({ encryptionKey: 'https://client.example/.well-known/jwks.json' })
+        await store.insert(byJwk)
+        await store.insert(byUrl)
+        assert.deepEqual((await store.get(byJwk.id))?.encryptionKey, jwk)
+        assert.equal((await store.get(byJwk.id))?.verifyIntent, true)
+        assert.equal((await store.get(byUrl.id))?.encryptionKey, 'https://client.example/.well-known/jwks.json')
+        assert.equal((await store.get(byUrl.id))?.verifyIntent, undefined)
+        const held = await store.attach(byJwk.id, { body: 'eyJ.x.y.z.w', contentType: 'application/jose' }, { now: new Date(base), leaseMs })
+        assert.deepEqual(held?.task.encryptionKey, jwk)
+        await store.release(held!, new Date(base))
+        const [claimed] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+        assert.deepEqual(claimed?.task.encryptionKey, jwk)
+        assert.equal(claimed?.task.verifyIntent, true)
+        assert.equal(claimed?.task.contentType, 'application/jose')
+      })
+
       it('leaves out the optional fields that were never given', async () => {
         const store = await fresh()
         const input = newTask()
         await store.insert(input)
         const task = await store.get(input.id)
         assert.ok(task)
-        for (const field of ['idempotencyKey', 'secret', 'metadata', 'body', 'contentType', 'nextAttemptAt', 'deadline', 'lastError'] as const) {
+        for (const field of ['idempotencyKey', 'secret', 'encryptionKey', 'verifyIntent', 'metadata', 'body', 'contentType', 'nextAttemptAt', 'deadline', 'lastError'] as const) {
           assert.equal(task[field], undefined, `${field} is absent`)
         }
       })

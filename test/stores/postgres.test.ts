@@ -12,7 +12,7 @@ import {
   pruneDelivered,
   type PostgresStore
 } from 'endpoint-callback/postgres'
-import { claimSql } from '../../src/stores/postgres-sql.ts'
+import { claimSql, latestVersion, migrations, quoteIdentifier } from '../../src/stores/postgres-sql.ts'
 import { DATABASE_URL, serviceSkip, uniqueName } from '../support/services.ts'
 
 const skip = await serviceSkip('postgres')
@@ -88,6 +88,8 @@ describe('postgres store', { skip }, () => {
       assert.match(sql, /CREATE TABLE IF NOT EXISTS "callbacks"\.attempts \(/)
       assert.match(sql, /CREATE INDEX IF NOT EXISTS tasks_due_idx ON "callbacks"\.tasks \(next_attempt_at\)\s+WHERE status IN \('scheduled', 'delivering'\)/)
       assert.match(sql, /INSERT INTO "callbacks"\.migrations \(version\) VALUES \(1\)/)
+      assert.match(sql, /ALTER TABLE "callbacks"\.tasks ADD COLUMN IF NOT EXISTS encryption_key json;/)
+      assert.match(sql, /INSERT INTO "callbacks"\.migrations \(version\) VALUES \(2\)/)
       assert.match(sql, /^BEGIN;$/m)
       assert.match(sql, /^COMMIT;$/m)
     })
@@ -109,7 +111,30 @@ describe('postgres store', { skip }, () => {
       assert.ok(first.some((row) => row.column_name === 'tasks_due_idx'))
       await pool.query(postgresSchemaSql({ schema }))
       assert.deepEqual(await catalog(), first)
-      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 1, to: 1 })
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: latestVersion, to: latestVersion })
+    })
+
+    it('upgrades a version 1 schema in place, keeping its tasks, so they and new ones with an encryption key read back', async () => {
+      const schema = uniqueName('ec_pg_v1')
+      schemas.push(schema)
+      const s = quoteIdentifier(schema)
+      // The schema as version 1 of this library left it, holding a task.
+      await pool.query(`CREATE SCHEMA ${s}; CREATE TABLE ${s}.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+        ${migrations[0]!.sql(schema)}
+        INSERT INTO ${s}.migrations (version) VALUES (1);
+        INSERT INTO ${s}.tasks (id, status, callback_url, event, created_at, updated_at)
+          VALUES ('old-task', 'pending', 'https://client.example/cb', 'report.ready', now(), now());`)
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 1, to: latestVersion })
+      const store = track(createPostgresStore({ pool, schema, listen: false }))
+      const old = await store.get('old-task')
+      assert.equal(old?.status, 'pending')
+      assert.equal(old?.encryptionKey, undefined)
+      assert.equal(old?.verifyIntent, undefined)
+      const input = newTask({ encryptionKey: 'https://client.example/jwks.json', verifyIntent: true })
+      await store.insert(input)
+      assert.equal((await store.get(input.id))?.encryptionKey, 'https://client.example/jwks.json')
+      assert.equal((await store.get(input.id))?.verifyIntent, true)
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: latestVersion, to: latestVersion })
     })
 
     it('lets several processes migrate one schema at the same time', async () => {
@@ -118,9 +143,9 @@ describe('postgres store', { skip }, () => {
       const pools = [1, 2, 3].map(() => new pg.Pool({ connectionString: DATABASE_URL, max: 1 }))
       try {
         const results = await Promise.all(pools.map((each) => migratePostgres(each, { schema })))
-        assert.ok(results.every((result) => result.to === 1))
-        const { rows } = await pool.query(`SELECT version FROM "${schema}".migrations`)
-        assert.deepEqual(rows, [{ version: 1 }])
+        assert.ok(results.every((result) => result.to === latestVersion))
+        const { rows } = await pool.query(`SELECT version FROM "${schema}".migrations ORDER BY version`)
+        assert.deepEqual(rows, migrations.map(({ version }) => ({ version })))
       } finally {
         await Promise.all(pools.map((each) => each.end()))
       }
