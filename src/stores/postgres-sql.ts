@@ -88,6 +88,14 @@ CREATE INDEX IF NOT EXISTS attempts_task_idx ON ${s}.attempts (task_id, id);`
       return `ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS encryption_key json;
 ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS verify_intent boolean;`
     }
+  },
+  {
+    version: 3,
+    // Only failed rows are in it, so it costs the write path nothing while tasks deliver. Built in
+    // the migration's transaction, it reads the table once while holding off writes to it.
+    description: 'an index of failed tasks by when they failed, for listing and redelivering them',
+    sql: (schema) => `CREATE INDEX IF NOT EXISTS tasks_failed_idx ON ${quoteIdentifier(schema)}.tasks (updated_at, id)
+  WHERE status = 'failed';`
   }
 ]
 
@@ -260,4 +268,40 @@ export function pruneSql(schema: string): string {
   LIMIT $3
 )
 DELETE FROM ${s}.tasks AS t USING batch WHERE t.id = batch.id`
+}
+
+// ---- inspection ---------------------------------------------------------------------------------
+
+/**
+ * A page of tasks in one status, newest first. `status` is a validated `TaskStatus`, written into
+ * the text so the planner can use the partial index of failed tasks.
+ * $1 since (null: any time), $2 the cursor's updated_at (null: first page), $3 the cursor's id, $4 limit.
+ */
+export function listTasksSql(schema: string, status: string): string {
+  return `SELECT ${taskColumns} FROM ${quoteIdentifier(schema)}.tasks
+WHERE status = '${status}'
+  AND ($1::timestamptz IS NULL OR updated_at >= $1::timestamptz)
+  AND ($2::timestamptz IS NULL OR (updated_at, id) < ($2::timestamptz, $3::text))
+ORDER BY updated_at DESC, id DESC
+LIMIT $4`
+}
+
+/** $1 id, $2 now, $3 due channel. A failed task becomes due at once; its history stays. */
+export function redeliverSql(schema: string): string {
+  return `WITH redelivered AS (
+  UPDATE ${quoteIdentifier(schema)}.tasks
+  SET status = 'scheduled', next_attempt_at = $2::timestamptz, lease_token = NULL, leased_at = NULL,
+      updated_at = GREATEST(updated_at, $2::timestamptz)
+  WHERE id = $1 AND status = 'failed'
+  RETURNING next_attempt_at
+)
+SELECT count(*)::int AS redelivered,
+  max(pg_notify($3, (extract(epoch FROM next_attempt_at) * 1000)::bigint::text)::text) AS notified
+FROM redelivered`
+}
+
+/** $1 now. The same predicate as a claim, so it counts through the due index. */
+export function countDueSql(schema: string): string {
+  return `SELECT count(*)::int AS due FROM ${quoteIdentifier(schema)}.tasks
+WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz`
 }

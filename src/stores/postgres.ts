@@ -18,6 +18,8 @@ import type {
   Lease,
   NewCallbackTask,
   StoreCallOptions,
+  TaskListQuery,
+  TaskPage,
   TaskStatus,
   TerminalStatus
 } from '../types.ts'
@@ -26,13 +28,16 @@ import {
   cancelSql,
   claimSql,
   completeSql,
+  countDueSql,
   currentVersionSql,
   dueChannel,
   insertTaskSql,
   latestVersion,
+  listTasksSql,
   migrationScript,
   pruneSql,
   quoteIdentifier,
+  redeliverSql,
   releaseSql,
   selectAttemptsSql,
   selectTaskByIdempotencyKeySql,
@@ -152,7 +157,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     complete: completeSql(schema),
     release: releaseSql(schema),
     cancel: cancelSql(schema),
-    attempts: selectAttemptsSql(schema)
+    attempts: selectAttemptsSql(schema),
+    redeliver: redeliverSql(schema),
+    countDue: countDueSql(schema),
+    ...Object.fromEntries(TASK_STATUSES.map((status) => [`list:${status}`, listTasksSql(schema, status)]))
   }
   const listeners = new Set<() => void>()
   let wakeQueued = false
@@ -284,6 +292,34 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     async attempts(id) {
       const { rows } = await run('attempts', pool, sql.attempts, [id])
       return rows.map(toAttempt)
+    },
+
+    async list(query: TaskListQuery) {
+      const { status, since, limit, after } = checkListQuery(query)
+      const { rows } = await run('list', pool, (sql as Record<string, string>)[`list:${status}`]!, [
+        since?.toISOString() ?? null,
+        after === undefined ? null : new Date(after.updatedAt).toISOString(),
+        after?.id ?? null,
+        limit + 1
+      ])
+      // One row more than asked says whether another page follows.
+      const tasks = rows.slice(0, limit).map(toTask)
+      const page: TaskPage = { tasks }
+      const last = tasks[tasks.length - 1]
+      if (rows.length > limit && last !== undefined) page.cursor = `${last.updatedAt.getTime()}:${last.id}`
+      return page
+    },
+
+    async redeliver(id: string, { now }: { now: Date }) {
+      const { rows } = await run('redeliver', pool, sql.redeliver, [id, now.toISOString(), channel])
+      const redelivered = rows[0]?.redelivered === 1
+      if (redelivered) wakeHere()
+      return redelivered
+    },
+
+    async countDue(now: Date) {
+      const { rows } = await run('countDue', pool, sql.countDue, [now.toISOString()])
+      return Number(rows[0]?.due ?? 0)
     },
 
     subscribe(fn: () => void) {
@@ -534,6 +570,27 @@ function checkSchema(schema: unknown, where: string): string {
     )
   }
   return schema
+}
+
+const TASK_STATUSES: readonly TaskStatus[] = ['pending', 'scheduled', 'delivering', 'delivered', 'failed', 'cancelled']
+
+/** The list query checked, with its cursor (`<updatedAt ms>:<id>` of the last task before) read. */
+function checkListQuery(query: TaskListQuery) {
+  if (query === null || typeof query !== 'object') throw new TypeError('list: the query must be an object with a `status`')
+  const { status, since, cursor } = query
+  if (!TASK_STATUSES.includes(status)) throw new TypeError(`list: \`status\` must be one of ${TASK_STATUSES.join(', ')}`)
+  if (since !== undefined && !(since instanceof Date && Number.isFinite(since.getTime()))) {
+    throw new TypeError('list: `since` must be a valid Date')
+  }
+  const limit = query.limit ?? 100
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new TypeError('list: `limit` must be an integer from 1 to 1000')
+  let after: { updatedAt: number; id: string } | undefined
+  if (cursor !== undefined) {
+    const match = typeof cursor === 'string' ? /^(\d{1,16}):(.+)$/s.exec(cursor) : null
+    if (match === null) throw new TypeError('list: `cursor` must be the cursor of a page this store returned')
+    after = { updatedAt: Number(match[1]), id: match[2]! }
+  }
+  return { status, since, limit, after }
 }
 
 function transactionOf(options: StoreCallOptions | undefined): PostgresQueryable | undefined {

@@ -20,6 +20,8 @@ import type {
   NewCallbackTask,
   ReplayGuard,
   StoreCallOptions,
+  TaskListQuery,
+  TaskPage,
   TaskStatus
 } from '../types.ts'
 
@@ -146,7 +148,7 @@ return leased
 `)
 
 /**
- * KEYS: task, due, attempts. ARGV: id, token, status, next attempt ms ('' when terminal),
+ * KEYS: task, due, attempts, failed. ARGV: id, token, status, next attempt ms ('' when terminal),
  * has last error ('1'/'0'), last error, updated ms, attempt JSON, history cap, retention seconds,
  * channel, idempotency key prefix.
  */
@@ -174,6 +176,11 @@ else
     redis.call('EXPIRE', KEYS[3], ttl)
     local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
     if key then redis.call('EXPIRE', ARGV[12] .. key, ttl) end
+  end
+  if ARGV[3] == 'failed' then
+    redis.call('ZADD', KEYS[4], updated, ARGV[1])
+    -- entries whose task has expired by now leave with the failures that come later
+    if ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%d', updated - ttl * 1000)) end
   end
 end
 return 1
@@ -212,7 +219,7 @@ return 1
 `)
 
 /**
- * KEYS: task, due. ARGV: id, token, reason, now ms, retention seconds, idempotency key prefix.
+ * KEYS: task, due, failed. ARGV: id, token, reason, now ms, retention seconds, idempotency key prefix.
  * Ends a task that cannot be read back (its hash was corrupted), so it cannot block every claim.
  */
 const failUnreadableScript = script(`
@@ -220,6 +227,7 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], 'token', 'leasedAt', 'nextAttemptAt')
 redis.call('HSET', KEYS[1], 'status', 'failed', 'lastError', ARGV[3], 'updatedAt', ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -230,6 +238,58 @@ return 1
 `)
 
 const attemptsScript = script(`return redis.call('LRANGE', KEYS[1], 0, -1)`)
+
+// ---- inspection: failed tasks sit in a sorted set scored by when they failed -------------------
+
+/**
+ * KEYS: failed. ARGV: task key prefix, since ms ('-inf'), cursor score ('+inf'), cursor id ('' =
+ * none), how many. Newest first; members that share a score come in reverse byte order, as ZREVRANGE
+ * gives them. Tasks whose hash has expired are skipped (the set is trimmed as later tasks fail).
+ */
+const listFailedScript = script(`
+local found = {}
+local wanted = tonumber(ARGV[5])
+local offset = 0
+while #found < wanted do
+  local chunk = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[3], ARGV[2], 'WITHSCORES', 'LIMIT', offset, 200)
+  if #chunk == 0 then break end
+  offset = offset + #chunk / 2
+  for i = 1, #chunk, 2 do
+    local id = chunk[i]
+    local seen = ARGV[4] ~= '' and tonumber(chunk[i + 1]) == tonumber(ARGV[3]) and id >= ARGV[4]
+    if not seen then
+      local fields = redis.call('HGETALL', ARGV[1] .. id)
+      if #fields > 0 then
+        found[#found + 1] = fields
+        if #found == wanted then break end
+      end
+    end
+  end
+end
+return found
+`)
+
+/**
+ * KEYS: task, due, failed, attempts. ARGV: id, now ms, idempotency key prefix, channel.
+ * A failed task had its keys set to expire: they are kept again while it is on its way.
+ */
+const redeliverScript = script(`
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[2]))
+redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
+redis.call('HSET', KEYS[1], 'status', 'scheduled', 'nextAttemptAt', ARGV[2], 'updatedAt', updated)
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[4])
+local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
+if key then redis.call('PERSIST', ARGV[3] .. key) end
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return 1
+`)
+
+/** KEYS: due. ARGV: now ms. A delivering task's score is its lease expiry, so expired leases count. */
+const countDueScript = script(`return redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])`)
 
 /**
  * Creates a store on the user's ioredis client. Nothing to migrate: keys appear as tasks do.
@@ -275,6 +335,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const taskPrefix = `${prefix}:task:`
   const keyPrefix = `${prefix}:key:`
   const dueKey = `${prefix}:due`
+  const failedKey = `${prefix}:failed`
   const channel = `${prefix}:due`
   const taskKey = (id: string) => `${taskPrefix}${id}`
   const attemptsKey = (id: string) => `${prefix}:attempts:${id}`
@@ -384,7 +445,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
           // tasks leased with it: end it as failed, with the reason, and hand out the others.
           const id = field(fields, 'id') ?? ''
           const reason = `ERR_CALLBACK_STORE: the stored task cannot be read: ${(error as Error).message}`
-          await run('claim', failUnreadableScript, [taskKey(id), dueKey], [
+          await run('claim', failUnreadableScript, [taskKey(id), dueKey, failedKey], [
             id,
             token,
             reason,
@@ -400,7 +461,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     async complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution) {
       const id = lease.task.id
       const finishedAt = attempt.startedAt.getTime() + Math.max(0, attempt.durationMs)
-      const reply = await run('complete', completeScript, [taskKey(id), dueKey, attemptsKey(id)], [
+      const reply = await run('complete', completeScript, [taskKey(id), dueKey, attemptsKey(id), failedKey], [
         id,
         lease.token,
         resolution.status,
@@ -446,6 +507,51 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         const { startedAt, ...rest } = JSON.parse(entry) as Omit<AttemptRecord, 'startedAt'> & { startedAt: number }
         return { ...rest, startedAt: new Date(startedAt) }
       })
+    },
+
+    async list(query: TaskListQuery) {
+      if (query === null || typeof query !== 'object') throw new TypeError('list: the query must be an object with a `status`')
+      const { status, since, cursor } = query
+      if (status !== 'failed') throw new TypeError("list: the Redis store lists failed tasks only (`status: 'failed'`)")
+      if (since !== undefined && !(since instanceof Date && Number.isFinite(since.getTime()))) {
+        throw new TypeError('list: `since` must be a valid Date')
+      }
+      const limit = query.limit ?? 100
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new TypeError('list: `limit` must be an integer from 1 to 1000')
+      let after: [string, string] = ['+inf', '']
+      if (cursor !== undefined) {
+        const match = typeof cursor === 'string' ? /^(\d{1,16}):(.+)$/s.exec(cursor) : null
+        if (match === null) throw new TypeError('list: `cursor` must be the cursor of a page this store returned')
+        after = [match[1]!, match[2]!]
+      }
+      const found = (await run('list', listFailedScript, [failedKey], [
+        taskPrefix,
+        since === undefined ? '-inf' : since.getTime(),
+        after[0],
+        after[1],
+        limit + 1
+      ])) as string[][]
+      // One task more than asked says whether another page follows.
+      const tasks = found.slice(0, limit).map(toTask)
+      const page: TaskPage = { tasks }
+      const last = tasks[tasks.length - 1]
+      if (found.length > limit && last !== undefined) page.cursor = `${last.updatedAt.getTime()}:${last.id}`
+      return page
+    },
+
+    async redeliver(id: string, { now }: { now: Date }) {
+      const reply = await run('redeliver', redeliverScript, [taskKey(id), dueKey, failedKey, attemptsKey(id)], [
+        id,
+        now.getTime(),
+        keyPrefix,
+        channel
+      ])
+      if (reply === 1) wakeHere()
+      return reply === 1
+    },
+
+    async countDue(now: Date) {
+      return Number(await run('countDue', countDueScript, [dueKey], [now.getTime()]))
     },
 
     subscribe(fn: () => void) {

@@ -28,6 +28,9 @@
  *   on); terminal or unknown tasks answer `false`.
  * - **Attempt history** keeps at least 20 attempts per task, oldest first, every field intact.
  * - **Subscribe**, when a store offers it, calls its listener after a release or a reschedule.
+ * - **Inspection**, when a store offers it: `list({ status: 'failed' })` pages through failed tasks
+ *   newest first (`since`, `limit`, `cursor`); `redeliver` makes a failed task — and only a failed
+ *   one — due at `now`, keeping its body and history; `countDue(now)` counts what a claim would take.
  *
  * **Stores have no clock.** Every decision about time — is it due, has the lease expired — uses
  * only the `now` the caller passes, and every instant a store writes comes from the caller too. The
@@ -35,7 +38,7 @@
  * SQL `now()`, Redis `TIME`) fails it. This is also what lets many machines agree on "due".
  *
  * **Deliberately left out** (as bullmq's backend contract does, the suite says what it does not
- * ask): listing and searching tasks, retention and pruning of finished tasks, payload encryption at
+ * ask): listing tasks in other states than failed, searching, retention and pruning of finished tasks, payload encryption at
  * rest, migrations between stores, `updatedAt` beyond being a `Date` (stores stamp it as suits
  * them), the order of tasks due at the same instant, how tokens look (only that they are fresh and
  * unguessable strings), enforcement of `deadline` (the sender decides), running inside a caller's
@@ -843,6 +846,143 @@ export function storeContract(
       })
     })
 
+    describe('inspection (optional)', () => {
+      it('lists failed tasks newest first, only those failed since a time, a page at a time', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'list')) return
+        const oldest = await failedTask(store, base + 1000, 'HTTP 400')
+        const middle = await failedTask(store, base + 2000, 'HTTP 404')
+        const newest = await failedTask(store, base + 3000, 'HTTP 422')
+        // tasks in every other state, which a list of failed tasks never shows
+        await store.insert(newTask())
+        await scheduledTask(store, base + 5000)
+        const delivered = newTask()
+        await store.insert(delivered)
+        assert.equal(await store.complete(await attachNow(store, delivered.id, base + 4000), attemptAt(1, base + 4000, { status: 200, outcome: 'delivered' }), { status: 'delivered' }), true)
+        const cancelled = newTask()
+        await store.insert(cancelled)
+        await store.cancel(cancelled.id)
+
+        const all = await store.list({ status: 'failed' })
+        assert.deepEqual(all.tasks.map((task) => task.id), [newest, middle, oldest])
+        assert.equal(all.cursor, undefined)
+        const [first] = all.tasks
+        assert.equal(first?.status, 'failed')
+        assert.equal(first?.lastError, 'HTTP 422')
+        assert.equal(first?.attempts, 1)
+        assert.ok(first?.body?.includes(newest), 'tasks are whole, body included')
+
+        const since = await store.list({ status: 'failed', since: new Date(base + 2000) })
+        assert.deepEqual(since.tasks.map((task) => task.id), [newest, middle])
+
+        const page1 = await store.list({ status: 'failed', limit: 2 })
+        assert.deepEqual(page1.tasks.map((task) => task.id), [newest, middle])
+        assert.equal(typeof page1.cursor, 'string')
+        const page2 = await store.list({ status: 'failed', limit: 2, cursor: page1.cursor! })
+        assert.deepEqual(page2.tasks.map((task) => task.id), [oldest])
+        assert.equal(page2.cursor, undefined)
+      })
+
+      it('pages through tasks that failed at the same instant without repeating or skipping one', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'list')) return
+        const ids: string[] = []
+        for (let i = 0; i < 5; i++) ids.push(await failedTask(store, base, 'HTTP 400'))
+        const seen: string[] = []
+        let cursor: string | undefined
+        for (let pages = 0; pages < 5; pages++) {
+          const page = await store.list({ status: 'failed', limit: 2, ...(cursor === undefined ? {} : { cursor }) })
+          seen.push(...page.tasks.map((task) => task.id))
+          cursor = page.cursor
+          if (cursor === undefined) break
+        }
+        assert.deepEqual(seen, [...ids].sort().reverse())
+      })
+
+      it('redelivers a failed task: scheduled and due at now, with its body, attempts, history and last error kept', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'redeliver')) return
+        const input = newTask()
+        await store.insert(input)
+        const first = await attachNow(store, input.id, base)
+        await store.complete(first, attemptAt(1, base, { status: 503 }), retryAt(base + 1000, 'HTTP 503'))
+        const [second] = await store.claim({ now: new Date(base + 1000), limit: 1, leaseMs })
+        assert.ok(second)
+        await store.complete(second, attemptAt(2, base + 1000, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400' })
+        const before = await store.get(input.id)
+
+        assert.equal(await store.redeliver(input.id, { now: new Date(base + 10_000) }), true)
+        const task = await store.get(input.id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.nextAttemptAt?.getTime(), base + 10_000)
+        assert.equal(task?.attempts, 2)
+        assert.equal(task?.body, before?.body)
+        assert.equal(task?.lastError, 'HTTP 400')
+        assert.deepEqual((await store.attempts(input.id)).map((attempt) => attempt.status), [503, 400])
+        assert.equal(await store.redeliver(input.id, { now: new Date(base + 10_000) }), false, 'it is no longer failed')
+        if (store.list !== undefined) assert.deepEqual((await store.list({ status: 'failed' })).tasks, [])
+
+        assert.equal(await reclaimable(store, base + 9_999), false)
+        const [again] = await store.claim({ now: new Date(base + 10_000), limit: 10, leaseMs })
+        assert.ok(again)
+        assert.equal(again.task.id, input.id)
+        assert.equal(await store.complete(again, attemptAt(3, base + 10_000, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400 again' }), true)
+        assert.equal((await store.get(input.id))?.attempts, 3)
+        if (store.list !== undefined) {
+          assert.deepEqual((await store.list({ status: 'failed' })).tasks.map((listed) => listed.id), [input.id], 'failing again lists it again')
+        }
+      })
+
+      it('answers false when asked to redeliver a task that is not failed, changing nothing', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'redeliver')) return
+        const pending = newTask()
+        await store.insert(pending)
+        const scheduled = await scheduledTask(store, base + 5000)
+        const delivering = newTask()
+        await store.insert(delivering)
+        await attachNow(store, delivering.id, base)
+        const delivered = newTask()
+        await store.insert(delivered)
+        await store.complete(await attachNow(store, delivered.id, base), attemptAt(1, base, { status: 200, outcome: 'delivered' }), { status: 'delivered' })
+        const cancelled = newTask()
+        await store.insert(cancelled)
+        await store.cancel(cancelled.id)
+
+        for (const [id, status] of [
+          [pending.id, 'pending'],
+          [scheduled, 'scheduled'],
+          [delivering.id, 'delivering'],
+          [delivered.id, 'delivered'],
+          [cancelled.id, 'cancelled']
+        ] as const) {
+          assert.equal(await store.redeliver(id, { now: new Date(base) }), false, status)
+          assert.equal((await store.get(id))?.status, status)
+        }
+        assert.equal(await store.redeliver(`unknown-${randomUUID()}`, { now: new Date(base) }), false)
+        assert.equal((await store.get(scheduled))?.nextAttemptAt?.getTime(), base + 5000)
+      })
+
+      it('counts the tasks due at now, expired leases included, as a claim would take them', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'countDue')) return
+        await scheduledTask(store, base + 1000)
+        await scheduledTask(store, base + 100_000)
+        const leased = newTask()
+        await store.insert(leased)
+        await attachNow(store, leased.id, base) // its lease ends at base + leaseMs
+        await store.insert(newTask())
+        await failedTask(store, base, 'HTTP 400')
+
+        assert.equal(await store.countDue(new Date(base)), 0)
+        assert.equal(await store.countDue(new Date(base + 1000)), 1)
+        assert.equal(await store.countDue(new Date(base + leaseMs)), 2)
+        assert.equal(await store.countDue(new Date(base + 100_000)), 3)
+        assert.equal((await store.claim({ now: new Date(base + 100_000), limit: 100, leaseMs })).length, 3)
+        assert.equal(await store.countDue(new Date(base + 100_000)), 0, 'claimed tasks are not due until their lease ends')
+      })
+    })
+
     describe('subscribe (optional)', () => {
       it('returns an unsubscribe function and calls the listener when a released task is due', async (t) => {
         const store = await fresh()
@@ -923,6 +1063,27 @@ async function reclaimable(store: CallbackStore, now: number): Promise<boolean> 
  */
 function defined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, field]) => field !== undefined)) as T
+}
+
+/** A task that failed with one attempt at `at` (its `updatedAt` is then `at + 42`). Its id. */
+async function failedTask(store: CallbackStore, at: number, reason: string): Promise<string> {
+  const input = newTask({ createdAt: new Date(at) })
+  await store.insert(input)
+  const held = await attachNow(store, input.id, at)
+  const attempt = attemptAt(1, at, { status: 400, outcome: 'failed' })
+  assert.equal(await store.complete(held, attempt, { status: 'failed', lastError: reason }), true)
+  return input.id
+}
+
+/** Whether the store has the optional `method`; skips the test when it has not. */
+function skipUnless<M extends 'list' | 'redeliver' | 'countDue'>(
+  t: TestContext,
+  store: CallbackStore,
+  method: M
+): store is CallbackStore & Required<Pick<CallbackStore, M>> {
+  if (typeof store[method] === 'function') return true
+  t.skip(`the store has no ${method}`)
+  return false
 }
 
 function skipUnlessSubscribe(t: TestContext, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
