@@ -6,6 +6,8 @@ import { createHmac, timingSafeEqual, verify as ed25519Verify } from 'node:crypt
 import type { KeyObject } from 'node:crypto'
 import { SignatureVerificationError } from './errors.ts'
 import type { BodyLike, HeadersLike, VerifiedCallback, VerifyOptions } from './types.ts'
+import { createRemoteJwks } from './signing/jwks-remote.ts'
+import type { RemoteJwks } from './signing/jwks-remote.ts'
 import { decodePublicKey, decodeSecret, listOption } from './signing/secrets.ts'
 
 /** What a verifier reads: the headers and the raw body, exactly as received. */
@@ -143,21 +145,23 @@ export function createVerifier(options: VerifyOptions): Verifier {
   const check = compileVerifier(options)
   return function verify<T>(request: VerifiableRequest): Promise<VerifiedCallback<T>> {
     try {
-      return Promise.resolve(check(request) as VerifiedCallback<T>)
+      return Promise.resolve(check(request)) as Promise<VerifiedCallback<T>>
     } catch (error) {
       return Promise.reject(error)
     }
   }
 }
 
-type CompiledVerifier = (request: VerifiableRequest) => VerifiedCallback
+/** Synchronous unless the options name a JWKS, whose keys may have to be fetched first. */
+type CompiledVerifier = (request: VerifiableRequest) => VerifiedCallback | Promise<VerifiedCallback>
 
 function compileVerifier(options: VerifyOptions): CompiledVerifier {
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
   const secrets = listOption(options.secret, 'secret')
   const publicKeys = listOption(options.publicKey, 'publicKey')
-  if (secrets === undefined && publicKeys === undefined) {
-    throw new TypeError('secret or publicKey is required to verify')
+  const remote = remoteJwksOption(options.jwks)
+  if (secrets === undefined && publicKeys === undefined && remote === undefined) {
+    throw new TypeError('secret or publicKey (or jwks) is required to verify')
   }
   const hmacKeys = (secrets ?? []).map((value, index) =>
     cachedKey(secretCache, value, secrets!.length > 1 ? `secret[${index}]` : 'secret', decodeVerifySecret)
@@ -172,7 +176,8 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
   const now = options.now
   if (now !== undefined && typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
 
-  return function check(request: VerifiableRequest): VerifiedCallback {
+  // `remoteKeys`: the sender's keys from its JWKS, checked after the static ones.
+  function check(request: VerifiableRequest, remoteKeys?: readonly KeyObject[]): VerifiedCallback {
     if (request === null || typeof request !== 'object') throw new TypeError('request must be { headers, body }')
     const { headers, body } = request
     if (headers === null || typeof headers !== 'object') throw new TypeError('headers must be a Headers object or a record')
@@ -253,11 +258,12 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
         } else if (versionLength === 3 && isV1 && signatureText.charCodeAt(start + 2) === 97 /* a */) {
           if (isCanonicalSignature(signatureText, comma + 1, end, 64)) {
             wellFormed++
-            if (!matched && edKeys.length > 0) {
+            if (!matched && (edKeys.length > 0 || remoteKeys !== undefined)) {
               // Ed25519 needs the message whole: one copy, made only when a v1a entry is checked.
               content ??= Buffer.concat([Buffer.from(prefix), typeof bytes === 'string' ? Buffer.from(bytes) : bytes])
               const given = Buffer.from(signatureText.slice(comma + 1, end), 'base64')
               for (const key of edKeys) if (ed25519Verify(null, content, key, given)) matched = true
+              if (remoteKeys !== undefined) for (const key of remoteKeys) if (ed25519Verify(null, content, key, given)) matched = true
             }
           }
         } else if (end > comma + 1 && UNKNOWN_VERSION.test(signatureText.slice(start, comma))) {
@@ -285,6 +291,70 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
           : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
     return envelope(id, new Date(timestamp * 1000), text)
   }
+  return remote === undefined ? check : (request) => verifyWithJwks(check, remote, request)
+}
+
+// Remote key sets by URL, shared by every verifier in the process that names the same JWKS, so a
+// fresh options object per request does not mean a fresh fetch. Bounded: cleared when full.
+const REMOTE_JWKS_LIMIT = 64
+const remoteJwksByUrl = new Map<string, RemoteJwks>()
+
+function remoteJwksOption(value: unknown): RemoteJwks | undefined {
+  if (value === undefined) return undefined
+  if (typeof value === 'function' && typeof (value as Partial<RemoteJwks>).publicKeys === 'function') return value as RemoteJwks
+  if (typeof value !== 'string') throw new TypeError("jwks must be the https URL of the sender's JWKS or a createRemoteJwks() key set")
+  let remote = remoteJwksByUrl.get(value)
+  if (remote === undefined) {
+    try {
+      remote = createRemoteJwks(value)
+    } catch (error) {
+      const message = (error as Error).message.replace(/^url /, '').replace('(allowHttp permits http:)', '(for plain http pass createRemoteJwks(url, { allowHttp: true }))')
+      throw new TypeError(`jwks ${message}`, { cause: error })
+    }
+    if (remoteJwksByUrl.size >= REMOTE_JWKS_LIMIT) remoteJwksByUrl.clear()
+    remoteJwksByUrl.set(value, remote)
+  }
+  return remote
+}
+
+/**
+ * Verifies with the sender's published keys as well. The JWKS is consulted only for a request that
+ * carries a well-formed `v1a` entry, so nothing else (unsigned or HMAC-only requests) makes the
+ * receiver fetch; when no key matched, it is fetched again once, as the sender may have rotated,
+ * and the request is checked again only if the keys changed (the cooldown bounds the refetches a
+ * flood of bad signatures can cause).
+ */
+async function verifyWithJwks(
+  check: (request: VerifiableRequest, remoteKeys?: readonly KeyObject[]) => VerifiedCallback,
+  remote: RemoteJwks,
+  request: VerifiableRequest
+): Promise<VerifiedCallback> {
+  if (!hasV1aEntry(request)) return check(request)
+  const keys = await remote()
+  try {
+    return check(request, keys)
+  } catch (error) {
+    if (!(error instanceof SignatureVerificationError) || error.code !== 'ERR_CALLBACK_SIGNATURE_MISMATCH') throw error
+    const fresh = await remote({ refresh: true })
+    if (fresh.length === keys.length && fresh.every((key, index) => key === keys[index])) throw error
+    return check(request, fresh)
+  }
+}
+
+/** Whether the request's signature header holds a canonical `v1a,<base64>` entry. */
+function hasV1aEntry(request: VerifiableRequest): boolean {
+  const headers = request?.headers
+  if (headers === null || typeof headers !== 'object') return false
+  const signature = header(headers, header(headers, 'webhook-id') !== undefined ? 'webhook-signature' : 'svix-signature')
+  if (signature === undefined) return false
+  let start = 0
+  while (start < signature.length) {
+    let end = signature.indexOf(' ', start)
+    if (end < 0) end = signature.length
+    if (signature.startsWith('v1a,', start) && isCanonicalSignature(signature, start + 4, end, 64)) return true
+    start = end + 1
+  }
+  return false
 }
 
 function bodyBytes(body: unknown): string | Uint8Array {
@@ -346,6 +416,7 @@ function envelope(id: string, timestamp: Date, body: string): VerifiedCallback {
 interface CachedVerifier {
   secret: unknown
   publicKey: unknown
+  jwks: unknown
   toleranceSeconds: unknown
   now: unknown
   secretItems: unknown[] | undefined
@@ -371,6 +442,7 @@ function verifierFor(options: VerifyOptions): CompiledVerifier {
     cached !== undefined &&
     cached.secret === options.secret &&
     cached.publicKey === options.publicKey &&
+    cached.jwks === options.jwks &&
     cached.toleranceSeconds === options.toleranceSeconds &&
     cached.now === options.now &&
     sameItems(cached.secretItems, options.secret) &&
@@ -382,6 +454,7 @@ function verifierFor(options: VerifyOptions): CompiledVerifier {
   verifierCache.set(options, {
     secret: options.secret,
     publicKey: options.publicKey,
+    jwks: options.jwks,
     toleranceSeconds: options.toleranceSeconds,
     now: options.now,
     secretItems: Array.isArray(options.secret) ? [...options.secret] : undefined,
@@ -418,7 +491,7 @@ export function verifySignature<T = unknown>(
   options: VerifyOptions
 ): Promise<VerifiedCallback<T>> {
   try {
-    return Promise.resolve(verifierFor(options)(request) as VerifiedCallback<T>)
+    return Promise.resolve(verifierFor(options)(request)) as Promise<VerifiedCallback<T>>
   } catch (error) {
     return Promise.reject(error)
   }

@@ -2,9 +2,13 @@
  * The receiving side without a framework: raw bytes and headers in, a verified callback or an HTTP
  * answer out. The Express, Koa and fetch files only map their request and response onto this.
  */
+import { KeyObject } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CallbackError, ReceiverError } from '../errors.ts'
 import type { CallbackErrorCode } from '../errors.ts'
+import { answerIntentChallenge } from '../intent.ts'
+import { decryptCallback, JOSE_CONTENT_TYPE } from '../signing/jwe.ts'
+import type { DecryptionKey, JweAlgorithmOptions } from '../signing/jwe.ts'
 import type { BodyLike, HeadersLike, ReplayGuard, VerifiedCallback, VerifyOptions } from '../types.ts'
 import { createVerifier } from '../verify.ts'
 import { createMemoryReplayGuard } from './replay-guard.ts'
@@ -29,6 +33,20 @@ export interface ReceiverOptions extends VerifyOptions {
    * 409; a delivery whose handler failed is forgotten, so the sender's retry runs it again.
    */
   replayGuard?: boolean | ReplayGuard
+  /**
+   * The receiver's private key(s) (a private JWK, `KeyObject` or `CryptoKey`; several while
+   * rotating) for callbacks sent encrypted (`content-type: application/jose`). They are decrypted
+   * after the signature verified (it covers the encrypted bytes), so `callback.data` and
+   * `callback.body` are the plaintext. A body that does not decrypt is answered 400
+   * (`ERR_CALLBACK_DECRYPTION_FAILED`). An encrypted callback that arrives while no key is
+   * configured is a receiver misconfiguration (`ERR_CALLBACK_DECRYPTION_KEY_MISSING`, 500, passed to
+   * the framework's error handling), so the sender keeps retrying until it is fixed.
+   */
+  decryptionKey?: DecryptionKey | DecryptionKey[]
+  /** Key management algorithms accepted for encrypted callbacks. Default `['ECDH-ES']`. */
+  keyManagementAlgorithms?: JweAlgorithmOptions['keyManagementAlgorithms']
+  /** Content encryption algorithms accepted for encrypted callbacks. Default `['A256GCM']`. */
+  contentEncryptionAlgorithms?: JweAlgorithmOptions['contentEncryptionAlgorithms']
 }
 
 /** The problem document (RFC 9457) a receiver answers with. Never holds a secret or a signature. */
@@ -41,6 +59,8 @@ export interface CallbackProblem {
 
 /** What a receiver is handed: headers, and the raw body or a way to read it within a limit. */
 export interface IncomingCallback {
+  /** The request method; intent challenges are answered only for `POST`. Default `POST`. */
+  method?: string
   headers: HeadersLike
   /** The raw bytes, or a reader that rejects with `ERR_CALLBACK_BODY_TOO_LARGE` past `limit`. */
   body: BodyLike | ((limit: number) => BodyLike | Promise<BodyLike>)
@@ -93,7 +113,13 @@ const STATUS: Partial<Record<CallbackErrorCode, number>> = {
   ERR_CALLBACK_CONTENT_TYPE: 415,
   ERR_CALLBACK_DECRYPTION_FAILED: 400,
   ERR_CALLBACK_RAW_BODY_UNAVAILABLE: 500,
+  ERR_CALLBACK_DECRYPTION_KEY_MISSING: 500,
+  // The sender's published keys could not be loaded: our side is briefly unable, the sender retries.
+  ERR_CALLBACK_JWKS: 503,
 }
+
+/** `retry-after` of a 503 for keys that could not be loaded: the remote JWKS's default cooldown. */
+const JWKS_RETRY_AFTER_SECONDS = '30'
 
 // Fixed titles rather than error messages, so an answer can never carry what a message might.
 const TITLE: Partial<Record<CallbackErrorCode, string>> = {
@@ -108,6 +134,8 @@ const TITLE: Partial<Record<CallbackErrorCode, string>> = {
   ERR_CALLBACK_CONTENT_TYPE: 'Unsupported content type',
   ERR_CALLBACK_DECRYPTION_FAILED: 'Payload could not be decrypted',
   ERR_CALLBACK_RAW_BODY_UNAVAILABLE: 'Receiver misconfigured',
+  ERR_CALLBACK_DECRYPTION_KEY_MISSING: 'Receiver misconfigured',
+  ERR_CALLBACK_JWKS: "The sender's keys could not be loaded",
 }
 
 /** The HTTP status a receiver answers for `error`, or `undefined` when it is not a receiving error. */
@@ -118,7 +146,8 @@ export function statusFor(error: unknown): number | undefined {
 /** Creates a receiver core; validates `options` once (a `TypeError` names the option). */
 export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCore {
   if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object')
-  let { maxBodyBytes, contentTypes, replayGuard, ...verifyOptions } = options
+  let { maxBodyBytes, contentTypes, replayGuard, decryptionKey, keyManagementAlgorithms, contentEncryptionAlgorithms, ...verifyOptions } =
+    options
   maxBodyBytes ??= DEFAULT_MAX_BODY_BYTES
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 0) {
     throw new TypeError('maxBodyBytes must be a non-negative integer number of bytes')
@@ -127,6 +156,12 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
   const accepts = contentTypes === undefined ? undefined : mediaTypeMatcher(contentTypes)
   const guard = replayGuardFrom(replayGuard)
   const verifier = createVerifier(verifyOptions)
+  const decryptionKeys = decryptionKey === undefined ? undefined : checkDecryptionKeys(decryptionKey)
+  const algorithms: JweAlgorithmOptions = {}
+  if (keyManagementAlgorithms !== undefined) algorithms.keyManagementAlgorithms = algorithmList(keyManagementAlgorithms, 'keyManagementAlgorithms')
+  if (contentEncryptionAlgorithms !== undefined) {
+    algorithms.contentEncryptionAlgorithms = algorithmList(contentEncryptionAlgorithms, 'contentEncryptionAlgorithms')
+  }
 
   // `progress.bodyRead` tells admit whether an answer leaves unread bytes on the connection.
   async function check(request: IncomingCallback, progress: { bodyRead: boolean }): Promise<VerifiedCallback> {
@@ -148,7 +183,16 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
     }
     progress.bodyRead = true
     if (byteLength(body) > limit) throw tooLarge(limit)
-    return verifier({ headers, body })
+    const callback = await verifier({ headers, body })
+    // Decrypted only once the signature holds: nobody but the sender can make us spend a decryption.
+    if (!isMediaType(headerValue(headers, 'content-type'), JOSE_CONTENT_TYPE)) return callback
+    if (decryptionKeys === undefined) {
+      throw new ReceiverError(
+        'ERR_CALLBACK_DECRYPTION_KEY_MISSING',
+        'an encrypted callback (application/jose) arrived, but the receiver has no decryptionKey to open it'
+      )
+    }
+    return decryptCallback(callback, decryptionKeys, algorithms)
   }
 
   function verify(request: IncomingCallback): Promise<VerifiedCallback> {
@@ -168,6 +212,10 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
       if (!progress.bodyRead) answer.headers['connection'] = 'close'
       return answer
     }
+    // A verified intent challenge is answered here, before the replay guard and the handler: it is
+    // the sender asking whether we want its callbacks, not a callback.
+    const intent = answerIntentChallenge({ method: request.method ?? 'POST', headers: request.headers })
+    if (intent !== undefined) return { accepted: false, ...intent }
     if (guard === undefined) return { accepted: true, callback, guarded: false, settle: settleNothing }
     const id = callback.id
     const state = await guard.begin(id)
@@ -220,13 +268,44 @@ function problemAnswer(error: CallbackError, status: number): ReceiverAnswer {
     status,
     code: error.code,
   }
-  return {
-    accepted: false,
-    status,
-    headers: { 'content-type': 'application/problem+json; charset=utf-8' },
-    body: JSON.stringify(problem),
-    error,
+  const headers: Record<string, string> = { 'content-type': 'application/problem+json; charset=utf-8' }
+  if (error.code === 'ERR_CALLBACK_JWKS') headers['retry-after'] = JWKS_RETRY_AFTER_SECONDS
+  return { accepted: false, status, headers, body: JSON.stringify(problem), error }
+}
+
+/** Whether a `content-type` value names `mediaType` (parameters and case aside). */
+function isMediaType(value: string | undefined, mediaType: string): boolean {
+  if (value === undefined) return false
+  const semicolon = value.indexOf(';')
+  return (semicolon < 0 ? value : value.slice(0, semicolon)).trim().toLowerCase() === mediaType
+}
+
+// Node 20 has the class on globalThis only, and @types/node 20 omits it.
+const CryptoKeyClass = (globalThis as { CryptoKey?: abstract new () => { type: string } }).CryptoKey
+
+/** The decryption key(s), checked once. Messages never show the key. */
+function checkDecryptionKeys(value: unknown): DecryptionKey[] {
+  const keys: unknown[] = Array.isArray(value) ? value : [value]
+  if (keys.length === 0) throw new TypeError('decryptionKey must be a private key or a non-empty array of them')
+  keys.forEach((key, index) => {
+    const option = Array.isArray(value) ? `decryptionKey[${index}]` : 'decryptionKey'
+    if (key instanceof KeyObject || (CryptoKeyClass !== undefined && key instanceof CryptoKeyClass)) {
+      if ((key as { type: string }).type !== 'private') throw new TypeError(`${option} must be a private key`)
+      return
+    }
+    if (key === null || typeof key !== 'object' || typeof (key as { kty?: unknown }).kty !== 'string') {
+      throw new TypeError(`${option} must be a private JWK, a KeyObject or a CryptoKey`)
+    }
+    if ((key as { d?: unknown }).d === undefined) throw new TypeError(`${option} must be a private key (a JWK with "d")`)
+  })
+  return keys as DecryptionKey[]
+}
+
+function algorithmList<T extends string>(value: unknown, option: string): T[] {
+  if (!Array.isArray(value) || value.length === 0 || !value.every((item) => typeof item === 'string' && item !== '')) {
+    throw new TypeError(`${option} must be a non-empty array of algorithm names`)
   }
+  return [...value] as T[]
 }
 
 function tooLarge(limit: number): ReceiverError {

@@ -21,7 +21,9 @@ declare global {
 
 /**
  * Express 5 middleware: verifies the Standard Webhooks signature over the raw body and puts the
- * callback on `req.callback`, or answers 400/401/409/413/415 with a problem document.
+ * callback on `req.callback`, or answers 400/401/409/413/415 with a problem document (503 with
+ * `retry-after` when the sender's `jwks` cannot be loaded). It answers the sender's intent
+ * challenges by itself, and decrypts encrypted callbacks with `decryptionKey`.
  *
  * Mount it before any JSON parser, or after `express.raw()`; a parser that keeps the bytes in
  * `req.rawBody` (`express.json({ verify: (req, res, buf) => { req.rawBody = buf } })`) works too.
@@ -41,13 +43,14 @@ declare global {
 export function callbackReceiver(options: ReceiverOptions): RequestHandler {
   const receiver = createReceiverCore(options)
   return (req, res, next) => {
-    receiver.admit({ headers: req.headers, body: (limit) => rawBody(req, limit) }).then((outcome) => {
+    receiver.admit({ method: req.method, headers: req.headers, body: (limit) => rawBody(req, limit) }).then((outcome) => {
       if (outcome.accepted) {
         req.callback = outcome.callback
         settleOnResponse(res, outcome)
         return next()
       }
-      if (outcome.status >= 500) return next(outcome.error)
+      // A misconfigured receiver is the application's error; a 503 (keys not loadable) is answered.
+      if (outcome.status === 500) return next(outcome.error)
       res.status(outcome.status).set(outcome.headers).send(outcome.body)
     }, next)
   }

@@ -14,10 +14,12 @@ export type { ReceiverOptions } from './core.ts'
 const cores = new WeakMap<ReceiverOptions, CallbackReceiverCore>()
 
 /**
- * Verifies a Web `Request` and returns the callback, or throws a `SignatureVerificationError`
- * (bad or missing signature, stale timestamp) or a `ReceiverError` (body too large, content type).
- * It reads the body; do not read it before. For duplicates and ready-made answers use
- * {@link callbackHandler}.
+ * Verifies a Web `Request` and returns the callback (decrypted, with `decryptionKey`), or throws a
+ * `SignatureVerificationError` (bad or missing signature, stale timestamp), a `ReceiverError`
+ * (body too large, content type, decryption) or a `CallbackError` coded `ERR_CALLBACK_JWKS` (the
+ * sender's `jwks` could not be loaded: answer 503). It reads the body; do not read it before. It
+ * does not answer intent challenges (a challenge verifies like any callback, with `type`
+ * `webhook.intent`): for those, duplicates and ready-made answers use {@link callbackHandler}.
  *
  * @example
  * ```ts
@@ -44,7 +46,9 @@ export function verifyRequest(request: Request, options: ReceiverOptions): Promi
 
 /**
  * Wraps a handler so it runs only for verified callbacks and returns `Response`s: 400/401/409/413/415
- * problem documents for refusals, and the acknowledgement of a duplicate when `replayGuard` is on.
+ * problem documents for refusals (503 with `retry-after` when the sender's `jwks` cannot be loaded),
+ * the answer to the sender's intent challenges, and the acknowledgement of a duplicate when
+ * `replayGuard` is on. Encrypted callbacks reach the handler decrypted (`decryptionKey`).
  *
  * @example
  * ```ts
@@ -67,7 +71,8 @@ export function callbackHandler(
   return async (request) => {
     const outcome = await receiver.admit(webCallback(request))
     if (!outcome.accepted) {
-      if (outcome.status >= 500) throw outcome.error
+      // A misconfigured receiver is the application's error; a 503 (keys not loadable) is answered.
+      if (outcome.status === 500) throw outcome.error
       return new Response(outcome.body, { status: outcome.status, headers: outcome.headers })
     }
     let response: Response
@@ -84,6 +89,7 @@ export function callbackHandler(
 
 function webCallback(request: Request) {
   return {
+    method: request.method,
     headers: request.headers,
     body: (limit: number) => {
       if (request.bodyUsed) throw rawBodyUnavailable('Pass the Request before reading its body (request.json(), request.text()); pass request.clone() if you must read it first.')

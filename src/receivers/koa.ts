@@ -19,7 +19,9 @@ declare module 'koa' {
 
 /**
  * Koa 3 middleware: verifies the Standard Webhooks signature over the raw body and puts the
- * callback on `ctx.state.callback`, or answers 400/401/409/413/415 with a problem document.
+ * callback on `ctx.state.callback`, or answers 400/401/409/413/415 with a problem document (503
+ * with `retry-after` when the sender's `jwks` cannot be loaded). It answers the sender's intent
+ * challenges by itself, and decrypts encrypted callbacks with `decryptionKey`.
  *
  * Mount it before any body parser, or after one that keeps the bytes in `ctx.request.rawBody`
  * (`@koa/bodyparser` does). A parser that consumed the body without keeping it is a configuration
@@ -39,13 +41,14 @@ declare module 'koa' {
 export function callbackReceiver(options: ReceiverOptions): Middleware {
   const receiver = createReceiverCore(options)
   return async (ctx, next) => {
-    const outcome = await receiver.admit({ headers: ctx.req.headers, body: (limit) => rawBody(ctx, limit) })
+    const outcome = await receiver.admit({ method: ctx.method, headers: ctx.req.headers, body: (limit) => rawBody(ctx, limit) })
     if (outcome.accepted) {
       ctx.state.callback = outcome.callback
       settleOnResponse(ctx.res, outcome)
       return next()
     }
-    if (outcome.status >= 500) throw outcome.error
+    // A misconfigured receiver is the application's error; a 503 (keys not loadable) is answered.
+    if (outcome.status === 500) throw outcome.error
     ctx.status = outcome.status
     ctx.set(outcome.headers)
     ctx.body = outcome.body
