@@ -10,7 +10,7 @@ import type { JWK } from 'jose'
 import { createRemoteEncryptionKey } from './signing/jwe.ts'
 import type { EncryptionKeySource } from './signing/jwe.ts'
 import type { KeyRing } from './signing/jws.ts'
-import { compileUrlPolicy } from './transports/url-policy.ts'
+import { checkCallbackUrl, compileUrlPolicy } from './transports/url-policy.ts'
 import type { CompiledUrlPolicy } from './transports/url-policy.ts'
 import { createHttpTransport } from './transports/http.ts'
 import type { HttpTransport } from './transports/http.ts'
@@ -29,6 +29,8 @@ const STORE_METHODS = ['insert', 'get', 'attach', 'claim', 'complete', 'release'
 const TASK_SIGNER_CACHE_SIZE = 1000
 // Receivers' JWKS URLs, one cached key lookup each; bounded like the task signers.
 const ENCRYPTION_KEY_CACHE_SIZE = 1000
+// Callback URLs the policy accepted; cleared when full.
+const CHECKED_URL_CACHE_SIZE = 1000
 
 /** A `SenderOptions` object after validation. Internal: the public surface is the plain object. */
 export interface ResolvedSender {
@@ -40,6 +42,12 @@ export interface ResolvedSender {
   /** Whether the sender itself can sign (a task without its own secret needs this). */
   readonly canSign: boolean
   readonly urlPolicy: CompiledUrlPolicy
+  /**
+   * The callback URL's normalised text (`href`) once the URL policy accepts it; throws as
+   * `checkCallbackUrl` does. Accepted texts are remembered: the policy never changes, and parsing
+   * a URL and its address took about a sixth of recording and delivering a task.
+   */
+  checkedUrl(text: string): string
   readonly retry: ResolvedRetry
   readonly leaseMs: number
   readonly now: () => Date
@@ -163,6 +171,8 @@ function buildSender(options: SenderOptions): ResolvedSender {
     return ringSigner.signer
   }
 
+  const checkedUrls = new Map<string, string>()
+
   // A JWKS URL comes from a client: fetch it only through an agent that enforces the URL policy.
   const guardedDispatcher = () => {
     const dispatcher = (currentTransport() as Partial<HttpTransport>).dispatcher
@@ -180,6 +190,15 @@ function buildSender(options: SenderOptions): ResolvedSender {
     canSign: signer !== undefined || keyRing !== undefined,
     verifyIntent,
     urlPolicy: compiledPolicy,
+    checkedUrl(text) {
+      let href = checkedUrls.get(text)
+      if (href === undefined) {
+        href = checkCallbackUrl(text, compiledPolicy).href
+        if (checkedUrls.size >= CHECKED_URL_CACHE_SIZE) checkedUrls.clear()
+        checkedUrls.set(text, href)
+      }
+      return href
+    },
     retry: resolvedRetry,
     leaseMs,
     now,

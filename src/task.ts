@@ -71,7 +71,7 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   const { callbackUrl, event, idempotencyKey, secret, encryptionKey, verifyIntent, metadata, deadline } = input
 
   if (typeof callbackUrl !== 'string' || callbackUrl === '') throw new TypeError('callbackUrl must be a non-empty string')
-  const url = checkCallbackUrl(callbackUrl, sender.urlPolicy)
+  const href = sender.checkedUrl(callbackUrl)
   if (typeof event !== 'string' || event === '' || event.length > MAX_EVENT_LENGTH) {
     throw new TypeError(`event must be a non-empty string of at most ${MAX_EVENT_LENGTH} characters`)
   }
@@ -106,7 +106,7 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
     taskDeadline = new Date(createdAt.getTime() + sender.retry.deadlineMs)
   }
 
-  const task: NewCallbackTask = { id: createTaskId(createdAt), callbackUrl: url.href, event, createdAt }
+  const task: NewCallbackTask = { id: createTaskId(createdAt), callbackUrl: href, event, createdAt }
   if (idempotencyKey !== undefined) task.idempotencyKey = idempotencyKey
   if (secret !== undefined) task.secret = typeof secret === 'string' ? secret : [...secret]
   if (taskEncryptionKey !== undefined) task.encryptionKey = taskEncryptionKey
