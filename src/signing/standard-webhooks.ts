@@ -37,9 +37,20 @@ export interface SignOptions {
 /** A compiled signer: keys decoded once, called for every attempt. */
 export type Signer = (message: SignableMessage) => SignatureHeaders
 
-// Visible ASCII only: the id goes into a header, and a space would split the signature list of a
-// receiver that echoes it.
-const HEADER_SAFE_ID = /^[\x21-\x7e]+$/
+/**
+ * Whether `id` is non-empty visible ASCII: it goes into a header, and a space would split the
+ * signature list of a receiver that echoes it. A loop rather than a regex: the regex test was
+ * most of what signing cost beside the HMAC itself.
+ */
+function isHeaderSafeId(id: string): boolean {
+  const length = id.length
+  if (length === 0) return false
+  for (let i = 0; i < length; i++) {
+    const code = id.charCodeAt(i)
+    if (code < 0x21 || code > 0x7e) return false
+  }
+  return true
+}
 
 /**
  * Decodes the keys once and returns a function that signs messages with all of them. Throws a
@@ -69,7 +80,7 @@ export function createSigner(options: SignOptions): Signer {
   return function sign(message: SignableMessage): SignatureHeaders {
     if (message === null || typeof message !== 'object') throw new TypeError('message must be an object')
     const { id, body } = message
-    if (typeof id !== 'string' || !HEADER_SAFE_ID.test(id)) {
+    if (typeof id !== 'string' || !isHeaderSafeId(id)) {
       throw new TypeError('id must be a non-empty string of visible ASCII characters')
     }
     const timestamp = unixSeconds(message.timestamp)
