@@ -3,10 +3,14 @@ import assert from 'node:assert/strict'
 import {
   CallbackError,
   createCallbackTask,
+  createKeyRing,
   createMemoryStore,
+  decryptCallback,
   deliver,
   DeliveryError,
+  generateEncryptionKey,
   generateSecret,
+  generateSigningKey,
   TaskError,
   UrlPolicyError,
   verifySignature,
@@ -210,4 +214,145 @@ test('no secret reaches the attempt records, the task\'s last error or the event
   const seen = JSON.stringify({ attempts: await sender.store.attempts(task.id), lastError: (await sender.store.get(task.id))?.lastError, events })
   assert.equal(events.length, 2)
   for (const key of [secret, own]) assert.ok(!seen.includes(key.slice('whsec_'.length)))
+})
+
+// ---- signing keys, encryption and intent ----------------------------------------------------
+
+/** The setup's sender without its secret, so only its key ring can sign. */
+function keyRingOnly<T extends { sender: SenderOptions }>(made: T): T {
+  delete made.sender.secret
+  return made
+}
+
+test("a task whose stored secret cannot be decoded fails at once, saying why without the secret, and nothing is sent", async () => {
+  const { sender, transport, events } = setup(() => ({ status: 204 }))
+  const badSecret = 'whsec_!!not-base64-but-still-private!!'
+  const { task } = await sender.store.insert({ id: 'msg_badsecret', callbackUrl, event: 'report.ready', secret: badSecret, createdAt: new Date() })
+  const report = await deliver(task.id, { ok: true }, sender)
+  assert.equal(report.status, 'failed')
+  assert.equal(transport.requests.length, 0)
+  const stored = await sender.store.get(task.id)
+  assert.equal(stored?.status, 'failed')
+  assert.match(stored!.lastError!, /^ERR_CALLBACK_TASK_STATE: the task's secret cannot sign \(TypeError: secret is not valid base64/)
+  const [attempt] = await sender.store.attempts(task.id)
+  assert.equal(attempt?.outcome, 'failed')
+  const everything = JSON.stringify({ report, stored: { ...stored, secret: undefined }, attempt, events })
+  assert.ok(!everything.includes('not-base64-but-still-private'))
+})
+
+test('a key ring signs with the keys of the instant, so a delivery before and one after the switch use the old and the new key', async () => {
+  const clock = createTestClock()
+  const switchAt = new Date(clock.now().getTime() + 60_000)
+  const old = generateSigningKey()
+  const next = generateSigningKey()
+  const keyRing = createKeyRing(
+    [
+      { signingKey: old.signingKey, notAfter: switchAt },
+      { signingKey: next.signingKey, notBefore: switchAt },
+    ],
+    { now: clock.now }
+  )
+  const { sender, transport } = keyRingOnly(setup(() => ({ status: 204 }), { keyRing, now: clock.now }))
+  const verifies = async (index: number, publicKey: string) =>
+    verifySignature({ headers: transport.requests[index]!.headers, body: transport.requests[index]!.body }, { publicKey, now: clock.now }).then(
+      () => true,
+      () => false
+    )
+
+  await deliver(await createCallbackTask({ callbackUrl, event: 'report.ready' }, sender), { n: 1 }, sender)
+  clock.advance(60_000)
+  await deliver(await createCallbackTask({ callbackUrl, event: 'report.ready' }, sender), { n: 2 }, sender)
+  assert.deepEqual(
+    [await verifies(0, old.publicKey), await verifies(0, next.publicKey), await verifies(1, old.publicKey), await verifies(1, next.publicKey)],
+    [true, false, false, true]
+  )
+  assert.match(transport.requests[1]!.headers['webhook-signature']!, /^v1a,[^ ]+$/)
+})
+
+test('a key ring with a gap between two keys retries the attempt instead of failing the task', async () => {
+  const clock = createTestClock()
+  const gapStart = new Date(clock.now().getTime() + 1_000)
+  const keyRing = createKeyRing(
+    [
+      { signingKey: generateSigningKey().signingKey, notAfter: gapStart },
+      { signingKey: generateSigningKey().signingKey, notBefore: new Date(gapStart.getTime() + 3_600_000) },
+    ],
+    { now: clock.now }
+  )
+  const { sender, transport } = keyRingOnly(setup(() => ({ status: 204 }), { keyRing, now: clock.now }))
+  const task = await createCallbackTask({ callbackUrl, event: 'report.ready' }, sender)
+  clock.advance(2_000)
+  const report = await deliver(task, { ok: true }, sender)
+  assert.equal(report.status, 'retrying')
+  assert.equal(transport.requests.length, 0)
+  assert.match(report.error!, /keyRing: no key of the ring signs at this instant/)
+})
+
+test('with an encryptionKey the body is sent and stored as a JWE, signed over the encrypted bytes', async () => {
+  const { privateJwk, publicJwk } = await generateEncryptionKey()
+  const { sender, transport, secret, clock } = setup(() => ({ status: 204 }))
+  const task = await createCallbackTask({ callbackUrl, event: 'report.ready', encryptionKey: publicJwk }, sender)
+  const report = await deliver(task, { account: 'acct_42', balance: 1234 }, sender)
+  assert.equal(report.status, 'delivered')
+  const [request] = transport.requests
+  assert.equal(request!.headers['content-type'], 'application/jose')
+  assert.equal(String(request!.body).split('.').length, 5)
+  assert.ok(!String(request!.body).includes('acct_42'))
+  const verified = await verifySignature({ headers: request!.headers, body: request!.body }, { secret, now: clock.now })
+  const opened = await decryptCallback(verified, privateJwk)
+  assert.deepEqual(opened.data, { account: 'acct_42', balance: 1234 })
+  assert.equal(opened.type, 'report.ready')
+  const stored = await sender.store.get(task.id)
+  assert.equal(stored?.body, request!.body)
+  assert.equal(stored?.contentType, 'application/jose')
+})
+
+test('a task attached without encryption is still encrypted on its attempt: the payload never leaves in the clear', async () => {
+  const { publicJwk } = await generateEncryptionKey()
+  const { sender, transport } = setup(() => ({ status: 204 }))
+  const task = await createCallbackTask({ callbackUrl, event: 'report.ready', encryptionKey: publicJwk }, sender)
+  // A caller passing only { id, event } skips the read that would have told deliver about the key.
+  await deliver({ id: task.id, event: task.event } as typeof task, { card: '4242' }, sender)
+  const [request] = transport.requests
+  assert.equal(request!.headers['content-type'], 'application/jose')
+  assert.ok(!String(request!.body).includes('4242'))
+})
+
+test('with verifyIntent the challenge is echoed first and signed like a callback, then the payload is sent', async () => {
+  const { sender, transport, secret, clock } = setup(
+    (request) => (request.headers['webhook-intent'] ? { status: 200, body: request.headers['webhook-intent'] } : { status: 204 }),
+    { verifyIntent: true }
+  )
+  const task = await createCallbackTask({ callbackUrl, event: 'report.ready' }, sender)
+  const report = await deliver(task, { ok: true }, sender)
+  assert.equal(report.status, 'delivered')
+  assert.equal(transport.requests.length, 2)
+  const [challenge, payload] = transport.requests
+  assert.match(challenge!.headers['webhook-id']!, /^intent_/)
+  const verified = await verifySignature({ headers: challenge!.headers, body: challenge!.body }, { secret, now: clock.now })
+  assert.equal(verified.type, 'webhook.intent')
+  assert.equal(payload!.headers['webhook-id'], task.id)
+})
+
+test('an endpoint that does not echo the challenge is never sent the payload, and the task fails', async () => {
+  const { sender, transport } = setup(() => ({ status: 204 }))
+  const task = await createCallbackTask({ callbackUrl, event: 'report.ready', verifyIntent: true }, sender)
+  const report = await deliver(task, { secretReport: 'do-not-leak' }, sender)
+  assert.equal(report.status, 'failed')
+  assert.equal(transport.requests.length, 1)
+  assert.ok(transport.requests[0]!.headers['webhook-intent'])
+  assert.ok(!String(transport.requests[0]!.body).includes('do-not-leak'))
+  assert.match(report.error!, /^ERR_CALLBACK_INTENT_NOT_VERIFIED: client\.example\.com did not confirm/)
+})
+
+test('a challenge answered 503 with Retry-After is retried at the hinted time rather than failed, and 410 cancels', async () => {
+  const { sender, transport, clock } = setup(() => ({ status: 503, headers: { 'retry-after': '120' } }), { verifyIntent: true })
+  const report = await deliver(await createCallbackTask({ callbackUrl, event: 'report.ready' }, sender), {}, sender)
+  assert.equal(report.status, 'retrying')
+  assert.deepEqual(report.nextAttemptAt, new Date(clock.now().getTime() + 120_000))
+  assert.equal(transport.requests.length, 1)
+
+  const gone = setup(() => ({ status: 410 }), { verifyIntent: true })
+  const cancelled = await deliver(await createCallbackTask({ callbackUrl, event: 'report.ready' }, gone.sender), {}, gone.sender)
+  assert.equal(cancelled.status, 'cancelled')
 })

@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { classifyError, classifyResponse, describeError, parseRetryAfter } from '../../src/outcome.ts'
 import { resolveRetryOptions } from '../../src/retry.ts'
-import { DeliveryError, UrlPolicyError } from 'endpoint-callback'
+import { CallbackError, DeliveryError, UrlPolicyError } from 'endpoint-callback'
 
 const now = new Date('2030-01-01T00:00:00Z')
 const retry = resolveRetryOptions({})
@@ -62,4 +62,12 @@ test('an error description is short and keeps the code', () => {
   assert.equal(describeError(Object.assign(new Error('reset'), { code: 'ECONNRESET' })), 'ECONNRESET: reset')
   assert.equal(describeError('odd'), 'Error: odd')
   assert.ok(describeError(new Error('x'.repeat(5000))).length <= 300)
+})
+
+test('a callback URL that did not show its intent fails for good: the payload is never sent to it', () => {
+  const verdict = classifyError(new CallbackError('ERR_CALLBACK_INTENT_NOT_VERIFIED', 'client.example did not confirm it wants these callbacks'))
+  assert.deepEqual(verdict, {
+    outcome: 'failed',
+    reason: 'ERR_CALLBACK_INTENT_NOT_VERIFIED: client.example did not confirm it wants these callbacks',
+  })
 })

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { createCallbackTask, createHttpTransport, createMemoryStore, deliver, generateSecret } from 'endpoint-callback'
-import type { SenderOptions } from 'endpoint-callback'
+import { createCallbackTask, createHttpTransport, createKeyRing, createMemoryStore, deliver, generateSecret, generateSigningKey } from 'endpoint-callback'
+import type { KeyRing, SenderOptions } from 'endpoint-callback'
 import { resolveSender } from '../../src/sender.ts'
 import { createTestTransport } from '../support/sender.ts'
 
@@ -68,4 +68,27 @@ test('a sender without a transport gets one default transport, the same for ever
   assert.equal(typeof transport.send, 'function')
   assert.equal(resolved.transport, transport)
   await transport.close?.()
+})
+
+test('keyRing and verifyIntent are checked once, each TypeError naming the option', async () => {
+  const store = createMemoryStore()
+  const transport = createTestTransport(() => ({ status: 204 }))
+  const future = new Date(Date.now() + 86_400_000)
+  const notYet = createKeyRing([{ signingKey: generateSigningKey().signingKey, notBefore: future }])
+  assert.throws(() => resolveSender({ store, transport, keyRing: {} as KeyRing }), { name: 'TypeError', message: /^keyRing must be a key ring/ })
+  assert.throws(() => resolveSender({ store, transport, keyRing: notYet }), {
+    name: 'TypeError',
+    message: /^keyRing: no key of the ring signs now, and there is no secret or signingKey/,
+  })
+  // With a secret to sign in the meantime, a ring whose key starts later is fine.
+  assert.ok(resolveSender({ store, transport, keyRing: notYet, secret: generateSecret() }).canSign)
+  assert.throws(() => resolveSender({ store, transport, secret: generateSecret(), verifyIntent: 1 as unknown as boolean }), {
+    name: 'TypeError',
+    message: 'verifyIntent must be a boolean',
+  })
+  const slow = createTestTransport(() => ({ status: 204 }), { timeoutMs: 40_000 })
+  assert.throws(() => resolveSender({ store, transport: slow, secret: generateSecret(), verifyIntent: true }), {
+    name: 'TypeError',
+    message: /^leaseMs \(60000\) must exceed twice the transport timeout \(40000 ms\) with verifyIntent/,
+  })
 })

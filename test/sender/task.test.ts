@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { CallbackError, createCallbackTask, createMemoryStore, generateSecret, UrlPolicyError } from 'endpoint-callback'
+import { CallbackError, createCallbackTask, createMemoryStore, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
 import type { CallbackStore, NewCallbackTask, SenderOptions } from 'endpoint-callback'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
 
@@ -138,4 +138,53 @@ test('the caller\'s transaction is passed to store.insert (outbox)', async () =>
   await createCallbackTask({ callbackUrl, event: 'e' }, sender)
   assert.equal((inserts[0]!.options as { transaction: unknown }).transaction, transaction)
   assert.equal(inserts[1]!.options, undefined)
+})
+
+test("an encryptionKey is stored with the task as a copy, and verifyIntent as asked", async () => {
+  const { store, sender } = setup()
+  const { publicJwk } = await generateEncryptionKey()
+  const given = { ...publicJwk }
+  const byJwk = await createCallbackTask({ callbackUrl, event: 'report.ready', encryptionKey: given, verifyIntent: true }, sender)
+  given.x = 'changed-after-the-fact'
+  assert.deepEqual((await store.get(byJwk.id))?.encryptionKey, publicJwk)
+  assert.equal((await store.get(byJwk.id))?.verifyIntent, true)
+  const byUrl = await createCallbackTask({ callbackUrl, event: 'report.ready', encryptionKey: 'https://client.example.com/.well-known/jwks.json' }, sender)
+  assert.equal((await store.get(byUrl.id))?.encryptionKey, 'https://client.example.com/.well-known/jwks.json')
+  assert.equal((await store.get(byUrl.id))?.verifyIntent, undefined)
+})
+
+test('an encryptionKey that could never be used is refused before anything is stored, without echoing the key', async () => {
+  const { sender } = setup()
+  const inserted: NewCallbackTask[] = []
+  const store = sender.store
+  const spy: CallbackStore = { ...store, insert: (task, options) => (inserted.push(task), store.insert(task, options)) }
+  const spied = { ...sender, store: spy }
+  const { privateJwk, publicJwk } = await generateEncryptionKey()
+  const cases: Array<[unknown, RegExp]> = [
+    [privateJwk, /^encryptionKey must be a public key$/],
+    [{ kty: 'OKP', crv: 'Ed25519', x: publicJwk.x }, /^encryptionKey must be an EC \(P-256\/384\/521\) or OKP X25519 JWK$/],
+    [{ ...publicJwk, use: 'sig' }, /^encryptionKey is not an encryption key/],
+    [{ ...publicJwk, alg: 'ECDH-ES+A256KW' }, /^encryptionKey\.alg must be "ECDH-ES"/],
+    ['http://client.example.com/jwks.json', /^encryptionKey must be an https: JWKS URL$/],
+    ['not a url', /^encryptionKey must be a public JWK or the absolute URL of a JWKS$/],
+  ]
+  for (const [encryptionKey, message] of cases) {
+    await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', encryptionKey: encryptionKey as string }, spied), (error: unknown) => {
+      assert.ok(error instanceof TypeError, String(error))
+      assert.match(error.message, message)
+      assert.ok(!error.message.includes(String(privateJwk.d)))
+      return true
+    })
+  }
+  await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', encryptionKey: 'https://169.254.169.254/jwks.json' }, spied), (error: unknown) => {
+    assert.ok(error instanceof UrlPolicyError)
+    assert.equal(error.code, 'ERR_CALLBACK_URL_FORBIDDEN_ADDRESS')
+    assert.match(error.message, /^encryptionKey is refused by the URL policy/)
+    return true
+  })
+  await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', verifyIntent: 'yes' as unknown as boolean }, spied), {
+    name: 'TypeError',
+    message: 'verifyIntent must be a boolean',
+  })
+  assert.equal(inserted.length, 0)
 })
