@@ -69,7 +69,10 @@ export function createWorker(options: WorkerOptions): Worker {
   const { pollIntervalMs, concurrency, batchSize } = workerSettings(options)
 
   const { store } = sender
-  const inFlight = new Set<Promise<void>>()
+  /** Attempts in flight. */
+  let active = 0
+  /** Set by `stop()` while it waits for the last attempt in flight to finish. */
+  let idle: (() => void) | undefined
   // Claiming again for every finished attempt would mean a store round trip per task; waiting for
   // half a batch of free slots keeps claims batched while the backlog drains.
   const refillAt = Math.max(1, Math.floor(Math.min(batchSize, concurrency) / 2))
@@ -101,17 +104,19 @@ export function createWorker(options: WorkerOptions): Worker {
     })
   }
 
-  function startAttempt(lease: Lease): void {
-    const attempt: Promise<void> = runAttempt(lease, sender)
-      .then(
-        () => {},
-        (error: unknown) => sender.emit({ type: 'error', error })
-      )
-      .finally(() => {
-        inFlight.delete(attempt)
-        if (running && backlog && concurrency - inFlight.size >= refillAt) wake()
-      })
-    inFlight.add(attempt)
+  // One async function per attempt rather than then/finally on runAttempt's promise: finally alone
+  // adds three promises and two closures to every attempt.
+  async function attempt(lease: Lease): Promise<void> {
+    active++
+    try {
+      await runAttempt(lease, sender)
+    } catch (error) {
+      sender.emit({ type: 'error', error })
+    } finally {
+      active--
+      if (active === 0 && idle !== undefined) idle()
+      else if (running && backlog && concurrency - active >= refillAt) wake()
+    }
   }
 
   async function giveBack(leases: Lease[]): Promise<void> {
@@ -124,7 +129,7 @@ export function createWorker(options: WorkerOptions): Worker {
   async function claimLoop(): Promise<void> {
     let failures = 0
     while (running) {
-      const free = concurrency - inFlight.size
+      const free = concurrency - active
       if (free > 0) {
         const limit = Math.min(batchSize, free)
         let leases: Lease[]
@@ -141,10 +146,10 @@ export function createWorker(options: WorkerOptions): Worker {
           await giveBack(leases)
           return
         }
-        for (const lease of leases) startAttempt(lease)
+        for (const lease of leases) void attempt(lease)
         backlog = leases.length === limit
         // More may be due right now: claim again while there is room, without waiting for a poll.
-        if (backlog && concurrency - inFlight.size > 0) continue
+        if (backlog && concurrency - active > 0) continue
       } else {
         backlog = true
       }
@@ -172,7 +177,8 @@ export function createWorker(options: WorkerOptions): Worker {
       wake()
       stopping = (async () => {
         await loop
-        while (inFlight.size > 0) await Promise.all(inFlight)
+        while (active > 0) await new Promise<void>((resolve) => (idle = resolve))
+        idle = undefined
         loop = undefined
         stopping = undefined
       })()
@@ -183,7 +189,7 @@ export function createWorker(options: WorkerOptions): Worker {
       return running
     },
     get active() {
-      return inFlight.size
+      return active
     },
   }
 }
