@@ -112,6 +112,11 @@ export interface StoreCallOptions {
  *
  * Deliberately left out: searching (only the optional `list` by status, for inspection),
  * payload encryption at rest, and cross-store migration.
+ *
+ * Secrets: a task's own `secret` is stored with the task, and only there, because any worker in
+ * any process must sign its later attempts with it (see {@link CallbackTask.secret}). A store never
+ * copies it into attempt records, `lastError` or anything else it writes; the sender's own keys are
+ * never handed to a store at all. A task body sent encrypted (`encryptionKey`) is stored as the JWE.
  */
 export interface CallbackStore {
   /**
