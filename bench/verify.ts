@@ -6,13 +6,16 @@
  * base64-decode of the header's signature, `timingSafeEqual`, `JSON.parse` of the body. Ours does
  * that plus header lookup, timestamp checks, signature-list parsing and the result object, and is
  * measured through its public, promise-returning API (`verifySignature` with one options object,
- * as a receiver holds it).
+ * as a receiver holds it). A second bare verify, for attribution only, takes the digest as a latin1
+ * string and compares in reused buffers, as ours does. `standardwebhooks` is measured both with the
+ * body as a string (as its README passes it) and as a Buffer; the target is judged against the
+ * faster of the two.
  *
  * Rounds alternate between the contenders so that noise from other processes on the machine hits
  * all of them alike, and each round is timed in CPU time of this process (`process.cpuUsage`,
  * which includes GC threads) rather than wall time, because the machine is shared: wall time
  * counts the moments another process held the core. The median round is reported. Stops by itself
- * in about 20 s of CPU time.
+ * in about 30 s.
  *
  *   node --conditions=endpoint-callback-source --import tsx --expose-gc bench/verify.ts
  */
@@ -28,9 +31,16 @@ type Contender = { name: string; run: (iterations: number) => void | Promise<voi
 
 async function measure(contenders: Contender[]): Promise<Map<string, number>> {
   const samples = new Map<string, number[]>(contenders.map((c) => [c.name, []]))
-  // Calibrate a batch size per contender so that one batch takes about 10 ms.
+  // Calibrate a batch size per contender so that one batch takes about 10 ms, after a warm-up of
+  // about 100 ms each, so that every contender is measured with its code optimised.
   const batch = new Map<string, number>()
   for (const contender of contenders) {
+    const warm = process.cpuUsage()
+    for (let spent = 0; spent < 100_000; ) {
+      await contender.run(64)
+      const used = process.cpuUsage(warm)
+      spent = used.user + used.system
+    }
     let n = 1
     for (;;) {
       const start = process.cpuUsage()
@@ -80,7 +90,7 @@ const options: VerifyOptions = { secret }
 const signer = createSigner({ secret })
 
 function row(label: string, ops: number): string {
-  return `  ${label.padEnd(22)} ${Math.round(ops).toLocaleString('en-US').padStart(10)} ops/s ${(1e6 / ops).toFixed(2).padStart(9)} µs/op`
+  return `  ${label.padEnd(26)} ${Math.round(ops).toLocaleString('en-US').padStart(10)} ops/s ${(1e6 / ops).toFixed(2).padStart(9)} µs/op`
 }
 
 let missed = 0
@@ -116,6 +126,23 @@ for (const [size, label, referenceTarget] of [
     return JSON.parse(body.toString('utf8'))
   }
   bareVerify()
+  // For attribution only: the bare verify written with the one trick ours uses that it does not —
+  // the digest taken as a latin1 string and both sides compared in reused buffers, rather than the
+  // Buffers node builds for digest() and Buffer.from(…, 'base64'). Same work, fewer allocations.
+  const expectedScratch = Buffer.alloc(32)
+  const givenScratch = Buffer.alloc(32)
+  const bareLatin1Verify = (): unknown => {
+    const digest = createHmac('sha256', key)
+      .update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.`)
+      .update(body)
+      .digest('binary')
+    expectedScratch.write(digest, 0, 'latin1')
+    if (givenScratch.write(headers['webhook-signature']!.slice(3), 0, 'base64') !== 32) throw new Error('mismatch')
+    if (!timingSafeEqual(givenScratch, expectedScratch)) throw new Error('mismatch')
+    return JSON.parse(body.toString('utf8'))
+  }
+  bareLatin1Verify()
+  reference.verify(text, headers)
 
   const verifyResults = await measure([
     {
@@ -125,7 +152,10 @@ for (const [size, label, referenceTarget] of [
       },
     },
     { name: 'bare', run: (n) => { for (let i = 0; i < n; i++) sink[0] = bareVerify() } },
-    { name: 'standardwebhooks', run: (n) => { for (let i = 0; i < n; i++) sink[0] = reference.verify(body, headers) } },
+    { name: 'bare, latin1 digest', run: (n) => { for (let i = 0; i < n; i++) sink[0] = bareLatin1Verify() } },
+    // Its README passes the raw body as a string; given a Buffer it converts it twice.
+    { name: 'standardwebhooks, string', run: (n) => { for (let i = 0; i < n; i++) sink[0] = reference.verify(text, headers) } },
+    { name: 'standardwebhooks, Buffer', run: (n) => { for (let i = 0; i < n; i++) sink[0] = reference.verify(body, headers) } },
   ])
 
   const timestamp = new Date()
@@ -145,10 +175,14 @@ for (const [size, label, referenceTarget] of [
 
   const v = (name: string) => verifyResults.get(name)!
   const s = (name: string) => signResults.get(name)!
-  console.log(`\nverify, ${label} body`)
-  for (const name of ['ours', 'bare', 'standardwebhooks']) console.log(row(name, v(name)))
+  // The target is judged against standardwebhooks as fed its faster way.
+  const swBest = Math.max(v('standardwebhooks, string'), v('standardwebhooks, Buffer'))
+  console.log(`\nverify, ${label} body (ours and bare given a Buffer)`)
+  for (const name of ['ours', 'bare', 'bare, latin1 digest', 'standardwebhooks, string', 'standardwebhooks, Buffer']) console.log(row(name, v(name)))
   console.log(verdict('ours / bare', v('ours') / v('bare'), 0.9))
-  console.log(verdict('ours / standardwebhooks', v('ours') / v('standardwebhooks'), referenceTarget))
+  console.log(verdict('ours / standardwebhooks (faster)', v('ours') / swBest, referenceTarget))
+  console.log(`  ${'(bare / standardwebhooks (faster))'.padEnd(34)} ${(v('bare') / swBest).toFixed(2).padStart(6)}×`)
+  console.log(`  ${'(ours / bare, latin1 digest)'.padEnd(34)} ${(v('ours') / v('bare, latin1 digest')).toFixed(2).padStart(6)}×`)
   console.log(`sign, ${label} body`)
   for (const name of ['ours', 'bare', 'standardwebhooks']) console.log(row(name, s(name)))
   console.log(`  ${'ours / bare'.padEnd(34)} ${(s('ours') / s('bare')).toFixed(2).padStart(6)}×`)
