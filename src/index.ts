@@ -32,3 +32,5 @@ export { checkEncryptionKey, createRemoteEncryptionKey, decryptCallback, decrypt
 export type { DecryptedPayload, DecryptionKey, EncryptedPayload, EncryptionKey, EncryptionKeyPair, EncryptionKeySource, EncryptionRecipient, EncryptPayloadOptions, JweAlgorithmOptions } from './signing/jwe.ts'
 export { answerIntentChallenge, INTENT_EVENT, INTENT_HEADER, verifyIntent } from './intent.ts'
 export type { IntentAnswer, IntentMessage, VerifyIntentOptions } from './intent.ts'
+export { cancelTask, listAttempts, listFailedTasks, listTasks, redeliverFailed, redeliverTask } from './inspect.ts'
+export type { InspectOptions, RedeliverFailedOptions, RedeliverFailedResult } from './inspect.ts'
