@@ -2,7 +2,7 @@
  * The README and the pages under docs/ link to each other, to examples and to BENCHMARKS.md by
  * relative path. A renamed or deleted file, or a renamed heading, would leave a link that 404s on
  * GitHub and npm; these tests fail on it instead. (TypeDoc checks the {@link}s of the API reference:
- * `npm run docs:check`.)
+ * `npm run docs:check`; the last test here checks that it documents every entry of the package.)
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -101,3 +101,23 @@ for (const page of markdownPages()) {
     assert.deepEqual(brokenLinks(page), [])
   })
 }
+
+test('the API reference (typedoc.json) documents every entry point of the package', () => {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    exports: Record<string, string | Record<string, string>>
+  }
+  const typedoc = JSON.parse(readFileSync(join(root, 'typedoc.json'), 'utf8')) as { entryPoints: string[] }
+  const documented = new Set(typedoc.entryPoints.map((path) => path.replace(/^\.\//, '')))
+  const sources = Object.entries(pkg.exports)
+    .filter(([subpath]) => subpath !== './package.json')
+    .map(([subpath, target]) => {
+      const source = typeof target === 'string' ? undefined : target['endpoint-callback-source']
+      assert.ok(source !== undefined, `exports["${subpath}"] has no endpoint-callback-source condition`)
+      return source.replace(/^\.\//, '')
+    })
+  assert.deepEqual(
+    sources.filter((source) => !documented.has(source)),
+    [],
+    'entry points missing from typedoc.json entryPoints'
+  )
+})
