@@ -1,5 +1,6 @@
 /**
- * The `endpoint-callback` command: `secret`, `listen`, `send` and `verify` over the library. Each
+ * The `endpoint-callback` command: `secret`, `listen`, `send` and `verify`, and the inspection
+ * commands `tasks`, `attempts`, `redeliver` and `cancel`, over the library. Each
  * command is a thin layer: signing, verification, reading bodies and delivery are the library's.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
@@ -9,6 +10,7 @@ import { VERSION } from './version.ts'
 import { listenCommand } from './cli/listen.ts'
 import { sendCommand } from './cli/send.ts'
 import { verifyCommand } from './cli/verify.ts'
+import { addInspectCommands } from './cli/inspect.ts'
 import { CliError, EXIT, EXIT_CODES_HELP, printError, printLine } from './cli/exit.ts'
 
 /**
@@ -36,7 +38,7 @@ function report(error: unknown): number {
   if (error instanceof CommanderError) {
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.ok
     if (error.code === 'commander.help') {
-      printError('missing command: secret, listen, send or verify (see endpoint-callback --help)')
+      printError('missing command: secret, listen, send, verify, tasks, attempts, redeliver or cancel (see endpoint-callback --help)')
       return EXIT.usage
     }
     printError(error.message.replace(/^error: /, ''))
@@ -99,7 +101,7 @@ const toleranceOption = () =>
 
 function buildProgram(exit: (code: number) => void): Command {
   const program = new Command('endpoint-callback')
-    .description('Sign, send, receive and verify Standard Webhooks callbacks on your machine.')
+    .description('Sign, send, receive and verify Standard Webhooks callbacks on your machine; inspect and redeliver the tasks of a PostgreSQL or Redis store.')
     .version(VERSION, '-v, --version')
     .exitOverride()
     // Errors are printed by report(), on one line; help goes to stdout only when asked for.
@@ -217,6 +219,8 @@ function buildProgram(exit: (code: number) => void): Command {
         })
       )
     })
+
+  addInspectCommands(program, exit)
 
   return program
 }
