@@ -149,12 +149,13 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
       assert.match(refusedTask?.lastError ?? '', /422/)
       assert.equal(receiver.seen.get(refused), 1)
       const unsignableTask = await direct.store.get(unsignable)
-      assert.equal(unsignableTask?.attempts, 3, 'attempts stop where the schedule ends')
-      assert.match(unsignableTask?.lastError ?? '', /base64/)
+      // A secret that cannot sign never will: no retry could help, so the first attempt ends it.
+      assert.equal(unsignableTask?.attempts, 1, 'an unsignable task is not retried')
+      assert.match(unsignableTask?.lastError ?? '', /^ERR_CALLBACK_TASK_STATE: the task's secret cannot sign .*base64/)
       assert.doesNotMatch(unsignableTask?.lastError ?? '', /%%%not-base64/, 'the secret is not in the reason')
       assert.equal(receiver.seen.has(unsignable), false)
       const history = await direct.store.attempts(unsignable)
-      assert.deepEqual(history.map((attempt) => attempt.outcome), ['retry', 'retry', 'failed'])
+      assert.deepEqual(history.map((attempt) => attempt.outcome), ['failed'])
     })
   })
 }
