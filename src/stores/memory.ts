@@ -1,3 +1,4 @@
+import { createDueListeners } from './due-listeners.ts'
 import { randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -92,8 +93,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
 
   const tasks = new Map<string, Entry>()
   const byIdempotencyKey = new Map<string, Entry>()
-  const listeners = new Set<() => void>()
-  let wakeQueued = false
+  const due = createDueListeners()
 
   // ---- the due heap ----------------------------------------------------------------------------
   // A 4-ary min-heap of (due instant, entry number) pairs, interleaved in one Float64Array and
@@ -296,23 +296,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   }
 
   /** A task became due sooner: let subscribed workers look now rather than at their next poll. */
-  const wake = () => {
-    if (listeners.size === 0 || wakeQueued) return
-    wakeQueued = true
-    queueMicrotask(() => {
-      wakeQueued = false
-      for (const listener of [...listeners]) {
-        try {
-          listener()
-        } catch (error) {
-          // one listener's failure must not keep the others asleep; it still surfaces
-          queueMicrotask(() => {
-            throw error
-          })
-        }
-      }
-    })
-  }
+  const wake = due.wakeSoon
 
   return {
     async insert(task: NewCallbackTask) {
@@ -488,13 +472,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     },
 
     subscribe(listener) {
-      if (typeof listener !== 'function') throw new TypeError('listener must be a function')
-      // a wrapper per subscription, so the same function subscribed twice unsubscribes one at a time
-      const subscription = () => listener()
-      listeners.add(subscription)
-      return () => {
-        listeners.delete(subscription)
-      }
+      return due.add(listener)
     }
   }
 }

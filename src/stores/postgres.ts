@@ -8,6 +8,8 @@
  *
  * @module endpoint-callback/postgres
  */
+import { createDueListeners } from './due-listeners.ts'
+import type { DueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -162,17 +164,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     countDue: countDueSql(schema),
     ...Object.fromEntries(TASK_STATUSES.map((status) => [`list:${status}`, listTasksSql(schema, status)]))
   }
-  const listeners = new Set<() => void>()
-  let wakeQueued = false
+  const listeners = createDueListeners()
   // Workers in this process need not wait for the notification's round trip through the server.
-  const wakeHere = () => {
-    if (listeners.size === 0 || wakeQueued) return
-    wakeQueued = true
-    queueMicrotask(() => {
-      wakeQueued = false
-      wakeAll(listeners)
-    })
-  }
+  const wakeHere = listeners.wakeSoon
   let listener: ListenConnection | undefined
 
   // Names derive from the text (which holds the schema), so two stores on one connection never
@@ -323,11 +317,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     },
 
     subscribe(fn: () => void) {
-      if (typeof fn !== 'function') throw new TypeError('subscribe: `listener` must be a function')
-      // a wrapper per subscription, so the same function subscribed twice unsubscribes one at a time
-      const subscription = () => fn()
-      listeners.add(subscription)
-      const remove = () => listeners.delete(subscription)
+      const remove = listeners.add(fn)
       if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, listeners)
       let removed = false
       return () => {
@@ -361,7 +351,7 @@ interface ListenConnection {
 function openListenConnection(
   pool: Required<PostgresPool>,
   channel: string,
-  listeners: Set<() => void>
+  listeners: DueListeners
 ): ListenConnection {
   let closed = false
   let current: PostgresListenConnection | undefined
@@ -402,7 +392,7 @@ function openListenConnection(
       client = await pool.connect()
       const self = client
       self.on('notification', (message: { channel: string }) => {
-        if (message.channel === channel) wakeAll(listeners)
+        if (message.channel === channel) listeners.wakeAll()
       })
       self.on('error', () => drop(self))
       self.on('end', () => drop(self))
@@ -411,7 +401,7 @@ function openListenConnection(
       current = self
       backoffMs = 100
       // whatever was announced before LISTEN took hold (or while the connection was down) is lost
-      wakeAll(listeners)
+      listeners.wakeAll()
     } catch {
       if (client) dispose(client, true)
       schedule()
@@ -654,15 +644,3 @@ function toAttempt(row: Record<string, any>): AttemptRecord {
   return attempt
 }
 
-/** Calls every listener; one listener's failure must not keep the others asleep. */
-function wakeAll(listeners: Set<() => void>): void {
-  for (const listener of [...listeners]) {
-    try {
-      listener()
-    } catch (error) {
-      queueMicrotask(() => {
-        throw error
-      })
-    }
-  }
-}

@@ -9,6 +9,7 @@
  *
  * @module endpoint-callback/redis
  */
+import { createDueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -305,18 +306,7 @@ const countDueScript = script(`return redis.call('ZCOUNT', KEYS[1], '-inf', ARGV
  * ```
  */
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
-  if (options === null || typeof options !== 'object') {
-    throw new TypeError('createRedisStore: options must be an object with a `client`')
-  }
-  const { client } = options
-  if (
-    client === null ||
-    typeof client !== 'object' ||
-    typeof client.evalsha !== 'function' ||
-    typeof client.eval !== 'function'
-  ) {
-    throw new TypeError('createRedisStore: `client` must be an ioredis client (it has no eval/evalsha)')
-  }
+  const client = checkClient(options, 'createRedisStore')
   const prefix = checkPrefix(options.prefix ?? 'endpoint-callback', 'createRedisStore')
   const attemptHistory = options.attemptHistory ?? 50
   if (!Number.isInteger(attemptHistory) || attemptHistory < 20) {
@@ -339,17 +329,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const channel = `${prefix}:due`
   const taskKey = (id: string) => `${taskPrefix}${id}`
   const attemptsKey = (id: string) => `${prefix}:attempts:${id}`
-  const listeners = new Set<() => void>()
-  let wakeQueued = false
+  const listeners = createDueListeners()
   // Workers in this process need not wait for the notification's round trip through the server.
-  const wakeHere = () => {
-    if (listeners.size === 0 || wakeQueued) return
-    wakeQueued = true
-    queueMicrotask(() => {
-      wakeQueued = false
-      wakeAll(listeners)
-    })
-  }
+  const wakeHere = listeners.wakeSoon
   let subscriber: RedisSubscriber | undefined
 
   async function run(operation: string, which: Script, keys: string[], args: Array<string | number>) {
@@ -555,11 +537,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     subscribe(fn: () => void) {
-      if (typeof fn !== 'function') throw new TypeError('subscribe: `listener` must be a function')
-      // a wrapper per subscription, so the same function subscribed twice unsubscribes one at a time
-      const subscription = () => fn()
-      listeners.add(subscription)
-      const remove = () => listeners.delete(subscription)
+      const remove = listeners.add(fn)
       if (pubsub && !subscriber) {
         const current = client.duplicate!()
         subscriber = current
@@ -569,13 +547,13 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         })
         current.on('ready', () => {
           // messages published while disconnected are lost: look once after every reconnect
-          if (ready++ > 0 && subscriber === current) wakeAll(listeners)
+          if (ready++ > 0 && subscriber === current) listeners.wakeAll()
         })
         current.on('message', (from: string, message: string) => {
-          if (from === channel) wakeAll(listeners)
+          if (from === channel) listeners.wakeAll()
         })
         current.subscribe(channel).then(
-          () => wakeAll(listeners),
+          () => listeners.wakeAll(),
           () => {}
         )
       }
@@ -641,18 +619,7 @@ const rememberScript = script(`redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
  * ```
  */
 export function createRedisReplayGuard(options: RedisReplayGuardOptions): ReplayGuard {
-  if (options === null || typeof options !== 'object') {
-    throw new TypeError('createRedisReplayGuard: options must be an object with a `client`')
-  }
-  const { client } = options
-  if (
-    client === null ||
-    typeof client !== 'object' ||
-    typeof client.evalsha !== 'function' ||
-    typeof client.eval !== 'function'
-  ) {
-    throw new TypeError('createRedisReplayGuard: `client` must be an ioredis client (it has no eval/evalsha)')
-  }
+  const client = checkClient(options, 'createRedisReplayGuard')
   const prefix = checkPrefix(options.prefix ?? 'endpoint-callback:replay', 'createRedisReplayGuard')
   const ttlSeconds = options.ttlSeconds ?? 3 * 86_400
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
@@ -682,6 +649,18 @@ export function createRedisReplayGuard(options: RedisReplayGuardOptions): Replay
       await run('forget', forgetScript, id, [])
     }
   }
+}
+
+/** The user's ioredis client, checked once: the scripts need `eval` and `evalsha`. */
+function checkClient<C extends { eval: unknown; evalsha: unknown }>(options: { client: C } | null | undefined, who: string): C {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`${who}: options must be an object with a \`client\``)
+  }
+  const { client } = options
+  if (client === null || typeof client !== 'object' || typeof client.evalsha !== 'function' || typeof client.eval !== 'function') {
+    throw new TypeError(`${who}: \`client\` must be an ioredis client (it has no eval/evalsha)`)
+  }
+  return client
 }
 
 function checkPrefix(prefix: unknown, where: string): string {
@@ -721,15 +700,3 @@ function toTask(fields: string[]): CallbackTask {
   return task
 }
 
-/** Calls every listener; one listener's failure must not keep the others asleep. */
-function wakeAll(listeners: Set<() => void>): void {
-  for (const listener of [...listeners]) {
-    try {
-      listener()
-    } catch (error) {
-      queueMicrotask(() => {
-        throw error
-      })
-    }
-  }
-}
