@@ -1,4 +1,5 @@
 import { createDueListeners } from './due-listeners.ts'
+import { checkListQuery, taskPage } from './task-list.ts'
 import { randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -8,7 +9,6 @@ import type {
   CallbackTask,
   Lease,
   NewCallbackTask,
-  TaskPage,
   TaskStatus
 } from '../types.ts'
 
@@ -436,10 +436,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     // ---- inspection: a scan of every task, which is fine for an operator's occasional look ----
 
     async list(query) {
-      const { status, since, cursor } = query
-      const limit = query.limit ?? 100
-      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new TypeError('limit must be an integer from 1 to 1000')
-      const after = cursor === undefined ? undefined : parseListCursor(cursor)
+      const { status, since, limit, after } = checkListQuery(query)
       const from = since === undefined ? -Infinity : since.getTime()
       const found: Entry[] = []
       for (const entry of tasks.values()) {
@@ -448,11 +445,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         found.push(entry)
       }
       found.sort((a, b) => b.updatedAt - a.updatedAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
-      const page = found.slice(0, limit)
-      const last = page[page.length - 1]
-      const result: TaskPage = { tasks: page.map(toTask) }
-      if (found.length > limit && last !== undefined) result.cursor = `${last.updatedAt}:${last.id}`
-      return result
+      return taskPage(found.slice(0, limit + 1).map(toTask), limit)
     },
 
     async redeliver(id, { now }) {
@@ -475,13 +468,6 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       return due.add(listener)
     }
   }
-}
-
-/** A list cursor: `<updatedAt ms>:<id>` of the last task of the page before. */
-function parseListCursor(cursor: string): { updatedAt: number; id: string } {
-  const match = typeof cursor === 'string' ? /^(\d{1,16}):(.+)$/s.exec(cursor) : null
-  if (match === null) throw new TypeError('cursor must be the cursor of a page this store returned')
-  return { updatedAt: Number(match[1]), id: match[2]! }
 }
 
 /** Whether `entry` comes after the cursor in the list's order (newest first, then id descending). */

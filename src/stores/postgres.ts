@@ -9,6 +9,7 @@
  * @module endpoint-callback/postgres
  */
 import { createDueListeners } from './due-listeners.ts'
+import { checkListQuery, TASK_STATUSES, taskPage } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
@@ -21,7 +22,6 @@ import type {
   NewCallbackTask,
   StoreCallOptions,
   TaskListQuery,
-  TaskPage,
   TaskStatus,
   TerminalStatus
 } from '../types.ts'
@@ -296,12 +296,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         after?.id ?? null,
         limit + 1
       ])
-      // One row more than asked says whether another page follows.
-      const tasks = rows.slice(0, limit).map(toTask)
-      const page: TaskPage = { tasks }
-      const last = tasks[tasks.length - 1]
-      if (rows.length > limit && last !== undefined) page.cursor = `${last.updatedAt.getTime()}:${last.id}`
-      return page
+      return taskPage(rows.map(toTask), limit)
     },
 
     async redeliver(id: string, { now }: { now: Date }) {
@@ -560,27 +555,6 @@ function checkSchema(schema: unknown, where: string): string {
     )
   }
   return schema
-}
-
-const TASK_STATUSES: readonly TaskStatus[] = ['pending', 'scheduled', 'delivering', 'delivered', 'failed', 'cancelled']
-
-/** The list query checked, with its cursor (`<updatedAt ms>:<id>` of the last task before) read. */
-function checkListQuery(query: TaskListQuery) {
-  if (query === null || typeof query !== 'object') throw new TypeError('list: the query must be an object with a `status`')
-  const { status, since, cursor } = query
-  if (!TASK_STATUSES.includes(status)) throw new TypeError(`list: \`status\` must be one of ${TASK_STATUSES.join(', ')}`)
-  if (since !== undefined && !(since instanceof Date && Number.isFinite(since.getTime()))) {
-    throw new TypeError('list: `since` must be a valid Date')
-  }
-  const limit = query.limit ?? 100
-  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new TypeError('list: `limit` must be an integer from 1 to 1000')
-  let after: { updatedAt: number; id: string } | undefined
-  if (cursor !== undefined) {
-    const match = typeof cursor === 'string' ? /^(\d{1,16}):(.+)$/s.exec(cursor) : null
-    if (match === null) throw new TypeError('list: `cursor` must be the cursor of a page this store returned')
-    after = { updatedAt: Number(match[1]), id: match[2]! }
-  }
-  return { status, since, limit, after }
 }
 
 function transactionOf(options: StoreCallOptions | undefined): PostgresQueryable | undefined {

@@ -10,6 +10,7 @@
  * @module endpoint-callback/redis
  */
 import { createDueListeners } from './due-listeners.ts'
+import { checkListQuery, taskPage } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -22,7 +23,6 @@ import type {
   ReplayGuard,
   StoreCallOptions,
   TaskListQuery,
-  TaskPage,
   TaskStatus
 } from '../types.ts'
 
@@ -492,33 +492,16 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async list(query: TaskListQuery) {
-      if (query === null || typeof query !== 'object') throw new TypeError('list: the query must be an object with a `status`')
-      const { status, since, cursor } = query
+      const { status, since, limit, after } = checkListQuery(query)
       if (status !== 'failed') throw new TypeError("list: the Redis store lists failed tasks only (`status: 'failed'`)")
-      if (since !== undefined && !(since instanceof Date && Number.isFinite(since.getTime()))) {
-        throw new TypeError('list: `since` must be a valid Date')
-      }
-      const limit = query.limit ?? 100
-      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw new TypeError('list: `limit` must be an integer from 1 to 1000')
-      let after: [string, string] = ['+inf', '']
-      if (cursor !== undefined) {
-        const match = typeof cursor === 'string' ? /^(\d{1,16}):(.+)$/s.exec(cursor) : null
-        if (match === null) throw new TypeError('list: `cursor` must be the cursor of a page this store returned')
-        after = [match[1]!, match[2]!]
-      }
       const found = (await run('list', listFailedScript, [failedKey], [
         taskPrefix,
         since === undefined ? '-inf' : since.getTime(),
-        after[0],
-        after[1],
+        after === undefined ? '+inf' : after.updatedAt,
+        after?.id ?? '',
         limit + 1
       ])) as string[][]
-      // One task more than asked says whether another page follows.
-      const tasks = found.slice(0, limit).map(toTask)
-      const page: TaskPage = { tasks }
-      const last = tasks[tasks.length - 1]
-      if (found.length > limit && last !== undefined) page.cursor = `${last.updatedAt.getTime()}:${last.id}`
-      return page
+      return taskPage(found.map(toTask), limit)
     },
 
     async redeliver(id: string, { now }: { now: Date }) {
