@@ -129,14 +129,19 @@ function buildProgram(exit: (code: number) => void): Command {
     .command('listen')
     .description(
       'Run a local receiver: verify every POST and print its headers, whether it verified (and why not) and its data. ' +
-        'Answers 204 when verified, otherwise 400/401/413 like the Express, Koa and fetch receivers. ' +
+        'Answers 204 when verified, otherwise 400/401/413 like the Express, Koa and fetch receivers (503 while the --jwks keys ' +
+        'cannot be loaded). Answers a signed intent challenge (webhook-intent) by echoing it, and prints it as such. ' +
         'Prints the URL it listens on first; runs until SIGINT/SIGTERM.'
     )
     .addOption(new Option('--port <n>', 'port to listen on (0: any free port)').argParser(integer('port', 0, 65535)).makeOptionMandatory())
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .addOption(secretOption('whsec_ secret to verify v1 signatures with'))
     .addOption(publicKeyOption())
-    .option('--jwks <url>', "the sender's JWKS URL: verify v1a signatures with the Ed25519 keys it publishes")
+    .option(
+      '--jwks <url>',
+      "the sender's JWKS URL: verify v1a signatures with the Ed25519 keys it publishes (fetched at start: exit 2 if it " +
+        'cannot be; fetched again when no key matches, at most every 30 s)'
+    )
     .option('--allow-http', 'allow a plain http: --jwks URL (local development)')
     .option('--json', 'print one JSON line per request (the first line is {"listening": url})')
     .addOption(toleranceOption())

@@ -1,17 +1,18 @@
 /**
  * `endpoint-callback listen`: a local receiver that prints every request it gets. Verification and
- * the answers (400/401/413 with a problem document) are the receiver core's, so what it prints is
- * what the Express, Koa and fetch receivers would do with the same request.
+ * the answers (400/401/413 with a problem document, 503 when the sender's JWKS cannot be loaded,
+ * the echo of an intent challenge) are the receiver core's, so what it prints is what the Express,
+ * Koa and fetch receivers would do with the same request.
  */
 import { createServer } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { CallbackError } from '../errors.ts'
+import { INTENT_HEADER } from '../intent.ts'
 import { createReceiverCore, readNodeBody } from '../receivers/core.ts'
-import type { CallbackReceiverCore, ReceiverAcceptance, ReceiverAnswer } from '../receivers/core.ts'
+import type { CallbackReceiverCore } from '../receivers/core.ts'
 import { createRemoteJwks } from '../signing/jwks-remote.ts'
 import type { RemoteJwks } from '../signing/jwks-remote.ts'
-import type { VerifyOptions } from '../types.ts'
 import { CliError, EXIT, printError, printLine } from './exit.ts'
 
 export interface ListenCommandOptions {
@@ -29,12 +30,19 @@ export interface ListenCommandOptions {
 /** What listen prints for one request (one JSON line with `--json`). */
 export interface ReceivedCallbackLine {
   receivedAt: string
+  /**
+   * `intent`: a sender's intent challenge (`webhook-intent`), answered by echoing it once its
+   * signature verified; `callback`: anything else.
+   */
+  kind: 'callback' | 'intent'
   method: string
   path: string
+  /** The peer's address. */
+  from: string
   /** The status the receiver answered. */
   status: number
   verified: boolean
-  /** Why it did not verify. */
+  /** Why it did not verify, or why a verified intent challenge was refused. */
   error?: { code: string; message: string }
   id?: string
   timestamp?: string
@@ -53,21 +61,17 @@ export async function listenCommand(options: ListenCommandOptions): Promise<numb
   if (secret === undefined && publicKey === undefined && jwks === undefined) {
     throw new CliError(EXIT.usage, 'listen needs --secret, --public-key or --jwks (or CALLBACK_SECRET / CALLBACK_PUBLIC_KEY)')
   }
-  const verifyOptions: VerifyOptions = {
+  const senderKeys = jwks === undefined ? undefined : remoteJwks(jwks, allowHttp)
+  const core = createReceiverCore({
     ...(secret === undefined ? {} : { secret }),
+    ...(publicKey === undefined ? {} : { publicKey }),
+    ...(senderKeys === undefined ? {} : { jwks: senderKeys }),
     ...(tolerance === undefined ? {} : { toleranceSeconds: tolerance }),
-  }
-  const receivers = receiverSource(verifyOptions, publicKey, jwks === undefined ? undefined : createRemoteJwks(jwks, { allowHttp }))
-  // Fail now, not on the first callback: bad keys, or a JWKS URL that does not answer.
-  try {
-    await receivers.current(false)
-  } catch (error) {
-    if (error instanceof CallbackError) throw new CliError(EXIT.usage, `${error.code}: ${error.message}`, { cause: error })
-    throw error
-  }
+  })
+  if (senderKeys !== undefined) await loadAtStart(senderKeys)
 
   const server = createServer((req, res) => {
-    handle(req, res, receivers).then(
+    handle(req, res, core).then(
       (line) => print(line, json),
       (error: unknown) => {
         printError(`${req.method} ${req.url}: ${(error as Error)?.message ?? String(error)}`)
@@ -101,35 +105,42 @@ export async function listenCommand(options: ListenCommandOptions): Promise<numb
   return EXIT.ok
 }
 
-interface ReceiverSource {
-  /** The core for the current keys; with `refresh`, after a JWKS refetch (at most once per cooldown). */
-  current(refresh: boolean): Promise<CallbackReceiverCore>
-  readonly refreshable: boolean
-}
-
-function receiverSource(options: VerifyOptions, publicKey: string[] | undefined, jwks: RemoteJwks | undefined): ReceiverSource {
-  if (jwks === undefined) {
-    const core = createReceiverCore(publicKey === undefined ? options : { ...options, publicKey })
-    return { current: async () => core, refreshable: false }
-  }
-  // One core per key set: rebuilt only when the sender's published keys changed.
-  let cached: { keys: string; core: CallbackReceiverCore } | undefined
-  return {
-    refreshable: true,
-    async current(refresh) {
-      const keys = [...(publicKey ?? []), ...(await jwks.publicKeys({ refresh }))]
-      const id = keys.join(' ')
-      if (cached?.keys !== id) cached = { keys: id, core: createReceiverCore({ ...options, publicKey: keys }) }
-      return cached.core
-    },
+/**
+ * The sender's key set for the receiver core. Always a key set of our own rather than the URL, so
+ * that the start-up fetch below fills the very cache the core verifies with.
+ */
+function remoteJwks(url: string, allowHttp: boolean): RemoteJwks {
+  try {
+    return createRemoteJwks(url, { allowHttp })
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error
+    const reason = error.message.replace(/^url /, '').replace('(allowHttp permits http:)', '(--allow-http permits http: for local development)')
+    throw new CliError(EXIT.usage, `--jwks ${reason}`, { cause: error })
   }
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, receivers: ReceiverSource): Promise<ReceivedCallbackLine> {
+/**
+ * The core fetches the JWKS only when a v1a callback arrives, and answers 503 while it cannot:
+ * a sender retries that without anyone seeing why. A wrong URL, or a JWKS without an Ed25519 key,
+ * is a configuration error, so it is found now and ends listen with exit 2.
+ */
+async function loadAtStart(keys: RemoteJwks): Promise<void> {
+  try {
+    await keys()
+  } catch (error) {
+    if (error instanceof CallbackError) throw new CliError(EXIT.usage, `${error.code}: ${error.message}`, { cause: error })
+    throw error
+  }
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, core: CallbackReceiverCore): Promise<ReceivedCallbackLine> {
   const line: ReceivedCallbackLine = {
     receivedAt: new Date().toISOString(),
+    // The core answers challenges of POST requests only; anything else is refused as a callback.
+    kind: req.method === 'POST' && req.headers[INTENT_HEADER] !== undefined ? 'intent' : 'callback',
     method: req.method ?? '',
     path: req.url ?? '',
+    from: req.socket.remoteAddress ?? '',
     status: 0,
     verified: false,
     headers: req.headers,
@@ -141,31 +152,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, receivers: Rece
     return line
   }
 
-  // Read once, kept: a JWKS retry after a key rotation checks the same bytes again.
+  // Kept to print the body of a request that did not verify.
   let raw: Buffer | undefined
-  let reading: Promise<Buffer> | undefined
-  const request = {
+  const outcome = await core.admit({
+    method: req.method,
     headers: req.headers,
-    body: (limit: number) => (reading ??= readNodeBody(req, limit).then((bytes) => (raw = bytes))),
-  }
-  let outcome: ReceiverAcceptance | ReceiverAnswer
-  try {
-    const core = await receivers.current(false)
-    outcome = await core.admit(request)
-    if (!outcome.accepted && receivers.refreshable && outcome.error?.code === 'ERR_CALLBACK_SIGNATURE_MISMATCH') {
-      // The sender may have rotated its key: look at its JWKS again (the cooldown bounds refetches).
-      const refreshed = await receivers.current(true)
-      if (refreshed !== core) outcome = await refreshed.admit(request)
-    }
-  } catch (error) {
-    if (!(error instanceof CallbackError) || error.code !== 'ERR_CALLBACK_JWKS') throw error
-    // The sender's keys could not be loaded: a transient failure on our side, worth a retry.
-    line.status = 503
-    line.error = { code: error.code, message: error.message }
-    res.writeHead(503, { 'content-type': 'application/json; charset=utf-8', 'retry-after': '5' })
-    res.end(JSON.stringify({ code: error.code }))
-    return line
-  }
+    body: async (limit) => (raw = await readNodeBody(req, limit)),
+  })
 
   if (outcome.accepted) {
     const { callback } = outcome
@@ -180,10 +173,39 @@ async function handle(req: IncomingMessage, res: ServerResponse, receivers: Rece
     return line
   }
   line.status = outcome.status
-  if (outcome.error !== undefined) line.error = { code: outcome.error.code, message: outcome.error.message }
-  if (raw !== undefined) line.body = raw.toString('utf8')
+  if (outcome.error !== undefined) {
+    line.error = { code: outcome.error.code, message: outcome.error.message }
+    if (raw !== undefined) line.body = raw.toString('utf8')
+  } else if (line.kind === 'intent') {
+    // The core answers an intent challenge only once its signature verified: the echo, or a
+    // problem document for a challenge it will not echo.
+    line.verified = true
+    const id = req.headers['webhook-id']
+    if (typeof id === 'string') line.id = id
+    if (outcome.status >= 300) line.error = problemOf(outcome.body)
+  }
   res.writeHead(outcome.status, outcome.headers).end(outcome.body)
   return line
+}
+
+/** The code and title of a problem document the core answered with. */
+function problemOf(body: string): { code: string; message: string } {
+  try {
+    const problem = JSON.parse(body) as { code?: unknown; title?: unknown }
+    return { code: String(problem.code ?? 'unknown'), message: String(problem.title ?? '') }
+  } catch {
+    return { code: 'unknown', message: body.slice(0, 200) }
+  }
+}
+
+function verdict(line: ReceivedCallbackLine): string {
+  const reason = `${line.error?.code ?? 'unknown'}: ${line.error?.message ?? ''}`
+  if (line.kind === 'intent') {
+    const challenge = `intent challenge from ${line.from}`
+    if (!line.verified) return `${challenge} not answered: not verified: ${reason}`
+    return line.error === undefined ? `${challenge} answered` : `${challenge} refused: ${reason}`
+  }
+  return line.verified ? 'verified' : `not verified: ${reason}`
 }
 
 function print(line: ReceivedCallbackLine, json: boolean): void {
@@ -191,9 +213,9 @@ function print(line: ReceivedCallbackLine, json: boolean): void {
     printLine(JSON.stringify(line))
     return
   }
-  const verdict = line.verified ? 'verified' : `not verified: ${line.error?.code ?? 'unknown'}: ${line.error?.message ?? ''}`
-  const out = [`${line.receivedAt} ${line.method} ${line.path} → ${line.status} ${verdict}`]
-  if (line.verified) out.push(`  id: ${line.id}  timestamp: ${line.timestamp}${line.type === undefined ? '' : `  type: ${line.type}`}`)
+  const out = [`${line.receivedAt} ${line.method} ${line.path} → ${line.status} ${verdict(line)}`]
+  if (line.kind === 'intent' && line.verified) out.push(`  id: ${line.id}`)
+  else if (line.verified) out.push(`  id: ${line.id}  timestamp: ${line.timestamp}${line.type === undefined ? '' : `  type: ${line.type}`}`)
   out.push('  headers:')
   for (const [name, value] of Object.entries(line.headers)) out.push(`    ${name}: ${Array.isArray(value) ? value.join(', ') : value}`)
   if (line.data !== undefined) out.push(`  data: ${JSON.stringify(line.data)}`)

@@ -11,7 +11,18 @@ import type { AddressInfo } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createJwksHandler, generateSecret, generateSigningKey, signPayload, verifySignature } from 'endpoint-callback'
+import {
+  createCallbackTask,
+  createHttpTransport,
+  createJwksHandler,
+  createMemoryStore,
+  deliver,
+  generateSecret,
+  generateSigningKey,
+  signPayload,
+  verifySignature,
+} from 'endpoint-callback'
+import type { SenderOptions } from 'endpoint-callback'
 import { buildCli, runCli, startListen } from '../support/cli-binary.ts'
 import type { BuiltCli, ListenProcess } from '../support/cli-binary.ts'
 
@@ -197,7 +208,12 @@ describe('listen and send', () => {
 
   test("listen --jwks verifies Ed25519 callbacks with the keys the sender publishes, and refuses a JWKS it cannot use at start (exit 2)", async () => {
     const { signingKey } = generateSigningKey()
-    const jwks = createHttpServer(createJwksHandler([signingKey]))
+    const publish = createJwksHandler([signingKey])
+    let fetches = 0
+    const jwks = createHttpServer((req, res) => {
+      fetches += 1
+      publish(req, res)
+    })
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve))
     const { port } = jwks.address() as AddressInfo
     try {
@@ -211,11 +227,14 @@ describe('listen and send', () => {
       const forged = await run('send', listen.url, '--signing-key', generateSigningKey().signingKey, '--allow-local', '--id', 'msg_jwks_forged', '--data', '{}')
       assert.equal(forged.code, 1)
       assert.equal(JSON.parse(await listen.waitForLine((text) => text.includes('msg_jwks_forged'))).error.code, 'ERR_CALLBACK_SIGNATURE_MISMATCH')
+      // The keys fetched at start served the callback, and the forged one's refetch fell in the cooldown.
+      assert.equal(fetches, 1)
       assert.deepEqual(await listen.stop(), { code: 0, signal: null })
 
       const plain = await runCli(cli.bin, ['listen', '--port', '0', '--jwks', jwksUrl])
       assert.equal(plain.code, 2)
-      assertOneLineError(plain.stderr, /https/)
+      assertOneLineError(plain.stderr, /^endpoint-callback: --jwks must use https: \(--allow-http permits http: for local development\)\n$/)
+      assert.equal(fetches, 1, 'a refused URL is not fetched')
     } finally {
       jwks.closeAllConnections()
       await new Promise((resolve) => jwks.close(resolve))
@@ -224,6 +243,57 @@ describe('listen and send', () => {
     const gone = await runCli(cli.bin, ['listen', '--port', '0', '--jwks', `http://127.0.0.1:${port}/jwks.json`, '--allow-http'])
     assert.equal(gone.code, 2)
     assertOneLineError(gone.stderr, /ERR_CALLBACK_JWKS: could not fetch the JWKS from http:\/\/127\.0\.0\.1:\d+\/jwks\.json/)
+  })
+
+  test('listen answers the intent challenge of a sender with verifyIntent, prints it as one, and then receives the verified callback', async () => {
+    const secret = generateSecret()
+    const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
+    const transport = createHttpTransport({ urlPolicy })
+    const sender: SenderOptions = { store: createMemoryStore(), transport, secret, urlPolicy, verifyIntent: true }
+    const json = await startListen(cli.bin, ['--port', '0', '--secret', secret, '--json'], running)
+    const text = await startListen(cli.bin, ['--port', '0', '--secret', secret], running)
+    try {
+      const task = await createCallbackTask({ callbackUrl: `${json.url}/hooks`, event: 'report.ready' }, sender)
+      const report = await deliver(task, { report: 'r-9' }, sender)
+      assert.equal(report.status, 'delivered', report.error)
+      await json.waitForLine((line) => line.includes(task.id))
+      const [challenge, callback] = jsonLines(json)
+      assert.equal(challenge!.kind, 'intent')
+      assert.equal(challenge!.verified, true)
+      assert.equal(challenge!.status, 200)
+      assert.equal(challenge!.from, '127.0.0.1')
+      assert.match(challenge!.id, /^intent_/)
+      assert.match(challenge!.headers['webhook-intent'], /^[\w-]{43}$/)
+      assert.equal(challenge!.error, undefined)
+      assert.equal(callback!.kind, 'callback')
+      assert.equal(callback!.verified, true)
+      assert.equal(callback!.id, task.id)
+      assert.deepEqual(callback!.data, { report: 'r-9' })
+      assert.equal(jsonLines(json).length, 2)
+
+      const second = await createCallbackTask({ callbackUrl: `${text.url}/hooks`, event: 'report.ready' }, sender)
+      assert.equal((await deliver(second, { report: 'r-10' }, sender)).status, 'delivered')
+      await text.waitForLine((line) => line.startsWith('  data: '))
+      const output = text.lines.join('\n')
+      assert.match(output, /POST \/hooks → 200 intent challenge from 127\.0\.0\.1 answered\n {2}id: intent_\S+\n {2}headers:\n/)
+      assert.doesNotMatch(output, /not verified/)
+      assert.ok(output.indexOf('intent challenge') < output.indexOf(`→ 204 verified\n  id: ${second.id}`), output)
+
+      // A challenge signed with another secret is not echoed: the sender never sends that URL its payload.
+      const stranger: SenderOptions = { ...sender, store: createMemoryStore(), secret: generateSecret() }
+      const refused = await deliver(await createCallbackTask({ callbackUrl: json.url, event: 'report.ready' }, stranger), { report: 'r-11' }, stranger)
+      assert.equal(refused.status, 'failed')
+      assert.match(refused.error!, /ERR_CALLBACK_INTENT_NOT_VERIFIED/)
+      const unverified = JSON.parse(await json.waitForLine((line) => line.includes('"status":401'))) as Record<string, any>
+      assert.equal(unverified.kind, 'intent')
+      assert.equal(unverified.verified, false)
+      assert.equal(unverified.error.code, 'ERR_CALLBACK_SIGNATURE_MISMATCH')
+      assert.equal(jsonLines(json).length, 3, 'no payload followed the refused challenge')
+    } finally {
+      await transport.close()
+      await json.stop()
+      await text.stop()
+    }
   })
 
   test('send retries a 503 on the library schedule and exits 0 once the receiver takes it', async () => {
