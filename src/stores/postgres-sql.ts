@@ -226,6 +226,43 @@ SELECT count(*)::int AS completed,
 FROM done`
 }
 
+/**
+ * {@link completeSql} for many leases at once, each column an array with one element per lease:
+ * one statement and one commit for every completion that arrived while the previous one was in
+ * flight (group commit). Each row is still fenced by its own token and records its own attempt.
+ * $1 id, $2 token, $3 status, $4 next_attempt_at, $5 last_error, $6 updated_at, $7 attempt,
+ * $8 started_at, $9 duration_ms, $10 http status, $11 error, $12 response_body, $13 outcome,
+ * $14 due channel. Returns the positions (1-based) of the completions that held their lease.
+ * Listeners are woken once, with the earliest retry of the batch.
+ */
+export function completeBatchSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[],
+    $7::int[], $8::timestamptz[], $9::float8[], $10::int[], $11::text[], $12::text[], $13::text[])
+    WITH ORDINALITY AS i (id, token, status, next_attempt_at, last_error, updated_at,
+      attempt, started_at, duration_ms, http_status, error, response_body, outcome, position)
+), done AS (
+  UPDATE ${s}.tasks AS t
+  SET status = i.status, attempts = t.attempts + 1, next_attempt_at = i.next_attempt_at,
+      last_error = COALESCE(i.last_error, t.last_error), lease_token = NULL, leased_at = NULL,
+      updated_at = GREATEST(t.updated_at, i.updated_at)
+  FROM input AS i
+  WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'delivering'
+  RETURNING i.position, t.status, t.next_attempt_at
+), recorded AS (
+  INSERT INTO ${s}.attempts (task_id, attempt, started_at, duration_ms, status, error, response_body, outcome)
+  SELECT i.id, i.attempt, i.started_at, i.duration_ms, i.http_status, i.error, i.response_body, i.outcome
+  FROM done JOIN input AS i USING (position)
+  ORDER BY i.position
+)
+SELECT array_agg(position)::int[] AS completed,
+  CASE WHEN bool_or(status = 'scheduled') THEN
+    pg_notify($14, (extract(epoch FROM min(next_attempt_at) FILTER (WHERE status = 'scheduled')) * 1000)::bigint::text)::text
+  END AS notified
+FROM done`
+}
+
 /** $1 id, $2 token, $3 next_attempt_at (null: the instant the lease was taken), $4 due channel. */
 export function releaseSql(schema: string): string {
   const s = quoteIdentifier(schema)

@@ -29,6 +29,7 @@ import {
   attachSql,
   cancelSql,
   claimSql,
+  completeBatchSql,
   completeSql,
   countDueSql,
   currentVersionSql,
@@ -157,6 +158,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     attach: attachSql(schema),
     claim: claimSql(schema),
     complete: completeSql(schema),
+    completeBatch: completeBatchSql(schema),
     release: releaseSql(schema),
     cancel: cancelSql(schema),
     attempts: selectAttemptsSql(schema),
@@ -180,6 +182,14 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       throw storeError(operation, schema, error)
     }
   }
+
+  const completions = createCompletions({
+    one: async (values) => (await run('complete', pool, sql.complete, [...values, channel])).rows[0]?.completed === 1,
+    many: async (columns) => {
+      const { rows } = await run('complete', pool, sql.completeBatch, [...columns, channel])
+      return new Set<number>(rows[0]?.completed ?? [])
+    }
+  })
 
   return {
     schema,
@@ -245,7 +255,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
     async complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution) {
       const finishedAt = new Date(attempt.startedAt.getTime() + Math.max(0, attempt.durationMs))
-      const { rows } = await run('complete', pool, sql.complete, [
+      const completed = await completions.add([
         lease.task.id,
         lease.token,
         resolution.status,
@@ -258,10 +268,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         attempt.status ?? null,
         attempt.error ?? null,
         attempt.responseBody ?? null,
-        attempt.outcome,
-        channel
+        attempt.outcome
       ])
-      const completed = rows[0]?.completed === 1
       if (completed && resolution.status === 'scheduled') wakeHere()
       return completed
     },
@@ -330,6 +338,87 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       const current = listener
       listener = undefined
       await current?.close()
+    }
+  }
+}
+
+/** The values of one completion, in the order of `completeSql`'s parameters $1 to $13. */
+type CompletionValues = unknown[]
+
+interface PendingCompletion {
+  values: CompletionValues
+  resolve(completed: boolean): void
+  reject(error: unknown): void
+}
+
+const maxCompletionsInFlight = 1
+const maxCompletionBatch = 500
+
+/**
+ * Group commit for completions: the first completion goes out at once, and those that arrive while
+ * statements are in flight go out together in the next one, so a busy worker commits many
+ * attempts per round trip instead of one. Each completion resolves only once the statement that
+ * recorded it has committed, so none is acknowledged earlier than it would be on its own.
+ */
+function createCompletions(send: {
+  one(values: CompletionValues): Promise<boolean>
+  many(columns: unknown[][]): Promise<Set<number>>
+}) {
+  let queue: PendingCompletion[] = []
+  let inFlight = 0
+  let flushQueued = false
+
+  const settleOne = async (completion: PendingCompletion) => {
+    try {
+      completion.resolve(await send.one(completion.values))
+    } catch (error) {
+      completion.reject(error)
+    }
+  }
+
+  const sendBatch = async (batch: PendingCompletion[]) => {
+    if (batch.length === 1) return settleOne(batch[0]!)
+    const columns = batch[0]!.values.map((_, column) => batch.map((completion) => completion.values[column]))
+    let completed: Set<number>
+    try {
+      completed = await send.many(columns)
+    } catch (error) {
+      // The server refused the statement, so none of it committed: one bad row (text PostgreSQL
+      // cannot store, say) must fail only its own completion. Without a server's answer (the
+      // connection broke) the outcome is unknown and every completion reports the error.
+      if (typeof (error as { cause?: { code?: unknown } }).cause?.code === 'string') {
+        await Promise.all(batch.map(settleOne))
+      } else {
+        for (const completion of batch) completion.reject(error)
+      }
+      return
+    }
+    batch.forEach((completion, index) => completion.resolve(completed.has(index + 1)))
+  }
+
+  const flush = () => {
+    flushQueued = false
+    while (queue.length > 0 && inFlight < maxCompletionsInFlight) {
+      const batch = queue.length <= maxCompletionBatch ? queue : queue.slice(0, maxCompletionBatch)
+      queue = queue.length <= maxCompletionBatch ? [] : queue.slice(maxCompletionBatch)
+      inFlight++
+      void sendBatch(batch).finally(() => {
+        inFlight--
+        flush()
+      })
+    }
+  }
+
+  return {
+    add(values: CompletionValues): Promise<boolean> {
+      return new Promise<boolean>((resolve, reject) => {
+        queue.push({ values, resolve, reject })
+        // completions settled in the same turn of the event loop share a statement
+        if (!flushQueued && inFlight < maxCompletionsInFlight) {
+          flushQueued = true
+          queueMicrotask(flush)
+        }
+      })
     }
   }
 }

@@ -320,6 +320,89 @@ describe('postgres store', { skip }, () => {
     })
   })
 
+  describe('completions that arrive together', () => {
+    // counts the statements the store sends, by their text
+    function countingStore(schema: string) {
+      const sent: string[] = []
+      const counting = {
+        query: (text: any, values?: unknown[]) => {
+          sent.push(typeof text === 'string' ? text : text.text)
+          return pool.query(text, values)
+        }
+      }
+      return { store: track(createPostgresStore({ pool: counting, schema, listen: false })), sent }
+    }
+
+    async function leased(store: PostgresStore, count: number, leaseMs = 60_000) {
+      const leases = []
+      for (let i = 0; i < count; i++) {
+        const input = newTask()
+        await store.insert(input)
+        leases.push((await store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs }))!)
+      }
+      return leases
+    }
+
+    it('records every attempt in fewer statements than completions, and still refuses a lease that was taken over', async () => {
+      const { store, sent } = countingStore((await freshStore()).schema)
+      const leases = await leased(store, 30)
+      // one task's short lease runs out and another worker claims it: its first holder is stale
+      const stale = (await leased(store, 1, 1_000))[0]!
+      const [current] = await store.claim({ now: new Date(t0 + 2_000), limit: 1, leaseMs: 60_000 })
+      assert.equal(current?.task.id, stale.task.id)
+      sent.length = 0
+      const results = await Promise.all([
+        ...leases.map((lease, i) =>
+          store.complete(
+            lease,
+            { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: i % 2 ? 204 : 503, outcome: i % 2 ? 'delivered' : 'retry' },
+            i % 2 ? { status: 'delivered' } : { status: 'scheduled', nextAttemptAt: new Date(t0 + 1000 * (i + 1)) }
+          )
+        ),
+        store.complete(stale, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 204, outcome: 'delivered' }, { status: 'delivered' })
+      ])
+      assert.deepEqual(results, [...leases.map(() => true), false])
+      assert.ok(sent.length < leases.length, `${sent.length} statements for ${leases.length + 1} completions`)
+      for (const [i, lease] of leases.entries()) {
+        const task = (await store.get(lease.task.id))!
+        assert.equal(task.status, i % 2 ? 'delivered' : 'scheduled')
+        assert.equal(task.attempts, 1)
+        if (i % 2 === 0) assert.equal(task.nextAttemptAt?.getTime(), t0 + 1000 * (i + 1))
+        assert.deepEqual((await store.attempts(lease.task.id)).map((a) => a.status), [i % 2 ? 204 : 503])
+      }
+      // the stale holder recorded nothing; the current holder still completes
+      assert.deepEqual(await store.attempts(stale.task.id), [])
+      assert.equal((await store.get(stale.task.id))!.status, 'delivering')
+      assert.equal(
+        await store.complete(current!, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 204, outcome: 'delivered' }, { status: 'delivered' }),
+        true
+      )
+    })
+
+    it('fails only the completion whose attempt PostgreSQL cannot store, and records the others', async () => {
+      const { store } = countingStore((await freshStore()).schema)
+      const leases = await leased(store, 5)
+      const settled = await Promise.allSettled(
+        leases.map((lease, i) =>
+          store.complete(
+            lease,
+            // text with a NUL character cannot be stored in a text column
+            { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 200, outcome: 'delivered', ...(i === 2 ? { responseBody: 'a\u0000b' } : {}) },
+            { status: 'delivered' }
+          )
+        )
+      )
+      assert.deepEqual(settled.map((result) => result.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled'])
+      const rejected = settled[2] as PromiseRejectedResult
+      assert.ok(rejected.reason instanceof CallbackError)
+      assert.equal(rejected.reason.code, 'ERR_CALLBACK_STORE')
+      for (const [i, lease] of leases.entries()) {
+        assert.equal((await store.get(lease.task.id))!.status, i === 2 ? 'delivering' : 'delivered')
+        assert.equal((await store.attempts(lease.task.id)).length, i === 2 ? 0 : 1)
+      }
+    })
+  })
+
   describe('LISTEN/NOTIFY', () => {
     it('wakes a worker of another process when a retry is scheduled', async () => {
       const schema = uniqueName('ec_pg_notify')
