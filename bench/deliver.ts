@@ -20,7 +20,6 @@
  *
  *   node --conditions=endpoint-callback-source --import tsx --expose-gc bench/deliver.ts
  */
-import { spawn } from 'node:child_process'
 import { Agent, request } from 'undici'
 import {
   createCallbackTask,
@@ -33,6 +32,7 @@ import {
   VERSION,
 } from 'endpoint-callback'
 import type { CallbackStore, SenderOptions } from 'endpoint-callback'
+import { startLoopbackReceiver } from './support/loopback-receiver.ts'
 
 const CONCURRENCY = 64
 const ROUNDS = 7
@@ -44,19 +44,8 @@ const body = JSON.stringify({ type: 'report.ready', timestamp: new Date().toISOS
 
 // ---- the receiver, in its own process ---------------------------------------------------------
 // A separate process, so that process.cpuUsage() below counts the sending side only.
-const receiverSource = `
-const { createServer } = require('node:http')
-const server = createServer((req, res) => {
-  req.on('data', () => {})
-  req.on('end', () => { res.statusCode = 204; res.end() })
-})
-server.keepAliveTimeout = 60_000
-server.listen(0, '127.0.0.1', () => console.log(server.address().port))
-process.stdin.on('end', () => process.exit(0)).resume()
-`
-const receiver = spawn(process.execPath, ['-e', receiverSource], { stdio: ['pipe', 'pipe', 'inherit'] })
-const port = await new Promise<number>((resolve) => receiver.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))))
-const url = `http://127.0.0.1:${port}/callbacks`
+const receiver = await startLoopbackReceiver()
+const url = receiver.url
 
 // ---- contenders -------------------------------------------------------------------------------
 // The same timeouts as the default transport's Agent (10 s), so both pools run the same timers.
@@ -227,5 +216,4 @@ console.log(
 
 await transport.close?.()
 await bareAgent.close()
-receiver.stdin.end()
-await new Promise((resolve) => receiver.once('exit', resolve))
+await receiver.stop()

@@ -25,47 +25,12 @@ import {
   signPayload,
   verifySignature
 } from 'endpoint-callback'
+import { measureRounds, type Contender } from './support/rounds.ts'
 
 const ROUNDS = 7
 const ROUND_MS = 300
 
-type Contender = { name: string; run: (iterations: number) => Promise<void> }
-
-async function measure(contenders: Contender[]): Promise<Map<string, number>> {
-  const samples = new Map<string, number[]>(contenders.map((c) => [c.name, []]))
-  const batch = new Map<string, number>()
-  for (const contender of contenders) {
-    let n = 1
-    for (;;) {
-      const start = performance.now()
-      await contender.run(n)
-      if (performance.now() - start > 10) break
-      n *= 2
-    }
-    batch.set(contender.name, n)
-  }
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const contender of contenders) {
-      globalThis.gc?.()
-      const n = batch.get(contender.name)!
-      let done = 0
-      const start = performance.now()
-      let elapsed = 0
-      while (elapsed < ROUND_MS) {
-        await contender.run(n)
-        done += n
-        elapsed = performance.now() - start
-      }
-      samples.get(contender.name)!.push((done / elapsed) * 1000)
-    }
-  }
-  const medians = new Map<string, number>()
-  for (const [name, values] of samples) {
-    values.sort((a, b) => a - b)
-    medians.set(name, values[Math.floor(values.length / 2)]!)
-  }
-  return medians
-}
+const measure = (contenders: Contender[]) => measureRounds(contenders, { rounds: ROUNDS, roundMs: ROUND_MS })
 
 function row(label: string, ops: number): string {
   return `  ${label.padEnd(26)} ${Math.round(ops).toLocaleString('en-US').padStart(10)} ops/s ${(1e6 / ops).toFixed(2).padStart(9)} µs/op`

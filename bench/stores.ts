@@ -14,30 +14,19 @@
  *
  *   node --conditions=endpoint-callback-source --import tsx --expose-gc bench/stores.ts
  */
-import { spawn } from 'node:child_process'
 import { createCallbackTask, createMemoryStore, createWorker, generateSecret } from 'endpoint-callback'
 import type { CallbackStore, SenderOptions } from 'endpoint-callback'
 import { inParallel, makeDue, openDurableStore, type DurableStore } from '../test/support/durable-stores.ts'
 import { serviceSkip } from '../test/support/services.ts'
+import { startLoopbackReceiver } from './support/loopback-receiver.ts'
 
 const TASKS = 4_000
 const ROUNDS = 3
 const CONCURRENCY = 64
 const ENQUEUE_WIDTH = 32
 
-const receiverSource = `
-const { createServer } = require('node:http')
-const server = createServer((req, res) => {
-  req.on('data', () => {})
-  req.on('end', () => { res.statusCode = 204; res.end() })
-})
-server.keepAliveTimeout = 60_000
-server.listen(0, '127.0.0.1', () => console.log(server.address().port))
-process.stdin.on('end', () => process.exit(0)).resume()
-`
-const receiver = spawn(process.execPath, ['-e', receiverSource], { stdio: ['pipe', 'pipe', 'inherit'] })
-const port = await new Promise<number>((resolve) => receiver.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))))
-const callbackUrl = `http://127.0.0.1:${port}/callbacks`
+const receiver = await startLoopbackReceiver()
+const callbackUrl = receiver.url
 const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 const secret = generateSecret()
 const payload = { reportId: 12345, status: 'ready', url: 'https://reports.example.com/r/12345', pages: 17 }
@@ -111,7 +100,7 @@ for (let r = 0; r < ROUNDS; r++) {
     results.set(contender.name, [...(results.get(contender.name) ?? []), result])
   }
 }
-receiver.stdin.end()
+await receiver.stop()
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
 const summary = new Map(

@@ -23,57 +23,12 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
 import { createSigner, generateSecret, signPayload, verifySignature } from 'endpoint-callback'
 import type { VerifyOptions } from 'endpoint-callback'
+import { measureRounds, type Contender } from './support/rounds.ts'
 
 const ROUNDS = 7
 const ROUND_MS = 200
 
-type Contender = { name: string; run: (iterations: number) => void | Promise<void> }
-
-async function measure(contenders: Contender[]): Promise<Map<string, number>> {
-  const samples = new Map<string, number[]>(contenders.map((c) => [c.name, []]))
-  // Calibrate a batch size per contender so that one batch takes about 10 ms, after a warm-up of
-  // about 100 ms each, so that every contender is measured with its code optimised.
-  const batch = new Map<string, number>()
-  for (const contender of contenders) {
-    const warm = process.cpuUsage()
-    for (let spent = 0; spent < 100_000; ) {
-      await contender.run(64)
-      const used = process.cpuUsage(warm)
-      spent = used.user + used.system
-    }
-    let n = 1
-    for (;;) {
-      const start = process.cpuUsage()
-      await contender.run(n)
-      const used = process.cpuUsage(start)
-      if (used.user + used.system > 10_000) break
-      n *= 2
-    }
-    batch.set(contender.name, n)
-  }
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const contender of contenders) {
-      globalThis.gc?.()
-      const n = batch.get(contender.name)!
-      let done = 0
-      const start = process.cpuUsage()
-      let elapsed = 0
-      while (elapsed < ROUND_MS) {
-        await contender.run(n)
-        done += n
-        const used = process.cpuUsage(start)
-        elapsed = (used.user + used.system) / 1000
-      }
-      samples.get(contender.name)!.push((done / elapsed) * 1000)
-    }
-  }
-  const medians = new Map<string, number>()
-  for (const [name, values] of samples) {
-    values.sort((a, b) => a - b)
-    medians.set(name, values[Math.floor(values.length / 2)]!)
-  }
-  return medians
-}
+const measure = (contenders: Contender[]) => measureRounds(contenders, { rounds: ROUNDS, roundMs: ROUND_MS })
 
 function envelopeOf(size: number): Buffer {
   const head = JSON.stringify({ type: 'report.ready', timestamp: new Date().toISOString(), data: { text: '' } })
