@@ -133,6 +133,7 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
     ...(keepAliveTimeoutMs === undefined ? {} : { keepAliveTimeout: keepAliveTimeoutMs }),
   })
   let closed = false
+  const deadlines: Deadlines = { first: undefined, last: undefined, timer: undefined }
 
   // The policy is fixed for the transport's life, so a URL that passed once passes again: the
   // checked parts are kept by the URL's text (parsing it and its address costs a few µs a send).
@@ -162,7 +163,7 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
         const headers = requestHeaders(req.headers)
         const callerSignal = req.signal
         callerSignal?.throwIfAborted()
-        return exchange(agent, target, headers, req.body, callerSignal, timeoutMs, maxResponseBytes)
+        return exchange(agent, target, headers, req.body, callerSignal, timeoutMs, maxResponseBytes, deadlines)
       } catch (error) {
         return Promise.reject(error)
       }
@@ -202,7 +203,12 @@ interface Exchange extends Dispatcher.DispatchHandler {
   readonly reject: (error: unknown) => void
   readonly callerSignal: AbortSignal | undefined
   onCallerAbort: (() => void) | undefined
-  timer: ReturnType<typeof setTimeout> | undefined
+  readonly deadlines: Deadlines
+  /** When our timeout gives up on the exchange (performance.now() time). */
+  readonly deadline: number
+  /** Neighbours in the transport's deadline list while the exchange is in flight. */
+  previous: Exchange | undefined
+  next: Exchange | undefined
   abort: ((reason?: Error) => void) | undefined
   settled: boolean
   status: number
@@ -230,18 +236,23 @@ function exchange(
   callerSignal: AbortSignal | undefined,
   timeoutMs: number,
   limit: number,
+  deadlines: Deadlines,
 ): Promise<TransportResponse> {
   return new Promise((resolve, reject) => {
+    const started = performance.now()
     const x: Exchange = {
       target,
       limit,
       timeoutMs,
-      started: performance.now(),
+      started,
+      deadlines,
+      deadline: started + timeoutMs,
+      previous: undefined,
+      next: undefined,
       resolve,
       reject,
       callerSignal,
       onCallerAbort: undefined,
-      timer: undefined,
       abort: undefined,
       settled: false,
       status: 0,
@@ -283,7 +294,7 @@ function exchange(
         if (settle(this)) this.reject(deliveryError(error, this.target.host))
       },
     }
-    x.timer = setTimeout(timeOut, timeoutMs, x)
+    watch(deadlines, x)
     if (callerSignal !== undefined) {
       x.onCallerAbort = () => giveUp(x, callerSignal.reason)
       callerSignal.addEventListener('abort', x.onCallerAbort, { once: true })
@@ -300,7 +311,7 @@ function exchange(
 function settle(x: Exchange): boolean {
   if (x.settled) return false
   x.settled = true
-  clearTimeout(x.timer)
+  unwatch(x.deadlines, x)
   if (x.onCallerAbort !== undefined) x.callerSignal!.removeEventListener('abort', x.onCallerAbort)
   return true
 }
@@ -340,6 +351,56 @@ function giveUp(x: Exchange, reason: unknown): void {
   // Before the request is on a socket (DNS, connecting) there is nothing to abort yet; it is
   // aborted as soon as it gets one (onRequestStart).
   x.abort?.(reason as Error)
+}
+
+/**
+ * The exchanges in flight on one transport, oldest first. All have the same `timeoutMs`, so this is
+ * also deadline order, and one timer serves them all: armed for the first deadline, it times out
+ * whatever is due when it fires and re-arms for the next. A timer per exchange (setTimeout and
+ * clearTimeout each time) cost more than the list's few pointer writes.
+ */
+interface Deadlines {
+  first: Exchange | undefined
+  last: Exchange | undefined
+  /** Held (ref'd) only while an exchange is in flight, as a timer per exchange would be. */
+  timer: ReturnType<typeof setTimeout> | undefined
+}
+
+function watch(list: Deadlines, x: Exchange): void {
+  const last = list.last
+  x.previous = last
+  list.last = x
+  if (last === undefined) {
+    list.first = x
+    if (list.timer === undefined) armDeadlines(list, x.deadline - x.started)
+    else list.timer.ref()
+  } else {
+    last.next = x
+  }
+}
+
+function unwatch(list: Deadlines, x: Exchange): void {
+  const { previous, next } = x
+  if (previous === undefined) list.first = next
+  else previous.next = next
+  if (next === undefined) list.last = previous
+  else next.previous = previous
+  x.previous = undefined
+  x.next = undefined
+  if (list.first === undefined) list.timer?.unref()
+}
+
+function armDeadlines(list: Deadlines, ms: number): void {
+  list.timer = setTimeout(deadlinesDue, Math.max(1, Math.ceil(ms)), list)
+  if (list.first === undefined) list.timer.unref()
+}
+
+function deadlinesDue(list: Deadlines): void {
+  list.timer = undefined
+  const now = performance.now()
+  // timeOut settles the exchange, which takes it off the list.
+  for (let x = list.first; x !== undefined && x.deadline <= now; x = list.first) timeOut(x)
+  if (list.first !== undefined) armDeadlines(list, list.first.deadline - now)
 }
 
 function timeOut(x: Exchange): void {
