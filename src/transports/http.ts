@@ -240,7 +240,10 @@ function exchange(
 ): Promise<TransportResponse> {
   return new Promise((resolve, reject) => {
     const started = performance.now()
-    const x: Exchange = {
+    // The handler's methods live on a shared prototype: written into the literal, they would be
+    // five new closures per exchange.
+    const x = {
+      __proto__: exchangeHandler,
       target,
       limit,
       timeoutMs,
@@ -259,41 +262,7 @@ function exchange(
       rawHeaders: undefined,
       chunks: undefined,
       size: 0,
-      onConnect(abort) {
-        this.abort = abort
-        // Given up while waiting for DNS or a connection, when there was nothing to abort yet.
-        if (this.settled) abort(new DeliveryError('ERR_CALLBACK_CONNECTION', 'the exchange was given up'))
-      },
-      onHeaders(statusCode, rawHeaders) {
-        // 1xx answers are informational; the final status follows.
-        if (statusCode >= 200) {
-          this.status = statusCode
-          this.rawHeaders = rawHeaders
-        }
-        return true
-      },
-      onData(chunk) {
-        if (this.settled) return true
-        const chunks = (this.chunks ??= [])
-        if (this.size + chunk.byteLength <= this.limit) {
-          chunks.push(chunk)
-          this.size += chunk.byteLength
-          return true
-        }
-        // Enough read: keep what fits and drop the connection rather than drain an endless body.
-        chunks.push(chunk.subarray(0, this.limit - this.size))
-        this.size = this.limit
-        finish(this)
-        this.abort?.(new DeliveryError('ERR_CALLBACK_CONNECTION', `the response body is longer than ${this.limit} bytes`))
-        return true
-      },
-      onComplete() {
-        finish(this)
-      },
-      onError(error) {
-        if (settle(this)) this.reject(deliveryError(error, this.target.host))
-      },
-    }
+    } as Exchange
     watch(deadlines, x)
     if (callerSignal !== undefined) {
       x.onCallerAbort = () => giveUp(x, callerSignal.reason)
@@ -305,6 +274,44 @@ function exchange(
       if (settle(x)) reject(deliveryError(error, target.host))
     }
   })
+}
+
+/** The undici handler methods of every {@link Exchange}, which is both handler and state. */
+const exchangeHandler = {
+  onConnect(this: Exchange, abort: (reason?: Error) => void) {
+    this.abort = abort
+    // Given up while waiting for DNS or a connection, when there was nothing to abort yet.
+    if (this.settled) abort(new DeliveryError('ERR_CALLBACK_CONNECTION', 'the exchange was given up'))
+  },
+  onHeaders(this: Exchange, statusCode: number, rawHeaders: Buffer[]) {
+    // 1xx answers are informational; the final status follows.
+    if (statusCode >= 200) {
+      this.status = statusCode
+      this.rawHeaders = rawHeaders
+    }
+    return true
+  },
+  onData(this: Exchange, chunk: Buffer) {
+    if (this.settled) return true
+    const chunks = (this.chunks ??= [])
+    if (this.size + chunk.byteLength <= this.limit) {
+      chunks.push(chunk)
+      this.size += chunk.byteLength
+      return true
+    }
+    // Enough read: keep what fits and drop the connection rather than drain an endless body.
+    chunks.push(chunk.subarray(0, this.limit - this.size))
+    this.size = this.limit
+    finish(this)
+    this.abort?.(new DeliveryError('ERR_CALLBACK_CONNECTION', `the response body is longer than ${this.limit} bytes`))
+    return true
+  },
+  onComplete(this: Exchange) {
+    finish(this)
+  },
+  onError(this: Exchange, error: Error) {
+    if (settle(this)) this.reject(deliveryError(error, this.target.host))
+  },
 }
 
 /** Marks the exchange settled and stops its timer; `false` when it already was. */
