@@ -143,7 +143,7 @@ for (const backend of backends) {
       assert.equal(tasks[1]!.lastError, 'HTTP 400')
       assert.equal(tasks[1]!.attempts, 1)
       for (const task of tasks) assert.deepEqual(Object.keys(task).filter((key) => ['secret', 'body', 'encryptionKey'].includes(key)), [])
-      assert.doesNotMatch(json.stdout + text.stdout, new RegExp(clientSecret.slice(6, 20)))
+      assert.ok(!(json.stdout + text.stdout).includes(clientSecret.slice(6, 20)), 'the listing shows part of the task secret')
 
       const since = await run('tasks', '--json', '--since', '2030-05-01T10:00:30Z')
       assert.deepEqual(jsonLines(since.stdout).map((task) => task.id), [ids.late])
