@@ -149,6 +149,21 @@ return leased
 `)
 
 /**
+ * Lua that lets a finished task, its attempt history and its idempotency key expire after the
+ * retention, shared by every script that ends a task. `ttl` and `keyPrefix` are Lua expressions.
+ */
+function expireFinished(taskKey: string, attemptsKey: string, ttl: string, keyPrefix: string): string {
+  return `
+local ttl = tonumber(${ttl})
+if ttl > 0 then
+  redis.call('EXPIRE', ${taskKey}, ttl)
+  redis.call('EXPIRE', ${attemptsKey}, ttl)
+  local key = redis.call('HGET', ${taskKey}, 'idempotencyKey')
+  if key then redis.call('EXPIRE', ${keyPrefix} .. key, ttl) end
+end`
+}
+
+/**
  * KEYS: task, due, attempts, failed. ARGV: id, token, status, next attempt ms ('' when terminal),
  * has last error ('1'/'0'), last error, updated ms, attempt JSON, history cap, retention seconds,
  * channel, idempotency key prefix.
@@ -171,13 +186,7 @@ if ARGV[3] == 'scheduled' then
 else
   redis.call('HDEL', KEYS[1], 'nextAttemptAt')
   redis.call('ZREM', KEYS[2], ARGV[1])
-  local ttl = tonumber(ARGV[10])
-  if ttl > 0 then
-    redis.call('EXPIRE', KEYS[1], ttl)
-    redis.call('EXPIRE', KEYS[3], ttl)
-    local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
-    if key then redis.call('EXPIRE', ARGV[12] .. key, ttl) end
-  end
+  ${expireFinished('KEYS[1]', 'KEYS[3]', 'ARGV[10]', 'ARGV[12]')}
   if ARGV[3] == 'failed' then
     redis.call('ZADD', KEYS[4], updated, ARGV[1])
     -- entries whose task has expired by now leave with the failures that come later
@@ -209,19 +218,13 @@ redis.call('HDEL', KEYS[1], 'token', 'leasedAt', 'nextAttemptAt')
 local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updatedAt', updated)
 redis.call('ZREM', KEYS[2], ARGV[1])
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
-  if key then redis.call('EXPIRE', ARGV[4] .. key, ttl) end
-end
+${expireFinished('KEYS[1]', 'KEYS[3]', 'ARGV[3]', 'ARGV[4]')}
 return 1
 `)
 
 /**
- * KEYS: task, due, failed. ARGV: id, token, reason, now ms, retention seconds, idempotency key prefix.
- * Ends a task that cannot be read back (its hash was corrupted), so it cannot block every claim.
+ * KEYS: task, due, failed, attempts. ARGV: id, token, reason, now ms, retention seconds, idempotency key
+ * prefix. Ends a task that cannot be read back (its hash was corrupted), so it cannot block every claim.
  */
 const failUnreadableScript = script(`
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
@@ -229,12 +232,7 @@ redis.call('HDEL', KEYS[1], 'token', 'leasedAt', 'nextAttemptAt')
 redis.call('HSET', KEYS[1], 'status', 'failed', 'lastError', ARGV[3], 'updatedAt', ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  local key = redis.call('HGET', KEYS[1], 'idempotencyKey')
-  if key then redis.call('EXPIRE', ARGV[6] .. key, ttl) end
-end
+${expireFinished('KEYS[1]', 'KEYS[4]', 'ARGV[5]', 'ARGV[6]')}
 return 1
 `)
 
@@ -427,7 +425,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
           // tasks leased with it: end it as failed, with the reason, and hand out the others.
           const id = field(fields, 'id') ?? ''
           const reason = `ERR_CALLBACK_STORE: the stored task cannot be read: ${(error as Error).message}`
-          await run('claim', failUnreadableScript, [taskKey(id), dueKey, failedKey], [
+          await run('claim', failUnreadableScript, [taskKey(id), dueKey, failedKey, attemptsKey(id)], [
             id,
             token,
             reason,

@@ -159,12 +159,16 @@ describe('redis store', { skip }, () => {
       await store.insert(input)
       await store.release((await store.attach(input.id, { body: '{}' }, { now: new Date(t0 + i), leaseMs: 1000 }))!)
     }
+    await client.rpush(`${store.prefix}:attempts:${ids[1]}`, '{"attempt":1}') // history from an earlier attempt
     await client.hset(`${store.prefix}:task:${ids[1]}`, 'metadata', '{not json')
     const leases = await store.claim({ now: new Date(t0 + 60_000), limit: 10, leaseMs: 1000 })
     assert.deepEqual(leases.map((lease) => lease.task.id), [ids[0], ids[2]])
     await assert.rejects(store.get(ids[1]!), { code: 'ERR_CALLBACK_STORE', message: /cannot be read/ })
     assert.equal(await client.hget(`${store.prefix}:task:${ids[1]}`, 'status'), 'failed')
     assert.match((await client.hget(`${store.prefix}:task:${ids[1]}`, 'lastError')) ?? '', /cannot be read/)
+    // it ends like any failed task: the hash and its history expire after the retention
+    assert.ok((await client.ttl(`${store.prefix}:task:${ids[1]}`)) > 0)
+    assert.ok((await client.ttl(`${store.prefix}:attempts:${ids[1]}`)) > 0, 'the history of an unreadable task never expires')
     const again = await store.claim({ now: new Date(t0 + 120_000), limit: 10, leaseMs: 1000 })
     assert.deepEqual(again.map((lease) => lease.task.id).sort(), [ids[0], ids[2]].sort(), 'never handed out again')
   })
