@@ -1,9 +1,9 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { randomUUID } from 'node:crypto'
+import { newTask, scheduleOneRetry, t0 } from '../support/durable-stores.ts'
 import pg from 'pg'
 import { CallbackError } from 'endpoint-callback'
-import type { CallbackStore, NewCallbackTask } from 'endpoint-callback'
+import type { CallbackStore } from 'endpoint-callback'
 import { storeContract } from 'endpoint-callback/testing'
 import {
   createPostgresStore,
@@ -53,18 +53,7 @@ storeContract(
   { skip, cleanup: (store) => dropSchema((store as PostgresStore).schema) }
 )
 
-function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
-  const id = randomUUID()
-  return {
-    id,
-    callbackUrl: `https://client.example/callbacks/${id}`,
-    event: 'report.ready',
-    createdAt: new Date('2030-01-01T00:00:00Z'),
-    ...overrides
-  }
-}
 
-const t0 = Date.UTC(2030, 0, 1)
 const day = 86_400_000
 
 describe('postgres store', { skip }, () => {
@@ -416,13 +405,7 @@ describe('postgres store', { skip }, () => {
         const unsubscribe = listening.subscribe(() => wakes++)
         await waitFor(() => wakes >= 1) // LISTEN holds: it says so by waking once
         const before = wakes
-        const input = newTask()
-        await writing.insert(input)
-        const lease = (await writing.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!
-        await writing.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 503, outcome: 'retry' }, {
-          status: 'scheduled',
-          nextAttemptAt: new Date(t0 + 1000)
-        })
+        await scheduleOneRetry(writing)
         await waitFor(() => wakes > before)
         unsubscribe()
       } finally {

@@ -1,9 +1,9 @@
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
+import { newTask, scheduleOneRetry, t0 } from '../support/durable-stores.ts'
 import { Redis } from 'ioredis'
 import { CallbackError } from 'endpoint-callback'
-import type { NewCallbackTask } from 'endpoint-callback'
 import { storeContract } from 'endpoint-callback/testing'
 import { createRedisReplayGuard, createRedisStore, type RedisStore } from 'endpoint-callback/redis'
 import { REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
@@ -32,18 +32,7 @@ storeContract('redis', () => freshStore(), {
   cleanup: (store) => dropPrefix((store as RedisStore).prefix)
 })
 
-const t0 = Date.UTC(2030, 0, 1)
 
-function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
-  const id = randomUUID()
-  return {
-    id,
-    callbackUrl: `https://client.example/callbacks/${id}`,
-    event: 'report.ready',
-    createdAt: new Date(t0),
-    ...overrides
-  }
-}
 
 describe('redis store', { skip }, () => {
   const stores: RedisStore[] = []
@@ -183,13 +172,7 @@ describe('redis store', { skip }, () => {
       const unsubscribe = listening.subscribe(() => wakes++)
       await waitFor(() => wakes >= 1) // subscribed: it says so by waking once
       const before = wakes
-      const input = newTask()
-      await writing.insert(input)
-      const lease = (await writing.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!
-      await writing.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 503, outcome: 'retry' }, {
-        status: 'scheduled',
-        nextAttemptAt: new Date(t0 + 1000)
-      })
+      await scheduleOneRetry(writing)
       await waitFor(() => wakes > before)
       unsubscribe()
     } finally {

@@ -4,7 +4,8 @@
  */
 import pg from 'pg'
 import { Redis } from 'ioredis'
-import type { CallbackStore } from 'endpoint-callback'
+import { randomUUID } from 'node:crypto'
+import type { CallbackStore, NewCallbackTask } from 'endpoint-callback'
 import { createPostgresStore, migratePostgres } from 'endpoint-callback/postgres'
 import { createRedisStore } from 'endpoint-callback/redis'
 import { DATABASE_URL, REDIS_URL, uniqueName } from './services.ts'
@@ -104,4 +105,24 @@ export async function inParallel<T>(items: T[], width: number, each: (item: T) =
       while (next < items.length) await each(items[next++]!)
     })
   )
+}
+
+/** The instant the store tests start from: fixed, so that no test depends on the wall clock. */
+export const t0 = Date.UTC(2030, 0, 1)
+
+/** A task to insert, created at `t0` unless overridden. */
+export function newTask(overrides: Partial<NewCallbackTask> = {}): NewCallbackTask {
+  const id = randomUUID()
+  return { id, callbackUrl: `https://client.example/callbacks/${id}`, event: 'report.ready', createdAt: new Date(t0), ...overrides }
+}
+
+/** Inserts a task and leaves it scheduled for a retry at `t0` + 1 s, as a failed first attempt does. */
+export async function scheduleOneRetry(store: CallbackStore): Promise<void> {
+  const input = newTask()
+  await store.insert(input)
+  const lease = (await store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 1000 }))!
+  await store.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: 503, outcome: 'retry' }, {
+    status: 'scheduled',
+    nextAttemptAt: new Date(t0 + 1000),
+  })
 }
