@@ -16,7 +16,7 @@ import { createHttpTransport } from './transports/http.ts'
 import type { HttpTransport } from './transports/http.ts'
 import { resolveRetryOptions } from './retry.ts'
 import type { ResolvedRetry } from './retry.ts'
-import type { CallbackStore, CallbackTask, DeliveryEvent, DeliveryInstrumentation, SenderOptions, Transport } from './types.ts'
+import type { CallbackStore, CallbackTask, DeliveryEvent, DeliveryInstrumentation, SenderOptions, Transport, UrlPolicy } from './types.ts'
 
 /** How long a claim holds a task unless `leaseMs` says otherwise. */
 export const DEFAULT_LEASE_MS = 60_000
@@ -73,6 +73,23 @@ export interface ResolvedSender {
 }
 
 const resolved = new WeakMap<object, ResolvedSender>()
+
+// One default transport (one connection pool) per URL policy object, shared by every options
+// object that names it: `{ ...sender, transaction }` is a new object, and must not open a new pool.
+const defaultTransports = new WeakMap<UrlPolicy, HttpTransport>()
+let defaultTransportWithoutPolicy: HttpTransport | undefined
+
+function defaultTransport(urlPolicy: UrlPolicy | undefined): HttpTransport {
+  if (urlPolicy === undefined) {
+    return (defaultTransportWithoutPolicy ??= createHttpTransport({ timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS }))
+  }
+  let transport = defaultTransports.get(urlPolicy)
+  if (transport === undefined) {
+    transport = createHttpTransport({ timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS, urlPolicy })
+    defaultTransports.set(urlPolicy, transport)
+  }
+  return transport
+}
 
 /**
  * Validates `options` once (TypeError naming the option) and caches the result against the object,
@@ -145,12 +162,8 @@ function buildSender(options: SenderOptions): ResolvedSender {
   const encryptionKeys = new Map<string, EncryptionKeySource>()
   let jwksTransport: HttpTransport | undefined
 
-  const currentTransport = (): Transport =>
-    // Created on first use, so a process that only records tasks opens no connection pool.
-    (transport ??= createHttpTransport({
-      timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS,
-      ...(urlPolicy === undefined ? {} : { urlPolicy }),
-    }))
+  // Created on first use, so a process that only records tasks opens no connection pool.
+  const currentTransport = (): Transport => (transport ??= defaultTransport(urlPolicy))
 
   const senderSigner = (): Signer => {
     if (keyRing === undefined) {
@@ -177,8 +190,7 @@ function buildSender(options: SenderOptions): ResolvedSender {
   const guardedDispatcher = () => {
     const dispatcher = (currentTransport() as Partial<HttpTransport>).dispatcher
     if (dispatcher !== undefined && typeof dispatcher.dispatch === 'function') return dispatcher
-    return (jwksTransport ??= createHttpTransport({ timeoutMs: DEFAULT_TRANSPORT_TIMEOUT_MS, ...(urlPolicy === undefined ? {} : { urlPolicy }) }))
-      .dispatcher
+    return (jwksTransport ??= defaultTransport(urlPolicy)).dispatcher
   }
 
   return {

@@ -358,7 +358,11 @@ export interface AttemptInstrumentation {
 /** The options object shared by `createCallbackTask`, `deliver` and `createWorker`. */
 export interface SenderOptions {
   store: CallbackStore
-  /** How requests are sent. Default: `createHttpTransport({ urlPolicy })`, one per options object. */
+  /**
+   * How requests are sent. Default: `createHttpTransport({ urlPolicy })`, created on first use and
+   * shared by every options object with the same `urlPolicy` object (so `{ ...sender, … }` reuses
+   * its connections). Pass your own to close it on shutdown.
+   */
   transport?: Transport
   /** `whsec_…` secret(s); several sign with each (rotation). */
   secret?: string | string[]

@@ -60,14 +60,17 @@ test('a lease no longer than the transport timeout is refused, since it could ru
   assert.throws(() => resolveSender({ store, secret, transport: http }), /leaseMs \(60000\) must exceed the transport timeout \(90000 ms\)/)
 })
 
-test('a sender without a transport gets one default transport, the same for every attempt', async () => {
-  const sender = { store: createMemoryStore(), secret: generateSecret() }
+test('a sender without a transport gets one default transport, shared by copies of its options', async () => {
+  const urlPolicy = { allowHttp: true }
+  const sender = { store: createMemoryStore(), secret: generateSecret(), urlPolicy }
   await createCallbackTask({ callbackUrl, event: 'e' }, sender)
   const resolved = resolveSender(sender)
   const transport = resolved.transport
   assert.equal(typeof transport.send, 'function')
   assert.equal(resolved.transport, transport)
-  await transport.close?.()
+  // `{ ...sender, transaction }` for the outbox is a new options object: it must not open a new pool
+  assert.equal(resolveSender({ ...sender, now: () => new Date() }).transport, transport)
+  assert.notEqual(resolveSender({ ...sender, urlPolicy: { allowHttp: true } }).transport, transport, 'another policy, another transport')
 })
 
 test('keyRing and verifyIntent are checked once, each TypeError naming the option', async () => {
