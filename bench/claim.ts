@@ -1,8 +1,8 @@
 /**
  * Claiming due tasks from the memory store: the time to lease a batch of 100 from 10 000 and from
- * 1 000 000 scheduled tasks (target: within 2× of each other, since the due heap makes a claim
- * O(k log n)), and the memory each scheduled task takes, beside the same tasks held as the plain
- * objects the store hands out. The baseline for the claim is what a store without a due index
+ * 1 000 000 scheduled tasks (target: within 2× of each other, since the store keeps due tasks
+ * sorted and a claim takes them off the front), and the memory each scheduled task takes, beside
+ * the same tasks held as the plain objects the store hands out. The baseline for the claim is what a store without a due index
  * would do: scan those plain objects for the 100 earliest due.
  *
  * Tasks are filled the way they arrive in a service: input parsed from JSON, inserted with an
@@ -65,7 +65,7 @@ async function fill(store: CallbackStore, n: number): Promise<void> {
   }
 }
 
-/** The JS heap plus array buffers (the store's due-instant keys live in one). */
+/** The JS heap plus array buffers (the store's due order and per-task rows live in them). */
 function heapUsed(): number {
   gc!()
   gc!()

@@ -73,7 +73,7 @@ describe('createMemoryStore', () => {
   })
 
   it('claims the earliest of many due tasks however they were scheduled and rescheduled', async () => {
-    // the heap's sift paths: many tasks, rescheduled later and earlier, cancelled in the middle
+    // many tasks, rescheduled later and earlier, cancelled in the middle
     const store = createMemoryStore()
     const due = new Map<string, number>()
     const leases: Lease[] = []
@@ -103,8 +103,8 @@ describe('createMemoryStore', () => {
   })
 
   it('keeps claiming in due order after thousands of reschedules of the same tasks', async () => {
-    // each lease and each reschedule leaves an outdated entry in the due heap; enough of them make
-    // the store rebuild it, which must keep every live task and drop the rest
+    // each lease and each reschedule moves the task in the due order: it must end up in one place,
+    // never twice and never lost
     const store = createMemoryStore()
     const leases = [await attached(store), await attached(store), await attached(store)]
     const ids = leases.map((held) => held.task.id)
