@@ -58,8 +58,18 @@ export function createDueOrder(leafCapacity = LEAF_CAPACITY): DueOrder {
   const firstNumber: number[] = []
   let head = 0
   let size = 0
+  /**
+   * The leaf dropped last, kept for the next one needed: a store whose few due tasks come and go
+   * (one task in flight, say) would otherwise allocate a leaf for each.
+   */
+  let spare: Leaf | undefined
 
-  const newLeaf = (): Leaf => ({ pairs: new Float64Array(2 * leafCapacity), start: 0, end: 0 })
+  const newLeaf = (): Leaf => {
+    const leaf = spare ?? { pairs: new Float64Array(2 * leafCapacity), start: 0, end: 0 }
+    spare = undefined
+    leaf.start = leaf.end = 0
+    return leaf
+  }
 
   const noteFirst = (index: number) => {
     const leaf = leaves[index]!
@@ -67,12 +77,13 @@ export function createDueOrder(leafCapacity = LEAF_CAPACITY): DueOrder {
     firstNumber[index] = leaf.pairs[2 * leaf.start + 1]!
   }
 
+  /** Drops the emptied leaf `index`; the only leaf stays, empty, for the next pair added. */
   const dropLeaf = (index: number) => {
+    if (leaves.length - head === 1) return
+    spare = leaves[index]
     if (index === head) {
       leaves[head++] = undefined
-      if (head === leaves.length) {
-        leaves.length = firstDue.length = firstNumber.length = head = 0
-      } else if (head >= 64 && head >= leaves.length - head) {
+      if (head >= 64 && head >= leaves.length - head) {
         leaves.splice(0, head)
         firstDue.splice(0, head)
         firstNumber.splice(0, head)
@@ -158,7 +169,7 @@ export function createDueOrder(leafCapacity = LEAF_CAPACITY): DueOrder {
     },
 
     add(due, number) {
-      if (leaves.length === head) {
+      if (leaves.length === 0) {
         leaves.push(newLeaf())
         firstDue.push(due)
         firstNumber.push(number)
@@ -189,7 +200,7 @@ export function createDueOrder(leafCapacity = LEAF_CAPACITY): DueOrder {
     },
 
     delete(due, number) {
-      if (leaves.length === head) return false
+      if (size === 0) return false
       const index = leafFor(due, number)
       const leaf = leaves[index]!
       const at = positionIn(leaf, due, number)
@@ -210,7 +221,7 @@ export function createDueOrder(leafCapacity = LEAF_CAPACITY): DueOrder {
 
     takeDue(at, limit) {
       const taken: number[] = []
-      while (taken.length < limit && leaves.length > head) {
+      while (taken.length < limit && taken.length < size) {
         const leaf = leaves[head]!
         const pairs = leaf.pairs
         while (taken.length < limit && leaf.start < leaf.end && pairs[2 * leaf.start]! <= at) {
@@ -228,6 +239,7 @@ export function createDueOrder(leafCapacity = LEAF_CAPACITY): DueOrder {
     },
 
     countDue(at) {
+      if (size === 0) return 0
       let count = 0
       for (let index = head; index < leaves.length; index++) {
         const leaf = leaves[index]!
