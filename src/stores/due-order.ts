@@ -5,7 +5,7 @@
  *
  * Why not a heap: taking the earliest task out of a binary or 4-ary heap walks from its root to a
  * leaf, and with a million tasks the lower levels of that walk miss the CPU's caches on every
- * pop; a claim of 100 then took three times as long as with 10 000 tasks. Here the earliest pairs
+ * pop; a claim of 100 then took two to three times as long as with 10 000. Here the earliest pairs
  * sit side by side at the front of the first leaf, so taking k of them reads k neighbouring pairs
  * whatever the size. Adding or deleting a pair costs two binary searches (over the leaves' first
  * pairs, then inside one leaf) and a shift of at most half a leaf. Every pair is deleted exactly,
