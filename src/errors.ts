@@ -46,6 +46,7 @@ export type CallbackErrorCode =
   | 'ERR_CALLBACK_DNS'
   | 'ERR_CALLBACK_TLS'
   | 'ERR_CALLBACK_STORE'
+  | 'ERR_CALLBACK_WORKER_STOPPING'
 
 /** Base class of every error the library throws on purpose. */
 export class CallbackError extends Error {

@@ -3,6 +3,7 @@
  * or any other process that shares the store.
  */
 import { runAttempt } from './deliver.ts'
+import { CallbackError } from './errors.ts'
 import { resolveSender } from './sender.ts'
 import type { Lease, SenderOptions } from './types.ts'
 
@@ -18,7 +19,11 @@ export interface WorkerOptions extends SenderOptions {
 
 /** A running (or stopped) worker. */
 export interface Worker {
-  /** Starts claiming and delivering. Calling it on a running worker does nothing. */
+  /**
+   * Starts claiming and delivering. Calling it on a running worker does nothing; on one whose
+   * `stop()` has not finished it throws a {@link CallbackError} with code
+   * `ERR_CALLBACK_WORKER_STOPPING` (await `stop()`, then start it again).
+   */
   start(): void
   /**
    * Stops claiming, waits for the attempts in flight to finish and gives back the tasks it claimed
@@ -162,7 +167,9 @@ export function createWorker(options: WorkerOptions): Worker {
   return {
     start() {
       if (running) return
-      if (stopping !== undefined) throw new Error('the worker is stopping: await stop() before starting it again')
+      if (stopping !== undefined) {
+        throw new CallbackError('ERR_CALLBACK_WORKER_STOPPING', 'the worker is stopping: await stop() before starting it again')
+      }
       running = true
       wokenEarly = false
       unsubscribe = store.subscribe?.(wake)

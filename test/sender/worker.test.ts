@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createCallbackTask, createMemoryStore, createWorker, deliver, generateSecret, StoreError } from 'endpoint-callback'
+import { CallbackError, createCallbackTask, createMemoryStore, createWorker, deliver, generateSecret, StoreError } from 'endpoint-callback'
 import type { CallbackStore, DeliveryEvent, SenderOptions } from 'endpoint-callback'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
 
@@ -99,6 +99,11 @@ test('stop waits for the attempts in flight and gives back tasks it claimed but 
   await until(() => transport.requests.length === 3 && claims === 2)
   const stopped = worker.stop()
   assert.equal(worker.running, false)
+  assert.throws(() => worker.start(), (error: unknown) => {
+    assert.ok(error instanceof CallbackError)
+    assert.equal(error.code, 'ERR_CALLBACK_WORKER_STOPPING')
+    return true
+  }, 'no restart while stop() still waits')
   let done = false
   void stopped.then(() => (done = true))
   await sleep(20)
@@ -110,6 +115,9 @@ test('stop waits for the attempts in flight and gives back tasks it claimed but 
   const states = [(await store.get(first.id))?.status, (await store.get(second.id))?.status].sort()
   assert.deepEqual(states, ['delivered', 'scheduled'])
   assert.equal(transport.requests.length, 3, 'the task given back was not sent')
+  worker.start()
+  assert.equal(worker.running, true, 'a stopped worker starts again')
+  await worker.stop()
 })
 
 test('a worker whose lease ran out does not record over the new holder and only reports lease-lost', async () => {
