@@ -20,6 +20,14 @@ export interface MemoryStoreOptions {
    * (the default retry schedule makes at most 8).
    */
   maxAttemptHistory?: number
+  /**
+   * How long a finished (delivered, failed, cancelled) task, its attempt history and its
+   * idempotency key stay readable, in seconds from when it finished; 0 keeps them until the
+   * process exits. Default 7 days, as in the Redis store. Each finished task holds about 1 KB
+   * until then, so a busy process wants less. Finished tasks are let go while the store inserts
+   * and claims, by the clock those calls are given.
+   */
+  retentionSeconds?: number
 }
 
 /**
@@ -62,12 +70,13 @@ interface StoredAttempt {
  * The embedded default store: tasks live in this process's memory, nothing to set up. Due tasks
  * are kept sorted by their due instant (`nextAttemptAt` while scheduled, lease expiry while
  * delivering), so a claim of k tasks takes them off the front, in O(k) whatever the number
- * stored; scheduling one costs O(log n). Every task handed out is a copy. Like every store, it decides "due" only by the `now` the caller
- * passes (its one clock reading, the `updatedAt` of a cancellation, is never compared).
+ * stored; scheduling one costs O(log n). Every task handed out is a copy. Like every store, it
+ * decides "due" only by the `now` the caller passes; its one clock reading is the `updatedAt` of
+ * a cancellation, which counts towards retention.
  *
- * Tasks are kept until the process exits (terminal ones too, so an idempotency key keeps
- * answering); use a durable store when several processes share the work or tasks must survive a
- * restart.
+ * Finished tasks are kept for `retentionSeconds` (7 days by default), so an idempotency key keeps
+ * answering that long; use a durable store when several processes share the work or tasks must
+ * survive a restart.
  *
  * @example
  * ```ts
@@ -83,11 +92,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   if (!Number.isSafeInteger(maxAttemptHistory) || maxAttemptHistory < 1) {
     throw new TypeError('maxAttemptHistory must be a positive integer')
   }
+  const retentionSeconds = options.retentionSeconds ?? 7 * 86_400
+  if (typeof retentionSeconds !== 'number' || !Number.isFinite(retentionSeconds) || retentionSeconds < 0) {
+    throw new TypeError('retentionSeconds must be a number of seconds >= 0 (0 keeps finished tasks)')
+  }
+  const retentionMs = retentionSeconds * 1000
 
   const tasks = new Map<string, Entry>()
   const byIdempotencyKey = new Map<string, Entry>()
   const due = createDueListeners()
-  const byNumber: Entry[] = []
+  /** Entries by number; a let-go task leaves a hole, and its number goes to `freeNumbers`. */
+  const byNumber: (Entry | undefined)[] = []
+  const freeNumbers: number[] = []
 
   // ---- rows ------------------------------------------------------------------------------------
   // Each task's instants (epoch ms) and lease token sit in one Float64Array, a row of ROW numbers
@@ -161,6 +177,45 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     if (!Number.isNaN(due)) order.add(due, number)
   }
 
+  // ---- retention -------------------------------------------------------------------------------
+  // Tasks in the order they finished, as (instant, number) in two arrays read from `finishedHead`.
+  // Finishing instants come from the callers' clocks, so they are only roughly in order: a task
+  // queued behind a later one waits for it, which only keeps it a little longer. An item is a
+  // reminder, not a promise: when it comes up, the task is let go only if it is still finished
+  // and has been for the whole retention (a failed task may have been redelivered since).
+
+  const finishedAt: number[] = []
+  const finishedNumber: number[] = []
+  let finishedHead = 0
+
+  const isFinished = (status: TaskStatus) => status === 'delivered' || status === 'failed' || status === 'cancelled'
+
+  const noteFinished = (entry: Entry) => {
+    if (retentionMs === 0) return
+    finishedAt.push(updatedOf(entry))
+    finishedNumber.push(entry.number)
+  }
+
+  /** Lets go of the tasks that finished at least the retention before `now`. */
+  const letGo = (now: number) => {
+    if (finishedHead === finishedAt.length || finishedAt[finishedHead]! + retentionMs > now) return
+    do {
+      const entry = byNumber[finishedNumber[finishedHead++]!]
+      if (entry === undefined || !isFinished(entry.status) || updatedOf(entry) + retentionMs > now) continue
+      tasks.delete(entry.id)
+      if (entry.idempotencyKey !== undefined && byIdempotencyKey.get(entry.idempotencyKey) === entry) {
+        byIdempotencyKey.delete(entry.idempotencyKey)
+      }
+      byNumber[entry.number] = undefined
+      freeNumbers.push(entry.number)
+    } while (finishedHead < finishedAt.length && finishedAt[finishedHead]! + retentionMs <= now)
+    if (finishedHead >= 1024 && finishedHead >= finishedAt.length >> 1) {
+      finishedAt.splice(0, finishedHead)
+      finishedNumber.splice(0, finishedHead)
+      finishedHead = 0
+    }
+  }
+
   // ---- copies out -----------------------------------------------------------------------------
 
   const toTask = (entry: Entry): CallbackTask => {
@@ -228,6 +283,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
 
   return {
     async insert(task: NewCallbackTask) {
+      letGo(task.createdAt.getTime())
       if (task.idempotencyKey !== undefined) {
         const existing = byIdempotencyKey.get(task.idempotencyKey)
         if (existing !== undefined) return { task: toTask(existing), created: false }
@@ -243,7 +299,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
           throw new TypeError('metadata must be JSON-serialisable', { cause: error })
         }
       }
-      const number = byNumber.length
+      const number = freeNumbers.pop() ?? byNumber.length
       if ((number + 1) * ROW > rows.length) {
         const grown = new Float64Array(rows.length * 2)
         grown.set(rows)
@@ -273,7 +329,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       rows[row + CREATED] = createdAt
       rows[row + DEADLINE] = task.deadline === undefined ? NaN : task.deadline.getTime()
       tasks.set(entry.id, entry)
-      byNumber.push(entry)
+      byNumber[number] = entry
       if (entry.idempotencyKey !== undefined) byIdempotencyKey.set(entry.idempotencyKey, entry)
       return { task: toTask(entry), created: true }
     },
@@ -294,6 +350,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
 
     async claim({ now, limit, leaseMs }) {
       const at = now.getTime()
+      letGo(at)
       const expires = at + leaseMs
       // One step at a time over the whole batch, each in a loop of its own: with a million tasks
       // they lie far apart in memory and the first touch of each misses the CPU's caches; in a
@@ -337,6 +394,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         wake()
       } else {
         setDue(entry.number, NaN)
+        noteFinished(entry)
       }
       return true
     },
@@ -356,8 +414,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       if (entry.status === 'delivered' || entry.status === 'failed' || entry.status === 'cancelled') return false
       entry.status = 'cancelled'
       setDue(entry.number, NaN)
-      // no caller's clock here; the time of a cancellation is for people reading, never compared
+      // no caller's clock here: the system clock, or the task's last change if that is later
       setUpdated(entry, Math.max(updatedOf(entry), Date.now()))
+      noteFinished(entry)
       return true
     },
 

@@ -129,6 +129,106 @@ describe('createMemoryStore', () => {
     assert.equal(new Set(claimed.map((held) => held.task.id)).size, 5)
   })
 
+  describe('retention', () => {
+    const second = 1000
+    const delivered = { attempt: 1, durationMs: 5, status: 200, outcome: 'delivered' as const }
+
+    /** Inserts a task with `key`, leases it at `at` and completes it as delivered 5 ms later. */
+    async function deliveredAt(store: CallbackStore, at: number, key: string): Promise<string> {
+      const input = newTask({ idempotencyKey: key, createdAt: new Date(at) })
+      await store.insert(input)
+      const held = await store.attach(input.id, { body: '{}' }, { now: new Date(at), leaseMs })
+      assert.ok(await store.complete(held!, { ...delivered, startedAt: new Date(at) }, { status: 'delivered' }))
+      return input.id
+    }
+
+    it('lets a finished task and its idempotency key go once the retention has passed, by the clock of inserts and claims', async () => {
+      const store = createMemoryStore({ retentionSeconds: 60 })
+      const id = await deliveredAt(store, start, 'job-1')
+      const finished = start + 5
+      await store.claim({ now: new Date(finished + 60 * second - 1), limit: 10, leaseMs })
+      assert.equal((await store.get(id))?.status, 'delivered', 'kept until the retention is over')
+      const again = await store.insert(newTask({ idempotencyKey: 'job-1', createdAt: new Date(finished + 60 * second - 1) }))
+      assert.equal(again.created, false, 'the key still answers with the task')
+      assert.equal(again.task.id, id)
+
+      await store.claim({ now: new Date(finished + 60 * second), limit: 10, leaseMs })
+      assert.equal(await store.get(id), undefined)
+      assert.deepEqual(await store.attempts(id), [])
+      const fresh = await store.insert(newTask({ idempotencyKey: 'job-1', createdAt: new Date(finished + 61 * second) }))
+      assert.equal(fresh.created, true, 'the key is free again')
+    })
+
+    it('keeps finished tasks for 7 days by default, and for good with retentionSeconds: 0', async () => {
+      const week = 7 * 86_400 * second
+      for (const [options, keptAfterAWeek] of [[{}, false], [{ retentionSeconds: 0 }, true]] as const) {
+        const store = createMemoryStore(options)
+        const id = await deliveredAt(store, start, 'job')
+        await store.claim({ now: new Date(start + 5 + week - 1), limit: 1, leaseMs })
+        assert.equal((await store.get(id))?.status, 'delivered')
+        await store.claim({ now: new Date(start + 5 + 100 * week), limit: 1, leaseMs })
+        assert.equal((await store.get(id)) !== undefined, keptAfterAWeek, JSON.stringify(options))
+      }
+    })
+
+    it('keeps a failed task that was redelivered, and a cancelled one for the retention after its cancellation', async () => {
+      const store = createMemoryStore({ retentionSeconds: 60 })
+      const cancelled = await attached(store)
+      await store.release(cancelled, new Date(start + 3_600_000))
+      assert.equal(await store.cancel(cancelled.task.id), true)
+      const cancelledAt = (await store.get(cancelled.task.id))!.updatedAt.getTime()
+      const failedInput = newTask()
+      await store.insert(failedInput)
+      const held = await store.attach(failedInput.id, { body: '{}' }, { now: new Date(start), leaseMs })
+      await store.complete(held!, { ...delivered, startedAt: new Date(start), status: 400, outcome: 'failed' }, { status: 'failed' })
+      assert.equal(await store.redeliver!(failedInput.id, { now: new Date(start + 10 * second) }), true)
+
+      const claimed = await store.claim({ now: new Date(cancelledAt + 60 * second - 1), limit: 10, leaseMs })
+      assert.deepEqual(claimed.map((held) => held.task.id), [failedInput.id], 'redelivered, so no longer finished: due again')
+      assert.equal((await store.get(cancelled.task.id))?.status, 'cancelled')
+      await store.claim({ now: new Date(cancelledAt + 60 * second), limit: 10, leaseMs })
+      assert.equal(await store.get(cancelled.task.id), undefined)
+      assert.equal((await store.get(failedInput.id))?.status, 'delivering', 'the redelivered task stays')
+    })
+
+    it('reuses the room of tasks let go and still claims in due order', async () => {
+      const store = createMemoryStore({ retentionSeconds: 1 })
+      let now = start
+      const due = new Map<string, number>()
+      let seed = 3
+      const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647
+      for (let round = 0; round < 20; round++) {
+        for (let i = 0; i < 50; i++) await deliveredAt(store, now, `r${round}-${i}`)
+        now += 2 * second
+        for (let i = 0; i < 5; i++) {
+          const held = await attached(store, now)
+          const at = now + Math.floor(random() * 10 * second)
+          await store.release(held, new Date(at))
+          due.set(held.task.id, at)
+        }
+      }
+      const claimed: number[] = []
+      for (let batch = await store.claim({ now: new Date(now + 20 * second), limit: 7, leaseMs }); batch.length > 0;
+        batch = await store.claim({ now: new Date(now + 20 * second), limit: 7, leaseMs })) {
+        for (const held of batch) claimed.push(due.get(held.task.id)!)
+      }
+      assert.equal(claimed.length, due.size, 'every scheduled task claimed once')
+      assert.deepEqual(claimed, [...due.values()].sort((a, b) => a - b))
+      const listed = await store.list!({ status: 'delivered', limit: 1000 })
+      assert.ok(listed.tasks.length < 100, `at most the last rounds' delivered tasks are left, found ${listed.tasks.length}`)
+    })
+
+    it('refuses a retentionSeconds that is not a number of seconds >= 0, naming the option', () => {
+      for (const retentionSeconds of [-1, Number.NaN, Infinity, '60' as unknown as number]) {
+        assert.throws(() => createMemoryStore({ retentionSeconds }), (error: unknown) => {
+          assert.ok(error instanceof TypeError)
+          assert.match(error.message, /retentionSeconds/)
+          return true
+        })
+      }
+    })
+  })
+
   describe('subscribe', () => {
     it('wakes a listener after a release, asynchronously', async () => {
       const store = createMemoryStore()
