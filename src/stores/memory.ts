@@ -411,7 +411,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     async cancel(id) {
       const entry = tasks.get(id)
       if (entry === undefined) return false
-      if (entry.status === 'delivered' || entry.status === 'failed' || entry.status === 'cancelled') return false
+      if (isFinished(entry.status)) return false
       entry.status = 'cancelled'
       setDue(entry.number, NaN)
       // no caller's clock here: the system clock, or the task's last change if that is later
