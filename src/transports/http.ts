@@ -83,7 +83,9 @@ const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SEL
  * global dispatcher). Every callback URL is checked by the URL policy; every name is resolved
  * through `lookup`, and the connection is refused when any returned address is not globally
  * routable (unless `urlPolicy.allowHosts` opts it in), so DNS rebinding cannot reach an internal
- * address. Redirects are returned, never followed. `timeoutMs` bounds the whole exchange and at most
+ * address. A name's addresses are dialled Happy Eyeballs style (IPv6 and IPv4 alternating, the
+ * next one 250 ms after the last, or at once when it fails), so one that drops packets does not
+ * cost the attempt. Redirects are returned, never followed. `timeoutMs` bounds the whole exchange and at most
  * `maxResponseBytes` of the answer are read.
  *
  * Rejects with `UrlPolicyError` (`ERR_CALLBACK_URL_*`) when the policy refuses, and with
@@ -428,7 +430,7 @@ function baseConnector(connect: HttpTransportOptions['connect'], timeoutMs: numb
 
 /**
  * Resolves the host through `lookup`, refuses the connection when any answer is forbidden, then
- * dials the vetted addresses in turn (never a name), so what was checked is what is connected to.
+ * dials the vetted addresses (never a name), so what was checked is what is connected to.
  */
 function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction, policy: CompiledUrlPolicy, timeoutMs: number): buildConnector.connector {
   return (options, callback) => {
@@ -444,24 +446,80 @@ function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction
     vettedAddresses(hostname, lookup, policy, timeoutMs).then(
       (addresses) => {
         const servername = options.servername ?? (isIP(hostname) === 0 ? hostname : undefined)
-        const attempt = (index: number) => {
-          const address = addresses[index]!
-          const target: buildConnector.Options = { ...options, hostname: address }
-          if (servername !== undefined) target.servername = servername
-          dial(target, (error, socket) => {
-            if (error !== null && index + 1 < addresses.length && NEXT_ADDRESS_CODES.has(codeOf(error) ?? '')) {
-              attempt(index + 1)
-              return
-            }
-            if (error !== null) callback(error, null)
-            else callback(null, socket!)
-          })
-        }
-        attempt(0)
+        dialFirstToAnswer(interleaveFamilies(addresses), dial, options, servername, callback)
       },
       (error: Error) => callback(error, null),
     )
   }
+}
+
+/**
+ * How long one address gets before the next is dialled as well: RFC 8305's "Connection Attempt
+ * Delay", as node's own `autoSelectFamily` does it.
+ */
+const NEXT_ADDRESS_DELAY_MS = 250
+
+/**
+ * Happy Eyeballs (RFC 8305) over vetted addresses: dials the first, then the next as soon as one
+ * fails in a way another address may not (refused, unreachable, timed out) or has had
+ * {@link NEXT_ADDRESS_DELAY_MS} without an answer, so an address that silently drops packets (an
+ * IPv6 route that goes nowhere, say) does not use up the whole attempt. The first socket wins;
+ * any that connect later are closed. Another error (TLS, say) ends it at once; when every address
+ * failed, the last error is reported.
+ */
+function dialFirstToAnswer(
+  addresses: string[],
+  dial: buildConnector.connector,
+  options: buildConnector.Options,
+  servername: string | undefined,
+  callback: buildConnector.Callback,
+): void {
+  let settled = false
+  let next = 0
+  let pending = 0
+  let delay: NodeJS.Timeout | undefined
+  const settle = (error: Error | null, socket: Parameters<buildConnector.Callback>[1]) => {
+    settled = true
+    clearTimeout(delay)
+    if (error !== null) callback(error, null)
+    else callback(null, socket!)
+  }
+  const dialNext = () => {
+    clearTimeout(delay)
+    const target: buildConnector.Options = { ...options, hostname: addresses[next++]! }
+    if (servername !== undefined) target.servername = servername
+    if (next < addresses.length) {
+      delay = setTimeout(dialNext, NEXT_ADDRESS_DELAY_MS)
+      delay.unref()
+    }
+    pending++
+    dial(target, (error, socket) => {
+      pending--
+      if (settled) {
+        socket?.destroy()
+        return
+      }
+      if (error === null) settle(null, socket)
+      else if (!NEXT_ADDRESS_CODES.has(codeOf(error) ?? '')) settle(error, null)
+      else if (next < addresses.length) dialNext()
+      else if (pending === 0) settle(error, null)
+    })
+  }
+  dialNext()
+}
+
+/** The addresses in the resolver's order, but alternating between IPv6 and IPv4 from the first one's family on (RFC 8305, section 4). */
+function interleaveFamilies(addresses: string[]): string[] {
+  const first = isIP(addresses[0]!)
+  const same = addresses.filter((address) => isIP(address) === first)
+  const other = addresses.filter((address) => isIP(address) !== first)
+  if (other.length === 0) return addresses
+  const ordered: string[] = []
+  for (let i = 0; i < Math.max(same.length, other.length); i++) {
+    if (i < same.length) ordered.push(same[i]!)
+    if (i < other.length) ordered.push(other[i]!)
+  }
+  return ordered
 }
 
 async function vettedAddresses(hostname: string, lookup: LookupFunction, policy: CompiledUrlPolicy, timeoutMs: number): Promise<string[]> {

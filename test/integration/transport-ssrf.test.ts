@@ -1,7 +1,9 @@
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect as netConnect } from 'node:net'
-import { fetch, request } from 'undici'
+import { buildConnector, fetch, request } from 'undici'
+import type { Socket } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createHttpTransport, UrlPolicyError } from 'endpoint-callback'
 import type { CallbackErrorCode, UrlPolicy } from 'endpoint-callback'
 import { checkCallbackUrl, compileUrlPolicy } from '../../src/transports/url-policy.ts'
@@ -372,6 +374,86 @@ describe('the exposed dispatcher obeys the same policy', () => {
       await transport.close()
       await redirector.close()
       await target.close()
+    }
+  })
+})
+
+describe('a name with several addresses (Happy Eyeballs)', () => {
+  /**
+   * A connector that dials the loopback receiver whatever vetted address it is given, after
+   * `plan[address].after` ms; a `hang` address (a route that drops packets) answers only with a
+   * connect timeout after 3 s, as a real connector would. No socket goes anywhere but 127.0.0.1.
+   */
+  function loopbackConnector(plan: Record<string, { after?: number; hang?: true }>) {
+    const real = buildConnector({})
+    const dialled: string[] = []
+    const sockets: Socket[] = []
+    const connect: buildConnector.connector = (options, callback) => {
+      dialled.push(options.hostname)
+      const step = plan[options.hostname] ?? {}
+      if (step.hang) {
+        const timeout = Object.assign(new Error('connect ETIMEDOUT (test connector)'), { code: 'ETIMEDOUT' })
+        setTimeout(() => callback(timeout, null), 3_000).unref()
+        return
+      }
+      setTimeout(() => {
+        real({ ...options, hostname: '127.0.0.1' }, (error, socket) => {
+          if (socket) sockets.push(socket as Socket)
+          if (error) callback(error, null)
+          else callback(null, socket!)
+        })
+      }, step.after ?? 0)
+    }
+    return Object.assign(connect, { dialled, sockets })
+  }
+
+  const answering = () =>
+    loopbackServer((socket) => afterRequestHead(socket, () => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok')))
+  const urlPolicy = { allowHttp: true, allowHosts: ['dual.example'] }
+
+  test('an address that never answers does not cost the attempt: the next one is dialled and used', async () => {
+    const receiver = await answering()
+    const connect = loopbackConnector({ '2001:db8::1': { hang: true } })
+    // 2 s for the whole exchange: waiting for the silent address would time the attempt out
+    const transport = createHttpTransport({ urlPolicy, lookup: scriptedResolver(['2001:db8::1', '192.0.2.1']), connect, timeoutMs: 2_000 })
+    try {
+      const response = await transport.send({ url: `http://dual.example:${receiver.port}/hook`, headers: {}, body: '{}' })
+      assert.equal(response.status, 200)
+      assert.deepEqual(connect.dialled, ['2001:db8::1', '192.0.2.1'])
+    } finally {
+      await transport.close()
+      await receiver.close()
+    }
+  })
+
+  test('addresses alternate between IPv6 and IPv4, a refused one handing over at once; all refused is a connection error', async () => {
+    const connect = refusingConnector()
+    const lookup = scriptedResolver(['2001:db8::1', '2001:db8::2', '192.0.2.1', '192.0.2.2'])
+    const transport = createHttpTransport({ urlPolicy, lookup, connect, timeoutMs: 2_000 })
+    try {
+      await assert.rejects(transport.send({ url: 'http://dual.example/hook', headers: {}, body: '{}' }), { code: 'ERR_CALLBACK_CONNECTION' })
+      assert.deepEqual(connect.dialled.map((dial) => dial.hostname), ['2001:db8::1', '192.0.2.1', '2001:db8::2', '192.0.2.2'])
+    } finally {
+      await transport.close()
+    }
+  })
+
+  test('a socket that connects after another won is closed, and the request goes over the winner', async () => {
+    const receiver = await answering()
+    // the first address answers at 600 ms; the second, dialled at 250 ms, answers at once
+    const connect = loopbackConnector({ '192.0.2.1': { after: 600 } })
+    const transport = createHttpTransport({ urlPolicy, lookup: scriptedResolver(['192.0.2.1', '192.0.2.2']), connect, timeoutMs: 5_000 })
+    try {
+      const response = await transport.send({ url: `http://dual.example:${receiver.port}/hook`, headers: {}, body: '{}' })
+      assert.equal(response.status, 200)
+      assert.deepEqual(connect.dialled, ['192.0.2.1', '192.0.2.2'])
+      assert.equal(connect.sockets.length, 1, 'only the second address has connected yet')
+      await sleep(700)
+      assert.equal(connect.sockets.length, 2)
+      assert.equal(connect.sockets[1]!.destroyed, true, 'the late socket was closed')
+    } finally {
+      await transport.close()
+      await receiver.close()
     }
   })
 })
