@@ -7,6 +7,7 @@ import pRetry from 'p-retry'
 import { CallbackError, DeliveryError, TaskError, UrlPolicyError } from './errors.ts'
 import { verifyIntent } from './intent.ts'
 import { classifyError, classifyResponse, describeError } from './outcome.ts'
+import { recordableText } from './recorded-text.ts'
 import type { AttemptVerdict } from './outcome.ts'
 import { scheduleNextAttempt } from './retry.ts'
 import { resolveSender } from './sender.ts'
@@ -166,7 +167,9 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
     }
   }
 
-  const record: AttemptRecord = {
+  // Reasons may quote what a receiver or a transport said: stored, they must be valid text.
+  if (verdict.reason !== undefined) verdict = { ...verdict, reason: recordableText(verdict.reason) }
+  let record: AttemptRecord = {
     attempt,
     startedAt,
     durationMs: Math.round(performance.now() - clockStart),
@@ -174,18 +177,56 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   }
   if (response !== undefined) {
     record.status = response.status
-    if (response.body !== '') record.responseBody = response.body.slice(0, RECORDED_RESPONSE_CHARS)
+    if (response.body !== '') record.responseBody = recordableText(response.body, RECORDED_RESPONSE_CHARS)
   } else if (verdict.reason !== undefined) {
     record.error = verdict.reason
   }
 
-  const resolution = resolve(task, record, verdict, sender)
+  let resolution = resolve(task, record, verdict, sender)
   if (probe !== undefined) probe.end(record, failure)
-  const completed = await sender.store.complete(lease, record, resolution)
+  let completed: boolean
+  try {
+    completed = await sender.store.complete(lease, record, resolution)
+  } catch (error) {
+    // The receiver's words are the one part of the record that comes from outside: a store that
+    // refuses them must not keep the attempt from counting (else the task is sent again at every
+    // lease expiry, outside any schedule). Record it once more without them; when that fails too,
+    // the store itself is failing and the error stands.
+    const bare = withoutOutsideText(record, resolution)
+    if (bare === undefined) throw error
+    sender.emit({ type: 'error', error })
+    ;({ record, resolution } = bare)
+    completed = await sender.store.complete(lease, record, resolution)
+  }
   const result: AttemptResult = { record, resolution, completed }
   if (response !== undefined) result.response = response
   if (sender.listening) announce(taskAfter(task, result, sender), result, sender)
   return result
+}
+
+const STORED_TEXT_REFUSED = "ERR_CALLBACK_STORE: the answer's text could not be stored"
+
+/**
+ * The record and resolution with every text that came from outside left out (the answer's first
+ * characters; an error's message, keeping its code), or `undefined` when there was none to leave out.
+ */
+function withoutOutsideText(
+  record: AttemptRecord,
+  resolution: AttemptResolution
+): { record: AttemptRecord; resolution: AttemptResolution } | undefined {
+  if (record.responseBody === undefined && record.error === undefined && resolution.lastError === undefined) return undefined
+  const bare: AttemptRecord = { attempt: record.attempt, startedAt: record.startedAt, durationMs: record.durationMs, outcome: record.outcome }
+  if (record.status !== undefined) bare.status = record.status
+  bare.error = record.error === undefined ? STORED_TEXT_REFUSED : codeOf(record.error)
+  const bareResolution: AttemptResolution = { ...resolution }
+  if (resolution.lastError === undefined) delete bareResolution.lastError
+  else bareResolution.lastError = codeOf(resolution.lastError)
+  return { record: bare, resolution: bareResolution }
+}
+
+/** The leading code of a reason (`ERR_CALLBACK_TIMEOUT`, `HTTP 503`), words the library wrote itself. */
+function codeOf(reason: string): string {
+  return /^[A-Za-z0-9_ ]{1,64}(?=:|$)/.exec(reason)?.[0] ?? 'ERR_CALLBACK_STORE: the reason could not be stored'
 }
 
 /** The task as this attempt left it, for events. Built only when someone listens. */
