@@ -11,6 +11,7 @@ import { recordableText } from './recorded-text.ts'
 import type { AttemptVerdict } from './outcome.ts'
 import { scheduleNextAttempt } from './retry.ts'
 import { resolveSender } from './sender.ts'
+import { missedDeadline, withinDeadline } from './store-deadline.ts'
 import type { ResolvedSender } from './sender.ts'
 import { encryptPayload, JOSE_CONTENT_TYPE } from './signing/jwe.ts'
 import type { Signer } from './signing/standard-webhooks.ts'
@@ -186,17 +187,18 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   if (probe !== undefined) probe.end(record, failure)
   let completed: boolean
   try {
-    completed = await sender.store.complete(lease, record, resolution)
+    completed = await withinDeadline(sender.store.complete(lease, record, resolution), sender.leaseMs, 'complete')
   } catch (error) {
     // The receiver's words are the one part of the record that comes from outside: a store that
     // refuses them must not keep the attempt from counting (else the task is sent again at every
     // lease expiry, outside any schedule). Record it once more without them; when that fails too,
-    // the store itself is failing and the error stands.
-    const bare = withoutOutsideText(record, resolution)
+    // the store itself is failing and the error stands. A store that did not answer in time is
+    // not asked again: it may still record the first.
+    const bare = missedDeadline(error) ? undefined : withoutOutsideText(record, resolution)
     if (bare === undefined) throw error
     sender.emit({ type: 'error', error })
     ;({ record, resolution } = bare)
-    completed = await sender.store.complete(lease, record, resolution)
+    completed = await withinDeadline(sender.store.complete(lease, record, resolution), sender.leaseMs, 'complete')
   }
   const result: AttemptResult = { record, resolution, completed }
   if (response !== undefined) result.response = response

@@ -5,6 +5,7 @@
 import { runAttempt } from './deliver.ts'
 import { CallbackError } from './errors.ts'
 import { resolveSender } from './sender.ts'
+import { withinDeadline } from './store-deadline.ts'
 import type { Lease, SenderOptions } from './types.ts'
 
 /** A sender's options plus how the worker polls. */
@@ -127,7 +128,7 @@ export function createWorker(options: WorkerOptions): Worker {
   async function giveBack(leases: Lease[]): Promise<void> {
     // Without a time, each task is due again when it was claimed: it keeps its place in line.
     await Promise.all(
-      leases.map((lease) => store.release(lease).catch((error: unknown) => sender.emit({ type: 'error', error })))
+      leases.map((lease) => withinDeadline(store.release(lease), sender.leaseMs, 'release').catch((error: unknown) => sender.emit({ type: 'error', error })))
     )
   }
 
@@ -139,7 +140,7 @@ export function createWorker(options: WorkerOptions): Worker {
         const limit = Math.min(batchSize, free)
         let leases: Lease[]
         try {
-          leases = await store.claim({ now: sender.now(), limit, leaseMs: sender.leaseMs })
+          leases = await withinDeadline(store.claim({ now: sender.now(), limit, leaseMs: sender.leaseMs }), sender.leaseMs, 'claim')
           failures = 0
         } catch (error) {
           sender.emit({ type: 'error', error })

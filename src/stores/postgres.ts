@@ -58,16 +58,25 @@ export interface PostgresQueryable {
   ): Promise<{ rows: any[]; rowCount?: number | null }>
 }
 
-/** A dedicated connection (a `pg` PoolClient) used only to `LISTEN`. */
+/** A connection taken from the pool (a `pg` PoolClient): for `LISTEN`, and for bounded queries. */
 export interface PostgresListenConnection extends PostgresQueryable {
   /** `notification` with `{ channel, payload }`, `error`, `end`. */
   on(event: 'notification' | 'error' | 'end', listener: (...args: any[]) => void): unknown
+  removeListener?(event: 'error', listener: (...args: any[]) => void): unknown
+  /** Gives the connection back; with `true` or an error, closes it instead. */
   release(destroy?: boolean | Error): void
 }
 
 /** A `pg` Pool: queries, and (for `LISTEN`) hands out a connection of its own. */
 export interface PostgresPool extends PostgresQueryable {
   connect?(): Promise<PostgresListenConnection>
+  /** pg's Pool emits `error` when an idle connection breaks (a server restart). */
+  on?(event: 'error', listener: (...args: any[]) => void): unknown
+  removeListener?(event: 'error', listener: (...args: any[]) => void): unknown
+  /** pg's Pool settings; `max: 1` leaves no connection for queries once one listens. */
+  options?: { max?: number }
+  /** Present on a pg Pool (not on a single Client, whose connect() connects it instead). */
+  readonly idleCount?: number
 }
 
 /** Options of {@link createPostgresStore}. */
@@ -88,6 +97,14 @@ export interface PostgresStoreOptions {
    * Default `true` when `pool.connect` exists. Set `false` when `pool` is a single client.
    */
   listen?: boolean
+  /**
+   * How long one statement may take, ms, connection included. Default 30 000. A connection whose
+   * statement gets no answer in time is closed rather than given back to the pool: when the
+   * database's side died without a word (no FIN, no RST) it would otherwise hang every statement
+   * sent on it. The call fails with `ERR_CALLBACK_STORE`, which the worker reports as an `error`
+   * event before it carries on.
+   */
+  timeoutMs?: number
 }
 
 /** Options naming the schema, for the migration and retention helpers. */
@@ -149,6 +166,16 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
   const prepare = options.prepare ?? true
   if (typeof prepare !== 'boolean') throw new TypeError('createPostgresStore: `prepare` must be a boolean')
+  const timeoutMs = options.timeoutMs ?? defaultTimeoutMs
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
+    throw new TypeError('createPostgresStore: `timeoutMs` must be a positive integer of milliseconds')
+  }
+  // A pg Pool's queries are run on a connection the store takes itself, so that one which stops
+  // answering can be closed; a single client (or the user's own query function) is only raced.
+  const pooled = typeof pool.connect === 'function' && 'idleCount' in pool
+  // Without a listener, pg's Pool turns an idle connection's error (a server restart) into an
+  // uncaught exception. The pool has already dropped that connection: nothing else is needed.
+  if (pooled && typeof pool.on === 'function') pool.on('error', ignorePoolError)
 
   const channel = dueChannel(schema)
   const sql = {
@@ -176,8 +203,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const names = new Map(Object.values(sql).map((text) => [text, `ec_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`]))
 
   async function run(operation: string, db: PostgresQueryable, text: string, values: unknown[]) {
+    const query = prepare ? { name: names.get(text)!, text, values } : undefined
     try {
-      return await (prepare ? db.query({ name: names.get(text)!, text, values }) : db.query(text, values))
+      if (db === pool && pooled) return await boundedQuery(pool as Required<PostgresPool>, query ?? text, query === undefined ? values : undefined, timeoutMs)
+      return await boundedCall(query === undefined ? db.query(text, values) : db.query(query), timeoutMs)
     } catch (error) {
       throw storeError(operation, schema, error)
     }
@@ -321,7 +350,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
     subscribe(fn: () => void) {
       const remove = listeners.add(fn)
-      if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, listeners)
+      if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, listeners, timeoutMs)
       let removed = false
       return () => {
         if (removed) return
@@ -338,8 +367,92 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       const current = listener
       listener = undefined
       await current?.close()
+      if (pooled) pool.removeListener?.('error', ignorePoolError)
     }
   }
+}
+
+const defaultTimeoutMs = 30_000
+
+function ignorePoolError(): void {}
+
+type QueryResult = { rows: any[]; rowCount?: number | null }
+
+function timeoutError(timeoutMs: number): Error {
+  return Object.assign(new Error(`no answer from PostgreSQL within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })
+}
+
+/** A statement's own refusal (it carries a SQLSTATE): the connection is fine and goes back. */
+function refusedByServer(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && typeof (error as { severity?: unknown }).severity === 'string'
+}
+
+/** `call`, or a timeout error once `timeoutMs` passed. */
+function boundedCall(call: Promise<QueryResult>, timeoutMs: number): Promise<QueryResult> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(timeoutError(timeoutMs)), timeoutMs)
+    call.then(
+      (result) => {
+        clearTimeout(timer)
+        resolve(result)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      }
+    )
+  })
+}
+
+/**
+ * pg's `pool.query`, with a bound on the whole of it: a connection whose statement outlives
+ * `timeoutMs` is closed (released with an error), so a connection the server side silently
+ * abandoned never goes back to the pool to hang the next statement.
+ */
+function boundedQuery(
+  pool: Required<PostgresPool>,
+  text: string | { name: string; text: string; values?: unknown[] },
+  values: unknown[] | undefined,
+  timeoutMs: number
+): Promise<QueryResult> {
+  return new Promise((resolve, reject) => {
+    let client: PostgresListenConnection | undefined
+    let settled = false
+    const onError = (error: unknown) => finish(error instanceof Error ? error : new Error(String(error)))
+    const finish = (error: Error | undefined, result?: QueryResult) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      const taken = client
+      if (taken !== undefined) {
+        // A dead connection keeps the listener, so its last error cannot go uncaught.
+        if (error === undefined || refusedByServer(error)) {
+          taken.removeListener?.('error', onError)
+          taken.release()
+        } else {
+          taken.release(error)
+        }
+      }
+      if (error === undefined) resolve(result!)
+      else reject(error)
+    }
+    const timer = setTimeout(() => finish(timeoutError(timeoutMs)), timeoutMs)
+    pool.connect().then(
+      (taken) => {
+        // A connection that came too late is fine: back to the pool with it.
+        if (settled) return taken.release()
+        client = taken
+        taken.on('error', onError)
+        const sent = values === undefined ? taken.query(text) : taken.query(text, values)
+        sent.then(
+          (result) => finish(undefined, result),
+          (error: unknown) => finish(error instanceof Error ? error : new Error(String(error)))
+        )
+      },
+      (error: unknown) => finish(error instanceof Error ? error : new Error(String(error)))
+    )
+  })
 }
 
 /** The values of one completion, in the order of `completeSql`'s parameters $1 to $13. */
@@ -435,7 +548,8 @@ interface ListenConnection {
 function openListenConnection(
   pool: Required<PostgresPool>,
   channel: string,
-  listeners: DueListeners
+  listeners: DueListeners,
+  timeoutMs: number
 ): ListenConnection {
   let closed = false
   let current: PostgresListenConnection | undefined
@@ -502,7 +616,8 @@ function openListenConnection(
       current = undefined
       if (!client) return
       try {
-        await client.query(`UNLISTEN ${quoteIdentifier(channel)}`)
+        // A connection that died silently would never answer: it is closed instead.
+        await boundedCall(client.query(`UNLISTEN ${quoteIdentifier(channel)}`), timeoutMs)
         dispose(client, false)
       } catch {
         dispose(client, true)

@@ -42,6 +42,8 @@ export interface RedisSubscriber {
 /** An ioredis client: scripts, and optionally `duplicate()` for pub/sub wake-ups. */
 export interface RedisClient extends RedisScriptClient {
   duplicate?(): RedisSubscriber
+  /** ioredis: closes the connection; with `true`, opens a new one (and sends unanswered commands again). */
+  disconnect?(reconnect?: boolean): void
 }
 
 /** Options of {@link createRedisStore}. */
@@ -63,6 +65,15 @@ export interface RedisStoreOptions {
   retentionSeconds?: number
   /** Wake subscribed workers through pub/sub on `client.duplicate()`. Default `true` when available. */
   subscribe?: boolean
+  /**
+   * How long one store call may wait for Redis, ms. Default 30 000. Past it the call fails with
+   * `ERR_CALLBACK_STORE` (the worker reports an `error` event and carries on) and the store asks
+   * the client to reconnect (`client.disconnect(true)`): a connection whose far side died without
+   * FIN or RST would otherwise hold every later command until the operating system gives up on it,
+   * hours later. ioredis sends the commands still unanswered again on the new connection; the
+   * store's scripts are fenced by lease tokens, so a repeated one changes nothing.
+   */
+  timeoutMs?: number
 }
 
 /** The Redis store, with the key prefix it uses. */
@@ -94,6 +105,26 @@ async function runScript(
     if (!String((error as Error | null)?.message).includes('NOSCRIPT')) throw error
     return client.eval(source, keys.length, ...keys, ...args)
   }
+}
+
+/** `call`, or a rejection once `timeoutMs` passed, after `onTimeout` ran. */
+function bounded<T>(call: Promise<T>, timeoutMs: number, onTimeout: () => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`no answer from Redis within ${timeoutMs} ms`))
+      onTimeout()
+    }, timeoutMs)
+    call.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      }
+    )
+  })
 }
 
 /**
@@ -314,6 +345,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   if (!Number.isInteger(retentionSeconds) || retentionSeconds < 0) {
     throw new TypeError('createRedisStore: `retentionSeconds` must be an integer >= 0')
   }
+  const timeoutMs = options.timeoutMs ?? 30_000
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
+    throw new TypeError('createRedisStore: `timeoutMs` must be a positive integer of milliseconds')
+  }
   const pubsub = options.subscribe ?? typeof client.duplicate === 'function'
   if (typeof pubsub !== 'boolean') throw new TypeError('createRedisStore: `subscribe` must be a boolean')
   if (pubsub && typeof client.duplicate !== 'function') {
@@ -332,9 +367,18 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const wakeHere = listeners.wakeSoon
   let subscriber: RedisSubscriber | undefined
 
+  // One reconnect for every call that timed out together.
+  let reconnecting = false
+  const reconnect = () => {
+    if (reconnecting || typeof client.disconnect !== 'function') return
+    reconnecting = true
+    setTimeout(() => (reconnecting = false), timeoutMs).unref()
+    client.disconnect(true)
+  }
+
   async function run(operation: string, which: Script, keys: string[], args: Array<string | number>) {
     try {
-      return await runScript(client, which, keys, args)
+      return await bounded(runScript(client, which, keys, args), timeoutMs, reconnect)
     } catch (error) {
       const reason = error instanceof Error ? `: ${error.message}` : ''
       throw new StoreError('ERR_CALLBACK_STORE', `Redis ${operation} failed${reason}`, { cause: error })

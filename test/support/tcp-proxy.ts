@@ -10,6 +10,12 @@ export interface TcpProxy {
   /** Resets every open connection and refuses new ones until `restore()`. */
   cut(): void
   restore(): void
+  /**
+   * The far side of every open connection dies silently: nothing more is forwarded either way, and
+   * no FIN or RST is sent, so the client only learns of it from its own timeouts. New connections
+   * go through as usual (the database came back on a new connection).
+   */
+  silence(): void
   /** Connections accepted while up. */
   readonly connections: number
   close(): Promise<void>
@@ -38,7 +44,13 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     upstream.on('error', drop).on('close', drop)
     client.pipe(upstream)
     upstream.pipe(client)
+    live.add({ client, upstream })
+    const forget = () => live.forEach((pair) => pair.client === client && live.delete(pair))
+    client.on('close', forget)
   })
+  const live = new Set<{ client: Socket; upstream: Socket }>()
+  /** Silenced sockets are kept open (and referenced) until close(), as a dead peer leaves them. */
+  const silenced: Socket[] = []
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
     port: (server.address() as AddressInfo).port,
@@ -50,12 +62,26 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     restore() {
       down = false
     },
+    silence() {
+      for (const { client, upstream } of live) {
+        client.unpipe(upstream)
+        upstream.unpipe(client)
+        // whatever arrives from now on is read and dropped, so no side sees back-pressure either
+        client.removeAllListeners('data').on('data', () => {})
+        upstream.removeAllListeners('data').on('data', () => {})
+        open.delete(client)
+        open.delete(upstream)
+        silenced.push(client, upstream)
+      }
+      live.clear()
+    },
     get connections() {
       return connections
     },
     close: () =>
       new Promise<void>((resolve) => {
         for (const socket of open) socket.destroy()
+        for (const socket of silenced) socket.destroy()
         server.close(() => resolve())
       })
   }
