@@ -263,6 +263,15 @@ SELECT array_agg(position)::int[] AS completed,
 FROM done`
 }
 
+/**
+ * Whether a completion committed although its answer was lost: its attempt is in the history.
+ * $1 task id, $2 attempt number, $3 started_at.
+ */
+export function attemptRecordedSql(schema: string): string {
+  return `SELECT 1 AS recorded FROM ${quoteIdentifier(schema)}.attempts
+WHERE task_id = $1 AND attempt = $2 AND started_at = $3::timestamptz LIMIT 1`
+}
+
 /** $1 id, $2 token, $3 next_attempt_at (null: the instant the lease was taken), $4 due channel. */
 export function releaseSql(schema: string): string {
   const s = quoteIdentifier(schema)

@@ -26,6 +26,7 @@ import type {
   TerminalStatus
 } from '../types.ts'
 import {
+  attemptRecordedSql,
   attachSql,
   cancelSql,
   claimSql,
@@ -186,6 +187,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     claim: claimSql(schema),
     complete: completeSql(schema),
     completeBatch: completeBatchSql(schema),
+    attemptRecorded: attemptRecordedSql(schema),
     release: releaseSql(schema),
     cancel: cancelSql(schema),
     attempts: selectAttemptsSql(schema),
@@ -217,7 +219,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     many: async (columns) => {
       const { rows } = await run('complete', pool, sql.completeBatch, [...columns, channel])
       return new Set<number>(rows[0]?.completed ?? [])
-    }
+    },
+    recorded: async (values) => (await run('complete', pool, sql.attemptRecorded, [values[0], values[6], values[7]])).rows.length > 0
   })
 
   return {
@@ -476,16 +479,32 @@ const maxCompletionBatch = 500
 function createCompletions(send: {
   one(values: CompletionValues): Promise<boolean>
   many(columns: unknown[][]): Promise<Set<number>>
+  /** Whether this completion's attempt is in the history: its statement committed. */
+  recorded(values: CompletionValues): Promise<boolean>
 }) {
   let queue: PendingCompletion[] = []
   let inFlight = 0
   let flushQueued = false
 
+  /**
+   * The connection broke before the answer came (no SQLSTATE: a reset, a timeout): the statement
+   * may have committed. Its attempt record says whether it did; when it did not, the completion is
+   * sent once more on its own (fenced by the token, so it cannot apply twice).
+   */
+  const settleUnknown = async (completion: PendingCompletion, error: unknown) => {
+    try {
+      completion.resolve((await send.recorded(completion.values)) || (await send.one(completion.values)))
+    } catch {
+      completion.reject(error)
+    }
+  }
+
   const settleOne = async (completion: PendingCompletion) => {
     try {
       completion.resolve(await send.one(completion.values))
     } catch (error) {
-      completion.reject(error)
+      if (refusedByServer((error as { cause?: unknown }).cause)) completion.reject(error)
+      else await settleUnknown(completion, error)
     }
   }
 
@@ -496,14 +515,11 @@ function createCompletions(send: {
     try {
       completed = await send.many(columns)
     } catch (error) {
-      // The server refused the statement, so none of it committed: one bad row (text PostgreSQL
-      // cannot store, say) must fail only its own completion. Without a server's answer (the
-      // connection broke) the outcome is unknown and every completion reports the error.
-      if (typeof (error as { cause?: { code?: unknown } }).cause?.code === 'string') {
-        await Promise.all(batch.map(settleOne))
-      } else {
-        for (const completion of batch) completion.reject(error)
-      }
+      // The server refused the statement (its error has a SQLSTATE), so none of it committed: one
+      // bad row (text PostgreSQL cannot store, say) must fail only its own completion. Without a
+      // server's answer (the connection broke) the outcome is unknown: each completion finds out.
+      if (refusedByServer((error as { cause?: unknown }).cause)) await Promise.all(batch.map(settleOne))
+      else await Promise.all(batch.map((completion) => settleUnknown(completion, error)))
       return
     }
     batch.forEach((completion, index) => completion.resolve(completed.has(index + 1)))
