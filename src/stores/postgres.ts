@@ -94,7 +94,8 @@ export interface PostgresStoreOptions {
    */
   prepare?: boolean
   /**
-   * Wake subscribed workers through `LISTEN/NOTIFY` on one connection taken from the pool.
+   * Wake subscribed workers through `LISTEN/NOTIFY` on one connection taken from the pool (held
+   * while a worker runs, so a pool of `max: 1` is refused with it).
    * Default `true` when `pool.connect` exists. Set `false` when `pool` is a single client.
    */
   listen?: boolean
@@ -163,6 +164,13 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   if (typeof listen !== 'boolean') throw new TypeError('createPostgresStore: `listen` must be a boolean')
   if (listen && typeof pool.connect !== 'function') {
     throw new TypeError('createPostgresStore: `listen` needs a `pool` with connect() (a pg Pool)')
+  }
+  // The LISTEN connection is held for as long as a worker runs: in a pool of one, every query would
+  // wait for it forever.
+  if (listen && pool.options?.max === 1) {
+    throw new TypeError(
+      'createPostgresStore: a `pool` of `max: 1` has no connection left for queries once one LISTENs: raise `max`, or pass `listen: false` (workers then poll)'
+    )
   }
 
   const prepare = options.prepare ?? true
