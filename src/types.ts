@@ -202,6 +202,11 @@ export interface TaskPage {
   tasks: CallbackTask[]
   /** Where the next page starts; absent on the last page. */
   cursor?: string
+  /**
+   * Records of this page the store holds but cannot read (a hand-edited or corrupted record): left
+   * out of `tasks`, each with its id and why. The reason never quotes the stored fields.
+   */
+  unreadable?: Array<{ id: string; reason: string }>
 }
 
 /** One signed request for a transport to send. */

@@ -224,6 +224,8 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
           { store }
         )
         for (const task of page.tasks) printLine(flags.json ? JSON.stringify(taskSummary(task)) : taskLine(task))
+        // one corrupted record must not hide the others: it is named on stderr, and listing goes on
+        for (const { id, reason } of page.unreadable ?? []) process.stderr.write(`endpoint-callback: skipped task ${id}: it cannot be read (${reason})\n`)
         if (page.cursor !== undefined) printLine(flags.json ? JSON.stringify({ cursor: page.cursor }) : `# more: --cursor ${page.cursor}`)
       })
       exit(EXIT.ok)

@@ -9,7 +9,7 @@
  * @module endpoint-callback/postgres
  */
 import { createDueListeners } from './due-listeners.ts'
-import { checkListQuery, TASK_STATUSES, taskPage } from './task-list.ts'
+import { checkListQuery, parseStoredJson, readTaskPage, TASK_STATUSES } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
@@ -344,7 +344,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         after?.id ?? null,
         limit + 1
       ])
-      return taskPage(rows.map(toTask), limit)
+      return readTaskPage(rows, limit, toTask, (row) => String(row.id))
     },
 
     async redeliver(id: string, { now }: { now: Date }) {
@@ -821,9 +821,9 @@ function toTask(row: Record<string, any>): CallbackTask {
     updatedAt: date(row.updated_at)
   }
   if (row.idempotency_key != null) task.idempotencyKey = row.idempotency_key
-  if (row.secret != null) task.secret = JSON.parse(row.secret)
-  if (row.metadata != null) task.metadata = JSON.parse(row.metadata)
-  if (row.encryption_key != null) task.encryptionKey = JSON.parse(row.encryption_key)
+  if (row.secret != null) task.secret = parseStoredJson(row.secret, 'secret')
+  if (row.metadata != null) task.metadata = parseStoredJson(row.metadata, 'metadata')
+  if (row.encryption_key != null) task.encryptionKey = parseStoredJson(row.encryption_key, 'encryption_key')
   if (row.verify_intent === true) task.verifyIntent = true
   if (row.body != null) task.body = row.body
   if (row.content_type != null) task.contentType = row.content_type

@@ -10,7 +10,7 @@
  * @module endpoint-callback/redis
  */
 import { createDueListeners } from './due-listeners.ts'
-import { checkListQuery, taskPage } from './task-list.ts'
+import { checkListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -429,9 +429,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       try {
         return toTask(fields)
       } catch (error) {
-        throw new StoreError('ERR_CALLBACK_STORE', `Redis get failed: task ${id} cannot be read: ${(error as Error).message}`, {
-          cause: error
-        })
+        // No cause: a parser's message quotes the stored text, which may be a secret.
+        throw new StoreError('ERR_CALLBACK_STORE', `Redis get failed: task ${id} cannot be read: ${unreadableReason(error)}`)
       }
     },
 
@@ -468,7 +467,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
           // A hash that no longer parses would fail every claim that meets it and starve the
           // tasks leased with it: end it as failed, with the reason, and hand out the others.
           const id = field(fields, 'id') ?? ''
-          const reason = `ERR_CALLBACK_STORE: the stored task cannot be read: ${(error as Error).message}`
+          const reason = `ERR_CALLBACK_STORE: the stored task cannot be read: ${unreadableReason(error)}`
           await run('claim', failUnreadableScript, [taskKey(id), dueKey, failedKey, attemptsKey(id)], [
             id,
             token,
@@ -543,7 +542,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         after?.id ?? '',
         limit + 1
       ])) as string[][]
-      return taskPage(found.map(toTask), limit)
+      return readTaskPage(found, limit, toTask, (fields) => field(fields, 'id') ?? '')
     },
 
     async redeliver(id: string, { now }: { now: Date }) {
@@ -713,10 +712,10 @@ function toTask(fields: string[]): CallbackTask {
     updatedAt: new Date(Number(hash.updatedAt))
   }
   if (hash.idempotencyKey !== undefined) task.idempotencyKey = hash.idempotencyKey
-  if (hash.secret !== undefined) task.secret = JSON.parse(hash.secret)
-  if (hash.encryptionKey !== undefined) task.encryptionKey = JSON.parse(hash.encryptionKey)
+  if (hash.secret !== undefined) task.secret = parseStoredJson(hash.secret, 'secret')
+  if (hash.encryptionKey !== undefined) task.encryptionKey = parseStoredJson(hash.encryptionKey, 'encryptionKey')
   if (hash.verifyIntent === '1') task.verifyIntent = true
-  if (hash.metadata !== undefined) task.metadata = JSON.parse(hash.metadata)
+  if (hash.metadata !== undefined) task.metadata = parseStoredJson(hash.metadata, 'metadata')
   if (hash.body !== undefined) task.body = hash.body
   if (hash.contentType !== undefined) task.contentType = hash.contentType
   if (hash.nextAttemptAt !== undefined) task.nextAttemptAt = new Date(Number(hash.nextAttemptAt))

@@ -2,6 +2,7 @@
  * `CallbackStore.list`, the part every store shares: the query checked once, and pages newest
  * first with a cursor `<updatedAt ms>:<id>` naming the last task of the page before.
  */
+import { StoreError } from '../errors.ts'
 import type { CallbackTask, TaskListQuery, TaskPage, TaskStatus } from '../types.ts'
 
 export const TASK_STATUSES: readonly TaskStatus[] = ['pending', 'scheduled', 'delivering', 'delivered', 'failed', 'cancelled']
@@ -39,4 +40,41 @@ export function taskPage(found: readonly CallbackTask[], limit: number): TaskPag
   const last = tasks[tasks.length - 1]
   if (found.length > limit && last !== undefined) page.cursor = `${last.updatedAt.getTime()}:${last.id}`
   return page
+}
+
+/**
+ * {@link taskPage} over stored rows: a row that cannot be read is skipped and named in
+ * `unreadable`, so one corrupted record does not hide every other.
+ */
+export function readTaskPage<Row>(rows: readonly Row[], limit: number, read: (row: Row) => CallbackTask, idOf: (row: Row) => string): TaskPage {
+  const tasks: CallbackTask[] = []
+  const unreadable: Array<{ id: string; reason: string }> = []
+  // the row one past the page only says that another page follows
+  for (const row of rows.slice(0, limit)) {
+    try {
+      tasks.push(read(row))
+    } catch (error) {
+      unreadable.push({ id: idOf(row), reason: unreadableReason(error) })
+    }
+  }
+  const page: TaskPage = { tasks }
+  // After an unreadable last row the next page starts at the last readable one, naming it again.
+  const last = tasks[tasks.length - 1]
+  if (rows.length > limit && last !== undefined) page.cursor = `${last.updatedAt.getTime()}:${last.id}`
+  if (unreadable.length > 0) page.unreadable = unreadable
+  return page
+}
+
+/** Why a stored record cannot be read, in words of the store's own: never the parser's, which quote the text. */
+export function unreadableReason(error: unknown): string {
+  return error instanceof StoreError ? error.message : 'the stored task cannot be read'
+}
+
+/** A stored JSON field, parsed; a field that is not JSON fails without quoting it (it may hold a secret). */
+export function parseStoredJson(text: string, field: string): any {
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new StoreError('ERR_CALLBACK_STORE', `the stored ${field} is not valid JSON`)
+  }
 }
