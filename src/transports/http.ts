@@ -85,7 +85,7 @@ const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SEL
  * routable (unless `urlPolicy.allowHosts` opts it in), so DNS rebinding cannot reach an internal
  * address. A name's addresses are dialled Happy Eyeballs style (IPv6 and IPv4 alternating, the
  * next one 250 ms after the last, or at once when it fails), so one that drops packets does not
- * cost the attempt. Redirects are returned, never followed. `timeoutMs` bounds the whole exchange and at most
+ * cost the attempt; at most 8 addresses per connection (a name may resolve to thousands). Redirects are returned, never followed. `timeoutMs` bounds the whole exchange and at most
  * `maxResponseBytes` of the answer are read.
  *
  * Rejects with `UrlPolicyError` (`ERR_CALLBACK_URL_*`) when the policy refuses, and with
@@ -446,12 +446,20 @@ function guardedConnector(dial: buildConnector.connector, lookup: LookupFunction
     vettedAddresses(hostname, lookup, policy, timeoutMs).then(
       (addresses) => {
         const servername = options.servername ?? (isIP(hostname) === 0 ? hostname : undefined)
-        dialFirstToAnswer(interleaveFamilies(addresses), dial, options, servername, callback)
+        dialFirstToAnswer(interleaveFamilies(addresses).slice(0, MAX_ADDRESSES_PER_CONNECTION), dial, options, servername, callback)
       },
       (error: Error) => callback(error, null),
     )
   }
 }
+
+/**
+ * Addresses dialled per connection at most. Every address of the answer is still vetted (one
+ * forbidden address refuses the name), but a name that resolves to a thousand must not cost a
+ * thousand connects (times three with an attempt's quick retries): at most 8 per connection, so at
+ * most 24 per attempt.
+ */
+const MAX_ADDRESSES_PER_CONNECTION = 8
 
 /**
  * How long one address gets before the next is dialled as well: RFC 8305's "Connection Attempt
@@ -527,18 +535,18 @@ async function vettedAddresses(hostname: string, lookup: LookupFunction, policy:
   if (isIP(hostname) !== 0) return [hostname]
   const answers = await resolve(hostname, lookup, timeoutMs)
   const trusted = policy.allowNames.has(hostname.toLowerCase().replace(/\.+$/, ''))
-  const addresses: string[] = []
+  const addresses = new Set<string>()
   for (const answer of answers) {
     const address = typeof answer === 'string' ? answer : answer?.address
     // Any forbidden answer refuses the whole name: with a public and a private answer, the next
     // lookup (or the next address tried) could be the private one.
     if (!trusted || typeof address !== 'string' || isIP(address) === 0) checkAddress(String(address), policy, hostname)
-    if (!addresses.includes(address as string)) addresses.push(address as string)
+    addresses.add(address as string)
   }
-  if (addresses.length === 0) {
+  if (addresses.size === 0) {
     throw new DeliveryError('ERR_CALLBACK_DNS', `callback host ${hostname} resolved to no address`)
   }
-  return addresses
+  return [...addresses]
 }
 
 /** A resolver that never answers must not hold a connection slot forever: it gets `timeoutMs`. */
