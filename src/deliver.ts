@@ -8,6 +8,7 @@ import { CallbackError, DeliveryError, TaskError, UrlPolicyError } from './error
 import { verifyIntent } from './intent.ts'
 import { classifyError, classifyResponse, describeError } from './outcome.ts'
 import { recordableText } from './recorded-text.ts'
+import { attemptBudgetMs } from './attempt-budget.ts'
 import type { AttemptVerdict } from './outcome.ts'
 import { scheduleNextAttempt } from './retry.ts'
 import { resolveSender } from './sender.ts'
@@ -159,8 +160,13 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
       }
       if (probe !== undefined && probe.headers !== undefined) addHeaders(headers, probe.headers)
       const request: TransportRequest = { url: task.callbackUrl, headers, body: prepared.body }
-      if (signal !== undefined) request.signal = signal
-      response = await sendWithQuickRetries(sender, request)
+      // Every exchange ends inside the attempt's budget: a transport that declares its timeout is
+      // only started when it fits, one that does not is aborted at the end of the budget.
+      const deadline = clockStart + attemptBudgetMs(sender.leaseMs)
+      const bound = sender.transportTimeoutMs === undefined ? AbortSignal.timeout(Math.max(1, Math.floor(deadline - performance.now()))) : undefined
+      const requestSignal = bound === undefined ? signal : signal === undefined ? bound : AbortSignal.any([signal, bound])
+      if (requestSignal !== undefined) request.signal = requestSignal
+      response = await sendWithQuickRetries(sender, request, deadline)
       verdict = classifyResponse(response, sender.retry, sender.now())
     } catch (error) {
       failure = error
@@ -445,16 +451,19 @@ function isConnectionFailure(error: unknown): boolean {
 
 /**
  * A refused or reset connection is often a receiver restarting: two more tries within about a
- * second save a durable retry minutes later. The window stays inside the lease, so the last try
- * cannot outlive it. Everything else (timeouts, DNS, TLS, any response) goes to the durable schedule.
+ * second save a durable retry minutes later. A try starts only while a whole exchange (the
+ * transport's timeout) still fits before `deadline` (performance.now() time), so the last one
+ * cannot outlive the lease. Everything else (timeouts, DNS, TLS, any response) goes to the durable
+ * schedule.
  */
-async function sendWithQuickRetries(sender: ResolvedSender, request: TransportRequest): Promise<TransportResponse> {
+async function sendWithQuickRetries(sender: ResolvedSender, request: TransportRequest, deadline: number): Promise<TransportResponse> {
   const { transport } = sender
   try {
     // Most sends succeed: they go straight to the transport, without p-retry's bookkeeping.
     return await transport.send(request)
   } catch (error) {
-    const window = Math.min(QUICK_RETRY_WINDOW_MS, sender.leaseMs - (sender.transportTimeoutMs ?? 0) - QUICK_RETRY_WINDOW_MS)
+    // p-retry starts no try later than `window` after now.
+    const window = Math.min(QUICK_RETRY_WINDOW_MS, deadline - performance.now() - (sender.transportTimeoutMs ?? 0))
     if (!isConnectionFailure(error) || window <= 0) throw error
     // p-retry's first call replays the failure just seen, so its backoff applies from the first retry.
     return pRetry((call) => (call === 1 ? Promise.reject(error) : transport.send(request)), {

@@ -15,6 +15,7 @@ import type { CompiledUrlPolicy } from './transports/url-policy.ts'
 import { createHttpTransport } from './transports/http.ts'
 import type { HttpTransport } from './transports/http.ts'
 import { resolveRetryOptions } from './retry.ts'
+import { attemptBudgetMs, minimumLeaseMs } from './attempt-budget.ts'
 import type { ResolvedRetry } from './retry.ts'
 import type { CallbackStore, CallbackTask, DeliveryEvent, DeliveryInstrumentation, SenderOptions, Transport, UrlPolicy } from './types.ts'
 
@@ -144,13 +145,14 @@ function buildSender(options: SenderOptions): ResolvedSender {
 
   const transportTimeoutMs = givenTransport === undefined ? DEFAULT_TRANSPORT_TIMEOUT_MS : declaredTimeout(givenTransport)
   // A lease that ran out mid-attempt would let a second worker send the same callback while the
-  // first is still waiting for its answer.
-  if (transportTimeoutMs !== undefined && leaseMs <= transportTimeoutMs) {
-    throw new TypeError(`leaseMs (${leaseMs}) must exceed the transport timeout (${transportTimeoutMs} ms)`)
-  }
-  // With intent verification an attempt makes two exchanges: the challenge, then the callback.
-  if (verifyIntent && transportTimeoutMs !== undefined && leaseMs <= 2 * transportTimeoutMs) {
-    throw new TypeError(`leaseMs (${leaseMs}) must exceed twice the transport timeout (${transportTimeoutMs} ms) with verifyIntent`)
+  // first is still waiting for its answer. With intent verification an attempt makes two
+  // exchanges: the challenge, then the callback. (Quick retries only start when they fit.)
+  if (transportTimeoutMs !== undefined && attemptBudgetMs(leaseMs) < (verifyIntent ? 2 : 1) * transportTimeoutMs) {
+    const exchanges = verifyIntent ? 2 : 1
+    throw new TypeError(
+      `leaseMs (${leaseMs}) must exceed ${exchanges === 2 ? 'twice ' : ''}the transport timeout (${transportTimeoutMs} ms)${exchanges === 2 ? ' with verifyIntent' : ''}, ` +
+        `by a tenth of itself (at most 1 s) to record the attempt: at least ${minimumLeaseMs(exchanges, transportTimeoutMs)}`
+    )
   }
 
   let transport = givenTransport

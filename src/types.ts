@@ -387,7 +387,12 @@ export interface SenderOptions {
   verifyIntent?: boolean
   urlPolicy?: UrlPolicy
   retry?: RetryOptions
-  /** How long a claim holds a task, ms. Default 60 000; must exceed the transport's timeout. */
+  /**
+   * How long a claim holds a task, ms. Default 60 000. An attempt (its quick retries and intent
+   * verification included) ends within the lease minus a tenth of it (at most 1 s), kept to record
+   * it: so the lease must exceed the transport's timeout (twice it with `verifyIntent`) by that much.
+   * The worker also gives up on a store call after `leaseMs`.
+   */
   leaseMs?: number
   /** The clock. Default `() => new Date()`. */
   now?: () => Date

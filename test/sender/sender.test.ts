@@ -52,7 +52,9 @@ test('a lease no longer than the transport timeout is refused, since it could ru
   const secret = generateSecret()
   // the default transport times out after 10 s
   assert.throws(() => resolveSender({ store, secret, leaseMs: 10_000 }), /leaseMs \(10000\) must exceed the transport timeout \(10000 ms\)/)
-  assert.ok(resolveSender({ store, secret, leaseMs: 10_001 }))
+  // an attempt must also leave a tenth of the lease (at most 1 s) to be recorded
+  assert.throws(() => resolveSender({ store, secret, leaseMs: 10_001 }), /at least 11000/)
+  assert.ok(resolveSender({ store, secret, leaseMs: 11_000 }))
   const slow = createTestTransport(() => ({ status: 204 }), { timeoutMs: 90_000 })
   assert.throws(() => resolveSender({ store, secret, transport: slow }), /leaseMs \(60000\)/)
   assert.ok(resolveSender({ store, secret, transport: slow, leaseMs: 120_000 }))
