@@ -58,7 +58,8 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
 
     before(async () => {
       direct = await openDurableStore(kind)
-      receiver = await startLoopbackReceiver({ delayMs: 5 })
+      // slow enough (8 in flight, 40 ms each) that the cut surely comes while tasks still wait
+      receiver = await startLoopbackReceiver({ delayMs: 40 })
       const target = new URL(kind === 'postgres' ? DATABASE_URL : REDIS_URL)
       proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || (kind === 'postgres' ? 5432 : 6379)) })
     })
@@ -99,6 +100,7 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
       try {
         await until(() => receiver.seen.size >= 50, '50 callbacks arrived', 30_000)
         proxy.silence()
+        assert.ok(receiver.seen.size < ids.length - 50, `the cut came while tasks were still waiting (${receiver.seen.size} arrived)`)
         await until(() => ids.every((id) => receiver.seen.has(id)), 'every callback arrived after the silent cut', 60_000)
         await until(async () => {
           const tasks = await Promise.all(ids.map((id) => direct.store.get(id)))
