@@ -73,7 +73,6 @@ export interface PostgresPool extends PostgresQueryable {
   connect?(): Promise<PostgresListenConnection>
   /** pg's Pool emits `error` when an idle connection breaks (a server restart). */
   on?(event: 'error', listener: (...args: any[]) => void): unknown
-  removeListener?(event: 'error', listener: (...args: any[]) => void): unknown
   /** pg's Pool settings; `max: 1` leaves no connection for queries once one listens. */
   options?: { max?: number }
   /** Present on a pg Pool (not on a single Client, whose connect() connects it instead). */
@@ -184,7 +183,11 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const pooled = typeof pool.connect === 'function' && 'idleCount' in pool
   // Without a listener, pg's Pool turns an idle connection's error (a server restart) into an
   // uncaught exception. The pool has already dropped that connection: nothing else is needed.
-  if (pooled && typeof pool.on === 'function') pool.on('error', ignorePoolError)
+  // One listener per pool, however many stores share it; it stays for the pool's life.
+  if (pooled && typeof pool.on === 'function' && !guardedPools.has(pool)) {
+    guardedPools.add(pool)
+    pool.on('error', ignorePoolError)
+  }
 
   const channel = dueChannel(schema)
   const sql = {
@@ -378,7 +381,6 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       const current = listener
       listener = undefined
       await current?.close()
-      if (pooled) pool.removeListener?.('error', ignorePoolError)
     }
   }
 }
@@ -386,6 +388,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 const defaultTimeoutMs = 30_000
 
 function ignorePoolError(): void {}
+
+const guardedPools = new WeakSet<object>()
 
 type QueryResult = { rows: any[]; rowCount?: number | null }
 
