@@ -139,7 +139,10 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   const probe = sender.instrumentation === undefined ? undefined : sender.instrumentation.startAttempt(task, attempt)
 
   const expired = task.deadline !== undefined && startedAt.getTime() > task.deadline.getTime()
+  const deadline = clockStart + attemptBudgetMs(sender.leaseMs)
   let prepared = expired || task.body === undefined ? undefined : prepareAttempt(task, task.body, sender, signal)
+  // Encrypting (a JWKS to fetch) and verifying intent take time of the attempt's budget.
+  const waited = prepared instanceof Promise
   if (prepared instanceof Promise) prepared = await prepared
 
   if (expired) {
@@ -149,6 +152,13 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
   } else if ('outcome' in prepared) {
     // Refused before sending anything: nothing to sign with, no way to encrypt, or no intent shown.
     verdict = prepared
+  } else if (waited && sender.transportTimeoutMs !== undefined && deadline - performance.now() < sender.transportTimeoutMs) {
+    // Sent now, the callback could still be on its way when the lease runs out and another worker
+    // sends it too: it waits for the next attempt (the fetched key is cached by then).
+    verdict = {
+      outcome: 'retry',
+      reason: `ERR_CALLBACK_TIMEOUT: encrypting or verifying intent left no room in the lease for the exchange (${sender.transportTimeoutMs} ms)`,
+    }
   } else {
     try {
       const signed = prepared.sign({ id: task.id, timestamp: startedAt, body: prepared.body })
@@ -162,7 +172,6 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
       const request: TransportRequest = { url: task.callbackUrl, headers, body: prepared.body }
       // Every exchange ends inside the attempt's budget: a transport that declares its timeout is
       // only started when it fits, one that does not is aborted at the end of the budget.
-      const deadline = clockStart + attemptBudgetMs(sender.leaseMs)
       const bound = sender.transportTimeoutMs === undefined ? AbortSignal.timeout(Math.max(1, Math.floor(deadline - performance.now()))) : undefined
       const requestSignal = bound === undefined ? signal : signal === undefined ? bound : AbortSignal.any([signal, bound])
       if (requestSignal !== undefined) request.signal = requestSignal
