@@ -179,8 +179,12 @@ export interface CallbackStore {
   /**
    * Optional: calls `listener` when a task may have become due sooner than the worker's next poll
    * (LISTEN/NOTIFY, pub/sub, in-process). Returns the unsubscribe function.
+   *
+   * When the store knows when that task falls due, it passes the instant (ms since the epoch) as
+   * `dueAt`, so a worker can wake exactly then instead of at its next poll; with no `dueAt` the
+   * worker looks at once. A store that only ever calls `listener()` is still correct, just later.
    */
-  subscribe?(listener: () => void): () => void
+  subscribe?(listener: (dueAt?: number) => void): () => void
   /** Optional: frees what the store itself opened (never the user's client). */
   close?(): Promise<void>
 }

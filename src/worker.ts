@@ -89,9 +89,35 @@ export function createWorker(options: WorkerOptions): Worker {
   let wokenEarly = false
   let backlog = false
 
+  /** The earliest instant (ms) a task is known to fall due, from announcements and own attempts. */
+  let earliestDue = Infinity
+  /** The instant the last claim looked for due tasks at. */
+  let lastClaimAt = -Infinity
+  /** When the current wait ends (ms, by the sender's clock), while the loop waits. */
+  let waitingUntil = Infinity
+  let waitTimer: NodeJS.Timeout | undefined
+
   function wake(): void {
     if (wakeWaiter !== undefined) wakeWaiter()
     else wokenEarly = true
+  }
+
+  /**
+   * A task falls due at `dueAt`: look now when it already is, otherwise make sure the loop wakes
+   * at that instant rather than at its next poll.
+   */
+  function dueAt(at?: number): void {
+    if (at === undefined || !running) return wake()
+    const now = sender.now().getTime()
+    if (at <= now) return wake()
+    if (at < earliestDue) earliestDue = at
+    if (wakeWaiter !== undefined && at < waitingUntil) arm(at - now)
+  }
+
+  function arm(ms: number): void {
+    clearTimeout(waitTimer)
+    waitingUntil = sender.now().getTime() + ms
+    waitTimer = setTimeout(wakeWaiter!, ms)
   }
 
   function wait(ms: number): Promise<void> {
@@ -99,14 +125,18 @@ export function createWorker(options: WorkerOptions): Worker {
       wokenEarly = false
       return Promise.resolve()
     }
+    const now = sender.now().getTime()
+    // an instant the last claim already covered needs no wake-up of its own
+    if (earliestDue <= lastClaimAt) earliestDue = Infinity
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms)
-      function done() {
-        clearTimeout(timer)
+      wakeWaiter = () => {
+        clearTimeout(waitTimer)
+        waitTimer = undefined
+        waitingUntil = Infinity
         wakeWaiter = undefined
         resolve()
       }
-      wakeWaiter = done
+      arm(Math.min(ms, Math.max(0, earliestDue - now)))
     })
   }
 
@@ -115,7 +145,9 @@ export function createWorker(options: WorkerOptions): Worker {
   async function attempt(lease: Lease): Promise<void> {
     active++
     try {
-      await runAttempt(lease, sender)
+      const result = await runAttempt(lease, sender)
+      // a store that announces nothing still gets this worker back on time for its own retries
+      if (result.completed && result.resolution.status === 'scheduled') dueAt(result.resolution.nextAttemptAt.getTime())
     } catch (error) {
       sender.emit({ type: 'error', error })
     } finally {
@@ -140,7 +172,9 @@ export function createWorker(options: WorkerOptions): Worker {
         const limit = Math.min(batchSize, free)
         let leases: Lease[]
         try {
-          leases = await withinDeadline(store.claim({ now: sender.now(), limit, leaseMs: sender.leaseMs }), sender.leaseMs, 'claim')
+          const now = sender.now()
+          lastClaimAt = now.getTime()
+          leases = await withinDeadline(store.claim({ now, limit, leaseMs: sender.leaseMs }), sender.leaseMs, 'claim')
           failures = 0
         } catch (error) {
           sender.emit({ type: 'error', error })
@@ -173,7 +207,7 @@ export function createWorker(options: WorkerOptions): Worker {
       }
       running = true
       wokenEarly = false
-      unsubscribe = store.subscribe?.(wake)
+      unsubscribe = store.subscribe?.(dueAt)
       loop = claimLoop().catch((error: unknown) => sender.emit({ type: 'error', error }))
     },
     stop() {

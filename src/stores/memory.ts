@@ -391,7 +391,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       if (resolution.lastError !== undefined) entry.lastError = resolution.lastError
       if (resolution.status === 'scheduled') {
         setDue(entry.number, resolution.nextAttemptAt.getTime())
-        wake()
+        wake(resolution.nextAttemptAt.getTime())
       } else {
         setDue(entry.number, NaN)
         noteFinished(entry)
@@ -403,8 +403,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       const entry = heldBy(held)
       if (entry === undefined) return false
       entry.status = 'scheduled'
-      setDue(entry.number, nextAttemptAt === undefined ? updatedOf(entry) : nextAttemptAt.getTime())
-      wake()
+      const due = nextAttemptAt === undefined ? updatedOf(entry) : nextAttemptAt.getTime()
+      setDue(entry.number, due)
+      wake(due)
       return true
     },
 

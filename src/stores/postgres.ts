@@ -8,7 +8,7 @@
  *
  * @module endpoint-callback/postgres
  */
-import { createDueListeners } from './due-listeners.ts'
+import { announcedDueAt, createDueListeners } from './due-listeners.ts'
 import { checkListQuery, parseStoredJson, readTaskPage, TASK_STATUSES } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
@@ -119,7 +119,7 @@ const defaultSchema = 'endpoint_callback'
 /** The PostgreSQL store, with the schema it uses. */
 export interface PostgresStore extends CallbackStore {
   readonly schema: string
-  subscribe(listener: () => void): () => void
+  subscribe(listener: (dueAt?: number) => void): () => void
   close(): Promise<void>
 }
 
@@ -313,7 +313,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         attempt.responseBody ?? null,
         attempt.outcome
       ])
-      if (completed && resolution.status === 'scheduled') wakeHere()
+      if (completed && resolution.status === 'scheduled') wakeHere(resolution.nextAttemptAt.getTime())
       return completed
     },
 
@@ -325,7 +325,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         channel
       ])
       const released = rows[0]?.released === 1
-      if (released) wakeHere()
+      if (released) wakeHere(nextAttemptAt?.getTime())
       return released
     },
 
@@ -362,7 +362,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return Number(rows[0]?.due ?? 0)
     },
 
-    subscribe(fn: () => void) {
+    subscribe(fn: (dueAt?: number) => void) {
       const remove = listeners.add(fn)
       if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, listeners, timeoutMs)
       let removed = false
@@ -617,8 +617,8 @@ function openListenConnection(
     try {
       client = await pool.connect()
       const self = client
-      self.on('notification', (message: { channel: string }) => {
-        if (message.channel === channel) listeners.wakeAll()
+      self.on('notification', (message: { channel: string; payload?: string }) => {
+        if (message.channel === channel) listeners.wakeAll(announcedDueAt(message.payload))
       })
       self.on('error', () => drop(self))
       self.on('end', () => drop(self))

@@ -9,7 +9,7 @@
  *
  * @module endpoint-callback/redis
  */
-import { createDueListeners } from './due-listeners.ts'
+import { announcedDueAt, createDueListeners } from './due-listeners.ts'
 import { checkListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
@@ -79,7 +79,7 @@ export interface RedisStoreOptions {
 /** The Redis store, with the key prefix it uses. */
 export interface RedisStore extends CallbackStore {
   readonly prefix: string
-  subscribe(listener: () => void): () => void
+  subscribe(listener: (dueAt?: number) => void): () => void
   close(): Promise<void>
 }
 
@@ -498,7 +498,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         channel,
         keyPrefix
       ])
-      if (reply === 1 && resolution.status === 'scheduled') wakeHere()
+      if (reply === 1 && resolution.status === 'scheduled') wakeHere(resolution.nextAttemptAt.getTime())
       return reply === 1
     },
 
@@ -510,7 +510,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         nextAttemptAt?.getTime() ?? '',
         channel
       ])
-      if (reply === 1) wakeHere()
+      if (reply === 1) wakeHere(nextAttemptAt?.getTime())
       return reply === 1
     },
 
@@ -560,7 +560,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       return Number(await run('countDue', countDueScript, [dueKey], [now.getTime()]))
     },
 
-    subscribe(fn: () => void) {
+    subscribe(fn: (dueAt?: number) => void) {
       const remove = listeners.add(fn)
       if (pubsub && !subscriber) {
         const current = client.duplicate!()
@@ -574,7 +574,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
           if (ready++ > 0 && subscriber === current) listeners.wakeAll()
         })
         current.on('message', (from: string, message: string) => {
-          if (from === channel) listeners.wakeAll()
+          if (from === channel) listeners.wakeAll(announcedDueAt(message))
         })
         current.subscribe(channel).then(
           () => listeners.wakeAll(),
