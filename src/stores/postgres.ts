@@ -63,7 +63,8 @@ export interface PostgresQueryable {
 export interface PostgresListenConnection extends PostgresQueryable {
   /** `notification` with `{ channel, payload }`, `error`, `end`. */
   on(event: 'notification' | 'error' | 'end', listener: (...args: any[]) => void): unknown
-  removeListener?(event: 'error', listener: (...args: any[]) => void): unknown
+  /** Takes the store's listeners off again before the connection goes back to the pool. */
+  removeListener?(event: 'notification' | 'error' | 'end', listener: (...args: any[]) => void): unknown
   /** Gives the connection back; with `true` or an error, closes it instead. */
   release(destroy?: boolean | Error): void
 }
@@ -568,6 +569,8 @@ interface ListenConnection {
   close(): Promise<void>
 }
 
+function ignore(): void {}
+
 /**
  * Holds one connection that LISTENs, and opens a new one (backing off up to 5 s) whenever it
  * breaks. Every subscriber is woken once LISTEN holds, since notifications sent before (or while
@@ -585,9 +588,17 @@ function openListenConnection(
   let backoffMs = 100
   const released = new WeakSet<PostgresListenConnection>()
 
+  /** The listeners put on each connection, taken off when it is given back. */
+  const attached = new WeakMap<PostgresListenConnection, Array<[event: 'notification' | 'error' | 'end', listener: (...args: any[]) => void]>>()
+
   const dispose = (client: PostgresListenConnection, destroy: boolean) => {
     if (released.has(client)) return
     released.add(client)
+    // a pooled connection outlives this store: what stayed attached would pile up on it
+    for (const [event, listener] of attached.get(client) ?? []) client.removeListener?.(event, listener)
+    attached.delete(client)
+    // a connection being destroyed may still report its end; nothing may be left to throw it
+    if (destroy) client.on('error', ignore)
     try {
       client.release(destroy)
     } catch {
@@ -617,11 +628,18 @@ function openListenConnection(
     try {
       client = await pool.connect()
       const self = client
-      self.on('notification', (message: { channel: string; payload?: string }) => {
-        if (message.channel === channel) listeners.wakeAll(announcedDueAt(message.payload))
-      })
-      self.on('error', () => drop(self))
-      self.on('end', () => drop(self))
+      const handlers: Array<[event: 'notification' | 'error' | 'end', listener: (...args: any[]) => void]> = [
+        [
+          'notification',
+          (message: { channel: string; payload?: string }) => {
+            if (message.channel === channel) listeners.wakeAll(announcedDueAt(message.payload))
+          }
+        ],
+        ['error', () => drop(self)],
+        ['end', () => drop(self)]
+      ]
+      attached.set(self, handlers)
+      for (const [event, listener] of handlers) self.on(event, listener)
       await self.query(`LISTEN ${quoteIdentifier(channel)}`)
       if (closed) return dispose(self, false)
       current = self

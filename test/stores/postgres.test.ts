@@ -440,6 +440,36 @@ describe('postgres store', { skip }, () => {
         await otherPool.end()
       }
     })
+
+    it('gives its LISTEN connection back to the pool without its listeners, however many stores come and go', async () => {
+      const store = track(await freshStore())
+      const otherPool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
+      const warnings: string[] = []
+      const onWarning = (warning: Error) => warnings.push(warning.name)
+      process.on('warning', onWarning)
+      try {
+        for (let i = 0; i < 15; i++) {
+          const listening = createPostgresStore({ pool: otherPool, schema: store.schema })
+          let wakes = 0
+          const unsubscribe = listening.subscribe(() => wakes++)
+          await waitFor(() => wakes >= 1)
+          unsubscribe()
+          await listening.close()
+        }
+        // every pooled connection, as the next user of the pool gets it
+        const clients = await Promise.all([otherPool.connect(), otherPool.connect()])
+        const left = clients.map((client) => ['notification', 'error', 'end'].map((event) => client.listenerCount(event)))
+        for (const client of clients) client.release()
+        // pg itself keeps one 'error' listener on an idle pooled client; ours must all be gone
+        assert.deepEqual(left.map(([notification]) => notification), [0, 0], `notification listeners left: ${JSON.stringify(left)}`)
+        assert.ok(left.every(([, error, end]) => error! <= 1 && end! <= 1), `listeners left: ${JSON.stringify(left)}`)
+        await new Promise((resolve) => setImmediate(resolve))
+        assert.deepEqual(warnings.filter((name) => name === 'MaxListenersExceededWarning'), [])
+      } finally {
+        process.off('warning', onWarning)
+        await otherPool.end()
+      }
+    })
   })
 })
 
