@@ -6,6 +6,7 @@ import { runAttempt } from './deliver.ts'
 import { CallbackError } from './errors.ts'
 import { resolveSender } from './sender.ts'
 import { withinDeadline } from './store-deadline.ts'
+import { createWakeSchedule } from './wake-schedule.ts'
 import type { Lease, SenderOptions } from './types.ts'
 
 /** A sender's options plus how the worker polls. */
@@ -89,8 +90,8 @@ export function createWorker(options: WorkerOptions): Worker {
   let wokenEarly = false
   let backlog = false
 
-  /** The earliest instant (ms) a task is known to fall due, from announcements and own attempts. */
-  let earliestDue = Infinity
+  /** Instants (ms) tasks are known to fall due at, from announcements and own attempts. */
+  const dueInstants = createWakeSchedule()
   /** The instant the last claim looked for due tasks at. */
   let lastClaimAt = -Infinity
   /** When the current wait ends (ms, by the sender's clock), while the loop waits. */
@@ -110,7 +111,7 @@ export function createWorker(options: WorkerOptions): Worker {
     if (at === undefined || !running) return wake()
     const now = sender.now().getTime()
     if (at <= now) return wake()
-    if (at < earliestDue) earliestDue = at
+    dueInstants.add(at)
     if (wakeWaiter !== undefined && at < waitingUntil) arm(at - now)
   }
 
@@ -126,8 +127,8 @@ export function createWorker(options: WorkerOptions): Worker {
       return Promise.resolve()
     }
     const now = sender.now().getTime()
-    // an instant the last claim already covered needs no wake-up of its own
-    if (earliestDue <= lastClaimAt) earliestDue = Infinity
+    // instants the last claim already covered need no wake-up of their own
+    const earliestDue = dueInstants.next(lastClaimAt)
     return new Promise((resolve) => {
       wakeWaiter = () => {
         clearTimeout(waitTimer)
