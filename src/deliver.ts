@@ -127,8 +127,14 @@ function buildBody(event: string, payload: unknown, now: Date): string {
  * One attempt on a leased task: checks the deadline, signs, sends (with quick retries of a refused
  * connection), classifies, schedules what follows and records it through `store.complete`, then
  * emits the events. Never throws for the receiver's failures; rejects only when the store does.
+ * `answered` is called once the outcome is known, before the record is written.
  */
-export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: AbortSignal): Promise<AttemptResult> {
+export async function runAttempt(
+  lease: Lease,
+  sender: ResolvedSender,
+  signal?: AbortSignal,
+  answered?: () => void
+): Promise<AttemptResult> {
   const { task } = lease
   const attempt = task.attempts + 1
   const startedAt = sender.now()
@@ -200,6 +206,7 @@ export async function runAttempt(lease: Lease, sender: ResolvedSender, signal?: 
 
   let resolution = resolve(task, record, verdict, sender)
   if (probe !== undefined) probe.end(record, failure)
+  answered?.()
   let completed: boolean
   try {
     completed = await withinDeadline(sender.store.complete(lease, record, resolution), sender.leaseMs, 'complete')

@@ -36,7 +36,10 @@ export interface Worker {
   wake(): void
   /** Whether the worker is started and not stopping. */
   readonly running: boolean
-  /** Attempts in flight right now. */
+  /**
+   * Attempts sending right now. An attempt whose answer is in and whose record is still being
+   * written no longer counts: its slot already serves the next task.
+   */
   readonly active: number
 }
 
@@ -78,6 +81,8 @@ export function createWorker(options: WorkerOptions): Worker {
   const { store } = sender
   /** Attempts in flight. */
   let active = 0
+  /** Attempts answered whose record is still being written. */
+  let recording = 0
   /** Set by `stop()` while it waits for the last attempt in flight to finish. */
   let idle: (() => void) | undefined
   // Claiming again for every finished attempt would mean a store round trip per task; waiting for
@@ -145,17 +150,33 @@ export function createWorker(options: WorkerOptions): Worker {
   // adds three promises and two closures to every attempt.
   async function attempt(lease: Lease): Promise<void> {
     active++
+    let freed = false
+    // The slot is free once the answer is classified: the record is then written while the next
+    // attempt is already sending, and records that arrive together share one commit. Only when
+    // records back up (a slow store) does a slot wait for its own.
+    const answered = () => {
+      if (recording >= concurrency) return
+      freed = true
+      active--
+      recording++
+      slotFreed()
+    }
     try {
-      const result = await runAttempt(lease, sender)
+      const result = await runAttempt(lease, sender, undefined, answered)
       // a store that announces nothing still gets this worker back on time for its own retries
       if (result.completed && result.resolution.status === 'scheduled') dueAt(result.resolution.nextAttemptAt.getTime())
     } catch (error) {
       sender.emit({ type: 'error', error })
     } finally {
-      active--
-      if (active === 0 && idle !== undefined) idle()
-      else if (running && backlog && concurrency - active >= refillAt) wake()
+      if (freed) recording--
+      else active--
+      slotFreed()
     }
+  }
+
+  function slotFreed(): void {
+    if (active === 0 && recording === 0 && idle !== undefined) idle()
+    else if (running && backlog && concurrency - active >= refillAt) wake()
   }
 
   async function giveBack(leases: Lease[]): Promise<void> {
@@ -220,7 +241,7 @@ export function createWorker(options: WorkerOptions): Worker {
       wake()
       stopping = (async () => {
         await loop
-        while (active > 0) await new Promise<void>((resolve) => (idle = resolve))
+        while (active > 0 || recording > 0) await new Promise<void>((resolve) => (idle = resolve))
         idle = undefined
         loop = undefined
         stopping = undefined
