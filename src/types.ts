@@ -110,8 +110,8 @@ export interface StoreCallOptions {
 /**
  * Where tasks live. Every store passes `storeContract` from `endpoint-callback/testing`.
  *
- * Deliberately left out: searching (only the optional `list` by status, for inspection),
- * payload encryption at rest, and cross-store migration.
+ * Deliberately left out: full-text search (the optional `list` filters by fields, for
+ * inspection), payload encryption at rest, and cross-store migration.
  *
  * Secrets: a task's own `secret` is stored with the task, and only there, because any worker in
  * any process must sign its later attempts with it (see {@link CallbackTask.secret}). A store never
@@ -158,10 +158,10 @@ export interface CallbackStore {
   /** The attempt history, oldest first (stores may cap its length; the contract needs 20). */
   attempts(id: string): Promise<AttemptRecord[]>
   /**
-   * Optional (inspection): a page of tasks in `query.status`, most recently updated first — for a
-   * failed task, most recently failed first. Pass the page's `cursor` back for the next page; a
-   * page without `cursor` is the last. Every store that lists supports `status: 'failed'`; a store
-   * may refuse other statuses with a `TypeError`.
+   * Optional (inspection): a page of the tasks that match every filter of `query` (status, event,
+   * callback host, id, idempotency key, time range), most recently updated first — for a failed
+   * task, most recently failed first. Pass the page's `cursor` back for the next page; a page
+   * without `cursor` is the last. `storeContract` checks every filter.
    */
   list?(query: TaskListQuery): Promise<TaskPage>
   /**
@@ -189,12 +189,25 @@ export interface CallbackStore {
   close?(): Promise<void>
 }
 
-/** What {@link CallbackStore.list} selects. */
+/** What {@link CallbackStore.list} selects. Every filter given must hold; all are optional but `status`. */
 export interface TaskListQuery {
-  /** Tasks in this state. */
-  status: TaskStatus
+  /** Tasks in this state. Absent: tasks in every state. */
+  status?: TaskStatus
+  /** Only tasks of this event (exact). */
+  event?: string
+  /**
+   * Only tasks whose callback URL has this host name (case-insensitive, without the port; an IPv6
+   * address in brackets or not): `hooks.example.com`, `127.0.0.1`, `[::1]`.
+   */
+  host?: string
+  /** Only the task with this id (the `webhook-id`). */
+  id?: string
+  /** Only the task created with this idempotency key. */
+  idempotencyKey?: string
   /** Only tasks updated at or after this instant (for a failed task: that failed since then). */
   since?: Date
+  /** Only tasks updated before this instant. */
+  until?: Date
   /** At most this many tasks per page, 1 to 1000. Default 100. */
   limit?: number
   /** The `cursor` of the previous page. Opaque; only the store that returned it understands it. */

@@ -1,6 +1,6 @@
 import { createDueListeners } from './due-listeners.ts'
 import { createDueOrder } from './due-order.ts'
-import { checkListQuery, taskPage } from './task-list.ts'
+import { checkListQuery, listOrder, matchesListQuery, taskPage } from './task-list.ts'
 import { randomFillSync } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -430,18 +430,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     // ---- inspection: a scan of every task, which is fine for an operator's occasional look ----
 
     async list(query) {
-      const { status, since, limit, after } = checkListQuery(query)
-      const from = since === undefined ? -Infinity : since.getTime()
+      const checked = checkListQuery(query)
+      let candidates: Iterable<Entry> = tasks.values()
+      // an id or an idempotency key names at most one task: no scan
+      if (checked.id !== undefined) candidates = [tasks.get(checked.id)].filter((entry) => entry !== undefined)
+      else if (checked.idempotencyKey !== undefined) candidates = [byIdempotencyKey.get(checked.idempotencyKey)].filter((entry) => entry !== undefined)
       const found: { entry: Entry; updatedAt: number; id: string }[] = []
-      for (const entry of tasks.values()) {
-        if (entry.status !== status) continue
-        const listed = { entry, updatedAt: updatedOf(entry), id: entry.id }
-        if (listed.updatedAt < from) continue
-        if (after !== undefined && !comesAfter(listed, after)) continue
-        found.push(listed)
+      for (const entry of candidates) {
+        const updatedAt = updatedOf(entry)
+        if (matchesListQuery(entry, updatedAt, checked)) found.push({ entry, updatedAt, id: entry.id })
       }
-      found.sort((a, b) => b.updatedAt - a.updatedAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
-      return taskPage(found.slice(0, limit + 1).map((listed) => toTask(listed.entry)), limit)
+      found.sort(listOrder)
+      return taskPage(found.slice(0, checked.limit + 1).map((listed) => toTask(listed.entry)), checked.limit)
     },
 
     async redeliver(id, { now }) {
@@ -465,13 +465,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   }
 }
 
-/** Whether `entry` comes after the cursor in the list's order (newest first, then id descending). */
 /** Numbers per task in the store's `rows`: seven are used, rounded up to 64 bytes. */
 const ROW = 8
 
 /** The character codes of the hex digits 0-9 and a-f. */
 const hexCode = Array.from('0123456789abcdef', (digit) => digit.charCodeAt(0))
-
-function comesAfter(entry: { updatedAt: number; id: string }, cursor: { updatedAt: number; id: string }): boolean {
-  return entry.updatedAt < cursor.updatedAt || (entry.updatedAt === cursor.updatedAt && entry.id < cursor.id)
-}

@@ -17,6 +17,13 @@ export function dueChannel(schema: string): string {
   return `${schema}_due`
 }
 
+/**
+ * The host name of `callback_url` in lower case, without user info or port (an IPv6 address keeps
+ * its brackets), as `new URL(url).hostname` gives it for the normalised URLs tasks store. The
+ * search by host and its index use this very expression.
+ */
+export const callbackHostSql = `lower(substring(callback_url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?(\\[[^]]*\\]|[^:/?#]*)'))`
+
 interface Migration {
   version: number
   description: string
@@ -96,6 +103,23 @@ ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS verify_intent boolean;`
     description: 'an index of failed tasks by when they failed, for listing and redelivering them',
     sql: (schema) => `CREATE INDEX IF NOT EXISTS tasks_failed_idx ON ${quoteIdentifier(schema)}.tasks (updated_at, id)
   WHERE status = 'failed';`
+  },
+  {
+    version: 4,
+    // Each search filter walks its own index newest first and stops at the page's end, so a page
+    // costs the same with a million tasks as with a hundred. They are written on every change of
+    // a task: about one index entry more per filter and update. Built in the migration's
+    // transaction, they read the table once while holding off writes to it; on a large table,
+    // create them beforehand with CREATE INDEX CONCURRENTLY under the same names.
+    description: 'indexes for searching tasks (status, event, callback host, time) and counting recent attempts',
+    sql: (schema) => {
+      const s = quoteIdentifier(schema)
+      return `CREATE INDEX IF NOT EXISTS tasks_status_updated_idx ON ${s}.tasks (status, updated_at, id);
+CREATE INDEX IF NOT EXISTS tasks_updated_idx ON ${s}.tasks (updated_at, id);
+CREATE INDEX IF NOT EXISTS tasks_event_updated_idx ON ${s}.tasks (event, updated_at, id);
+CREATE INDEX IF NOT EXISTS tasks_host_updated_idx ON ${s}.tasks ((${callbackHostSql}), updated_at, id);
+CREATE INDEX IF NOT EXISTS attempts_started_idx ON ${s}.attempts (started_at);`
+    }
   }
 ]
 
@@ -318,18 +342,39 @@ DELETE FROM ${s}.tasks AS t USING batch WHERE t.id = batch.id`
 
 // ---- inspection ---------------------------------------------------------------------------------
 
+/** Which filters a search has; the values go in the order {@link searchTasksSql} numbers them. */
+export interface SearchShape {
+  /** A validated `TaskStatus`, written into the text so the planner can use the partial indexes. */
+  status?: string | undefined
+  event: boolean
+  host: boolean
+  id: boolean
+  idempotencyKey: boolean
+  since: boolean
+  until: boolean
+  after: boolean
+}
+
 /**
- * A page of tasks in one status, newest first. `status` is a validated `TaskStatus`, written into
- * the text so the planner can use the partial index of failed tasks.
- * $1 since (null: any time), $2 the cursor's updated_at (null: first page), $3 the cursor's id, $4 limit.
+ * A page of tasks matching the filters `shape` has, newest first. Only the filters given are in
+ * the text, so the planner picks the index of the most selective one. Parameters, numbered in this
+ * order for the filters present: event, host, id, idempotency key, since, until, the cursor's
+ * updated_at and id; the limit last.
  */
-export function listTasksSql(schema: string, status: string): string {
+export function searchTasksSql(schema: string, shape: SearchShape): string {
+  const where: string[] = []
+  let n = 0
+  if (shape.status !== undefined) where.push(`status = '${shape.status}'`)
+  if (shape.event) where.push(`event = $${++n}`)
+  if (shape.host) where.push(`${callbackHostSql} = $${++n}`)
+  if (shape.id) where.push(`id = $${++n}`)
+  if (shape.idempotencyKey) where.push(`idempotency_key = $${++n}`)
+  if (shape.since) where.push(`updated_at >= $${++n}::timestamptz`)
+  if (shape.until) where.push(`updated_at < $${++n}::timestamptz`)
+  if (shape.after) where.push(`(updated_at, id) < ($${++n}::timestamptz, $${++n}::text)`)
   return `SELECT ${taskColumns} FROM ${quoteIdentifier(schema)}.tasks
-WHERE status = '${status}'
-  AND ($1::timestamptz IS NULL OR updated_at >= $1::timestamptz)
-  AND ($2::timestamptz IS NULL OR (updated_at, id) < ($2::timestamptz, $3::text))
-ORDER BY updated_at DESC, id DESC
-LIMIT $4`
+${where.length === 0 ? '' : `WHERE ${where.join('\n  AND ')}\n`}ORDER BY updated_at DESC, id DESC
+LIMIT $${++n}`
 }
 
 /** $1 id, $2 now, $3 due channel. A failed task becomes due at once; its history stays. */

@@ -9,7 +9,7 @@
  * @module endpoint-callback/postgres
  */
 import { announcedDueAt, createDueListeners } from './due-listeners.ts'
-import { checkListQuery, parseStoredJson, readTaskPage, TASK_STATUSES } from './task-list.ts'
+import { checkListQuery, parseStoredJson, readTaskPage } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
@@ -37,12 +37,12 @@ import {
   dueChannel,
   insertTaskSql,
   latestVersion,
-  listTasksSql,
   migrationScript,
   pruneSql,
   quoteIdentifier,
   redeliverSql,
   releaseSql,
+  searchTasksSql,
   selectAttemptsSql,
   selectTaskByIdempotencyKeySql,
   selectTaskSql
@@ -205,7 +205,6 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     attempts: selectAttemptsSql(schema),
     redeliver: redeliverSql(schema),
     countDue: countDueSql(schema),
-    ...Object.fromEntries(TASK_STATUSES.map((status) => [`list:${status}`, listTasksSql(schema, status)]))
   }
   const listeners = createDueListeners()
   // Workers in this process need not wait for the notification's round trip through the server.
@@ -214,10 +213,18 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
   // Names derive from the text (which holds the schema), so two stores on one connection never
   // clash over a name.
-  const names = new Map(Object.values(sql).map((text) => [text, `ec_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`]))
+  const statementName = (text: string) => `ec_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`
+  const names = new Map(Object.values(sql).map((text) => [text, statementName(text)]))
+  // searches: one text per combination of filters, built and named when first used
+  const searches = new Map<string, string>()
 
   async function run(operation: string, db: PostgresQueryable, text: string, values: unknown[]) {
-    const query = prepare ? { name: names.get(text)!, text, values } : undefined
+    let name: string | undefined
+    if (prepare) {
+      name = names.get(text)
+      if (name === undefined) names.set(text, (name = statementName(text)))
+    }
+    const query = name === undefined ? undefined : { name, text, values }
     try {
       if (db === pool && pooled) return await boundedQuery(pool as Required<PostgresPool>, query ?? text, query === undefined ? values : undefined, timeoutMs)
       return await boundedCall(query === undefined ? db.query(text, values) : db.query(query), timeoutMs)
@@ -341,14 +348,31 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     },
 
     async list(query: TaskListQuery) {
-      const { status, since, limit, after } = checkListQuery(query)
-      const { rows } = await run('list', pool, (sql as Record<string, string>)[`list:${status}`]!, [
-        since?.toISOString() ?? null,
-        after === undefined ? null : new Date(after.updatedAt).toISOString(),
-        after?.id ?? null,
-        limit + 1
-      ])
-      return readTaskPage(rows, limit, toTask, (row) => String(row.id))
+      const checked = checkListQuery(query)
+      const shape = {
+        status: checked.status,
+        event: checked.event !== undefined,
+        host: checked.host !== undefined,
+        id: checked.id !== undefined,
+        idempotencyKey: checked.idempotencyKey !== undefined,
+        since: checked.since !== undefined,
+        until: checked.until !== undefined,
+        after: checked.after !== undefined
+      }
+      const key = JSON.stringify(shape)
+      let text = searches.get(key)
+      if (text === undefined) searches.set(key, (text = searchTasksSql(schema, shape)))
+      const values: unknown[] = []
+      if (checked.event !== undefined) values.push(checked.event)
+      if (checked.host !== undefined) values.push(checked.host)
+      if (checked.id !== undefined) values.push(checked.id)
+      if (checked.idempotencyKey !== undefined) values.push(checked.idempotencyKey)
+      if (checked.since !== undefined) values.push(checked.since.toISOString())
+      if (checked.until !== undefined) values.push(checked.until.toISOString())
+      if (checked.after !== undefined) values.push(new Date(checked.after.updatedAt).toISOString(), checked.after.id)
+      values.push(checked.limit + 1)
+      const { rows } = await run('list', pool, text, values)
+      return readTaskPage(rows, checked.limit, toTask, (row) => String(row.id))
     },
 
     async redeliver(id: string, { now }: { now: Date }) {

@@ -10,7 +10,7 @@
  * @module endpoint-callback/redis
  */
 import { announcedDueAt, createDueListeners } from './due-listeners.ts'
-import { checkListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
+import { checkListQuery, listOrder, matchesListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -318,6 +318,39 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 return 1
 `)
 
+// ---- search: an id or an idempotency key is a key lookup, failed tasks have their sorted set, ----
+// ---- everything else is a SCAN of the task hashes (an operator's occasional look)            ----
+
+/** KEYS: idempotency key. ARGV: task key prefix. The task the key names, or an empty list. */
+const byIdempotencyKeyScript = script(`
+local id = redis.call('GET', KEYS[1])
+if not id then return {} end
+return redis.call('HGETALL', ARGV[1] .. id)
+`)
+
+/** KEYS: tasks. Each task's hash (empty when it has gone). */
+const getManyScript = script(`
+local found = {}
+for i = 1, #KEYS do found[i] = redis.call('HGETALL', KEYS[i]) end
+return found
+`)
+
+/**
+ * ARGV: SCAN cursor, MATCH pattern, COUNT. The next cursor, then per task hash seen the fields a
+ * search filters on: id, status, event, callbackUrl, idempotencyKey ('' for none), updatedAt.
+ */
+const scanTasksScript = script(`
+local reply = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local found = {reply[1]}
+for _, key in ipairs(reply[2]) do
+  local ok, fields = pcall(redis.call, 'HMGET', key, 'id', 'status', 'event', 'callbackUrl', 'idempotencyKey', 'updatedAt')
+  if ok and fields[1] then
+    for i = 1, 6 do found[#found + 1] = fields[i] or '' end
+  end
+end
+return found
+`)
+
 /** KEYS: due. ARGV: now ms. A delivering task's score is its lease expiry, so expired leases count. */
 const countDueScript = script(`return redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])`)
 
@@ -533,16 +566,64 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async list(query: TaskListQuery) {
-      const { status, since, limit, after } = checkListQuery(query)
-      if (status !== 'failed') throw new TypeError("list: the Redis store lists failed tasks only (`status: 'failed'`)")
-      const found = (await run('list', listFailedScript, [failedKey], [
-        taskPrefix,
-        since === undefined ? '-inf' : since.getTime(),
-        after === undefined ? '+inf' : after.updatedAt,
-        after?.id ?? '',
-        limit + 1
-      ])) as string[][]
-      return readTaskPage(found, limit, toTask, (fields) => field(fields, 'id') ?? '')
+      const checked = checkListQuery(query)
+      const { limit } = checked
+      const idOf = (fields: string[]) => field(fields, 'id') ?? ''
+      // a hash that cannot be read is kept, so the page names it as unreadable (readTaskPage)
+      const keep = (fields: string[]) => {
+        let task: CallbackTask
+        try {
+          task = toTask(fields)
+        } catch {
+          return true
+        }
+        return matchesListQuery(task, task.updatedAt.getTime(), checked)
+      }
+      if (checked.id !== undefined || checked.idempotencyKey !== undefined) {
+        const fields = (checked.id !== undefined
+          ? await run('list', getScript, [taskKey(checked.id)], [])
+          : await run('list', byIdempotencyKeyScript, [`${keyPrefix}${checked.idempotencyKey}`], [taskPrefix])) as string[]
+        return readTaskPage(fields.length === 0 ? [] : [fields].filter(keep), limit, toTask, idOf)
+      }
+      if (checked.status === 'failed') {
+        // the failed set, newest first, a chunk at a time until the page is full
+        const found: string[][] = []
+        let from = checked.after
+        const chunk = Math.max(limit + 1, 100)
+        for (;;) {
+          const hashes = (await run('list', listFailedScript, [failedKey], [
+            taskPrefix,
+            checked.since === undefined ? '-inf' : checked.since.getTime(),
+            from === undefined ? '+inf' : from.updatedAt,
+            from?.id ?? '',
+            chunk
+          ])) as string[][]
+          for (const fields of hashes) if (found.length <= limit && keep(fields)) found.push(fields)
+          const last = hashes[hashes.length - 1]
+          if (found.length > limit || hashes.length < chunk || last === undefined) return readTaskPage(found, limit, toTask, idOf)
+          from = { updatedAt: Number(field(last, 'updatedAt')), id: idOf(last) }
+        }
+      }
+      // every other search: SCAN the task hashes, filter and sort here, then read the page's tasks
+      const listed: { id: string; updatedAt: number }[] = []
+      const pattern = `${taskPrefix.replace(/[*?[\]\\]/g, '\\$&')}*`
+      let cursor = '0'
+      do {
+        const reply = (await run('list', scanTasksScript, [], [cursor, pattern, 1000])) as string[]
+        cursor = reply[0]!
+        for (let i = 1; i + 5 < reply.length; i += 6) {
+          const [id, status, event, callbackUrl, idempotencyKey, updated] = reply.slice(i, i + 6) as [string, TaskStatus, string, string, string, string]
+          const updatedAt = Number(updated)
+          if (matchesListQuery({ id, status, event, callbackUrl, idempotencyKey: idempotencyKey === '' ? undefined : idempotencyKey }, updatedAt, checked)) {
+            listed.push({ id, updatedAt })
+          }
+        }
+      } while (cursor !== '0')
+      listed.sort(listOrder)
+      const ids = listed.slice(0, limit + 1).map((each) => each.id)
+      if (ids.length === 0) return { tasks: [] }
+      const hashes = (await run('list', getManyScript, ids.map(taskKey), [])) as string[][]
+      return readTaskPage(hashes.filter((fields) => fields.length > 0), limit, toTask, idOf)
     },
 
     async redeliver(id: string, { now }: { now: Date }) {

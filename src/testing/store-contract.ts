@@ -29,7 +29,8 @@
  * - **Attempt history** keeps at least 20 attempts per task, oldest first, every field intact.
  * - **Subscribe**, when a store offers it, calls its listener after a release or a reschedule.
  * - **Inspection**, when a store offers it: `list({ status: 'failed' })` pages through failed tasks
- *   newest first (`since`, `limit`, `cursor`); `redeliver` makes a failed task — and only a failed
+ *   newest first (`since`, `limit`, `cursor`), and `list` finds tasks in any state by status,
+ *   event, callback host, id, idempotency key and time range, every filter combined; `redeliver` makes a failed task — and only a failed
  *   one — due at `now`, keeping its body and history; `countDue(now)` counts what a claim would take.
  *
  * **Stores have no clock.** Every decision about time — is it due, has the lease expired — uses
@@ -38,7 +39,7 @@
  * SQL `now()`, Redis `TIME`) fails it. This is also what lets many machines agree on "due".
  *
  * **Deliberately left out** (as bullmq's backend contract does, the suite says what it does not
- * ask): listing tasks in other states than failed, searching, retention and pruning of finished tasks, payload encryption at
+ * ask): full-text search, retention and pruning of finished tasks, payload encryption at
  * rest, migrations between stores, `updatedAt` beyond being a `Date` (stores stamp it as suits
  * them), the order of tasks due at the same instant, how tokens look (only that they are fresh and
  * unguessable strings), enforcement of `deadline` (the sender decides), running inside a caller's
@@ -63,7 +64,7 @@ import { afterEach, describe, it } from 'node:test'
 import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask } from '../types.ts'
+import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask, TaskListQuery } from '../types.ts'
 
 /** Options of {@link storeContract}. */
 export interface StoreContractOptions {
@@ -983,6 +984,8 @@ export function storeContract(
       })
     })
 
+    searchCases(fresh)
+
     describe('subscribe (optional)', () => {
       it('returns an unsubscribe function and calls the listener when a released task is due', async (t) => {
         const store = await fresh()
@@ -1008,6 +1011,104 @@ export function storeContract(
         await woken.called
         woken.unsubscribe()
       })
+    })
+  })
+}
+
+// ---- search: the filters of `list` (status, event, host, id, idempotency key, time range) ---------
+
+/** Five tasks, one per state that matters here, on three hosts and two events; their ids, newest last. */
+async function searchFixture(store: CallbackStore) {
+  const pending = newTask({ createdAt: new Date(base + 1000), callbackUrl: 'https://a.example/hooks', idempotencyKey: `key-${randomUUID()}` })
+  await store.insert(pending) // updatedAt base + 1000
+  const delivered = newTask({ createdAt: new Date(base + 2000), callbackUrl: 'https://b.example:8443/hooks', event: 'invoice.paid' })
+  await store.insert(delivered)
+  assert.equal(await store.complete(await attachNow(store, delivered.id, base + 2000), attemptAt(1, base + 2000, { status: 200, outcome: 'delivered' }), { status: 'delivered' }), true) // base + 2042
+  const failed = newTask({ createdAt: new Date(base + 3000), callbackUrl: 'https://a.example/other?x=1', event: 'invoice.paid' })
+  await store.insert(failed)
+  assert.equal(await store.complete(await attachNow(store, failed.id, base + 3000), attemptAt(1, base + 3000, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400' }), true) // base + 3042
+  const scheduled = newTask({ createdAt: new Date(base + 4000), callbackUrl: 'https://[::1]:8443/hooks' })
+  await store.insert(scheduled)
+  assert.equal(await store.release(await attachNow(store, scheduled.id, base + 4000), new Date(base + 9000)), true) // base + 4000
+  const cancelled = newTask({ createdAt: new Date(base + 5000), callbackUrl: 'https://c.example/hooks' })
+  await store.insert(cancelled)
+  assert.equal(await store.cancel(cancelled.id), true) // base + 5000 (the wall clock is earlier than 2100)
+  return { pending, delivered, failed, scheduled, cancelled }
+}
+
+function searchCases(fresh: () => Promise<CallbackStore>): void {
+  describe('search (optional list filters)', () => {
+    const ids = async (store: CallbackStore & Required<Pick<CallbackStore, 'list'>>, query: TaskListQuery) =>
+      (await store.list(query)).tasks.map((task) => task.id)
+
+    it('lists tasks in any state newest first, or in one state', async (t) => {
+      const store = await fresh()
+      if (!skipUnless(t, store, 'list')) return
+      const f = await searchFixture(store)
+      assert.deepEqual(await ids(store, {}), [f.cancelled.id, f.scheduled.id, f.failed.id, f.delivered.id, f.pending.id])
+      for (const status of ['pending', 'scheduled', 'delivered', 'failed', 'cancelled'] as const) {
+        assert.deepEqual(await ids(store, { status }), [f[status].id], status)
+      }
+      assert.deepEqual(await ids(store, { status: 'delivering' }), [])
+    })
+
+    it('finds tasks by event, by callback host (any case, port aside, IPv6 with or without brackets), by id and by idempotency key', async (t) => {
+      const store = await fresh()
+      if (!skipUnless(t, store, 'list')) return
+      const f = await searchFixture(store)
+      assert.deepEqual(await ids(store, { event: 'invoice.paid' }), [f.failed.id, f.delivered.id])
+      assert.deepEqual(await ids(store, { host: 'a.example' }), [f.failed.id, f.pending.id])
+      assert.deepEqual(await ids(store, { host: 'A.Example' }), [f.failed.id, f.pending.id])
+      assert.deepEqual(await ids(store, { host: 'b.example' }), [f.delivered.id])
+      assert.deepEqual(await ids(store, { host: '[::1]' }), [f.scheduled.id])
+      assert.deepEqual(await ids(store, { host: '::1' }), [f.scheduled.id])
+      assert.deepEqual(await ids(store, { host: 'example' }), [], 'a host matches whole, not in part')
+      assert.deepEqual(await ids(store, { id: f.failed.id }), [f.failed.id])
+      assert.deepEqual(await ids(store, { id: `unknown-${randomUUID()}` }), [])
+      assert.deepEqual(await ids(store, { idempotencyKey: f.pending.idempotencyKey! }), [f.pending.id])
+      assert.deepEqual(await ids(store, { idempotencyKey: `unknown-${randomUUID()}` }), [])
+      const [found] = (await store.list({ id: f.failed.id })).tasks
+      assert.equal(found?.lastError, 'HTTP 400', 'a search answers whole tasks')
+    })
+
+    it('keeps only tasks updated in a time range (since inclusive, until exclusive) and combines every filter', async (t) => {
+      const store = await fresh()
+      if (!skipUnless(t, store, 'list')) return
+      const f = await searchFixture(store)
+      assert.deepEqual(await ids(store, { since: new Date(base + 2042), until: new Date(base + 4000) }), [f.failed.id, f.delivered.id])
+      assert.deepEqual(await ids(store, { until: new Date(base + 2042) }), [f.pending.id])
+      assert.deepEqual(await ids(store, { event: 'invoice.paid', host: 'a.example' }), [f.failed.id])
+      assert.deepEqual(await ids(store, { status: 'failed', host: 'b.example' }), [])
+      assert.deepEqual(await ids(store, { status: 'failed', event: 'invoice.paid', since: new Date(base + 3042) }), [f.failed.id])
+      assert.deepEqual(await ids(store, { id: f.failed.id, status: 'delivered' }), [], 'an id that does not match the other filters finds nothing')
+      assert.deepEqual(await ids(store, { idempotencyKey: f.pending.idempotencyKey!, event: 'invoice.paid' }), [])
+    })
+
+    it('pages a filtered search by cursor without repeating or skipping a task', async (t) => {
+      const store = await fresh()
+      if (!skipUnless(t, store, 'list')) return
+      const f = await searchFixture(store)
+      const seen: string[][] = []
+      let cursor: string | undefined
+      for (let pages = 0; pages < 5; pages++) {
+        const page = await store.list({ host: 'a.example', limit: 1, ...(cursor === undefined ? {} : { cursor }) })
+        seen.push(page.tasks.map((task) => task.id))
+        cursor = page.cursor
+        if (cursor === undefined) break
+      }
+      assert.deepEqual(seen, [[f.failed.id], [f.pending.id]])
+      const first = await store.list({ limit: 2 })
+      const rest = await store.list({ limit: 10, cursor: first.cursor! })
+      assert.deepEqual([...first.tasks, ...rest.tasks].map((task) => task.id), [f.cancelled.id, f.scheduled.id, f.failed.id, f.delivered.id, f.pending.id])
+      assert.equal(rest.cursor, undefined)
+    })
+
+    it('refuses a filter of the wrong kind with a TypeError naming it', async (t) => {
+      const store = await fresh()
+      if (!skipUnless(t, store, 'list')) return
+      await assert.rejects(async () => store.list({ event: '' }), (error: Error) => error instanceof TypeError && /event/.test(error.message))
+      await assert.rejects(async () => store.list({ until: new Date(Number.NaN) }), (error: Error) => error instanceof TypeError && /until/.test(error.message))
+      await assert.rejects(async () => store.list({ status: 'lost' as never }), (error: Error) => error instanceof TypeError && /status/.test(error.message))
     })
   })
 }
