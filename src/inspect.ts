@@ -14,8 +14,8 @@ export interface InspectOptions {
   now?: () => Date
 }
 
-/** Options of {@link redeliverFailed}. */
-export interface RedeliverFailedOptions {
+/** Options of {@link redeliverFailed}: which failed tasks, by the filters of {@link listTasks}. */
+export interface RedeliverFailedOptions extends Omit<TaskListQuery, 'status' | 'since' | 'limit' | 'cursor'> {
   /** Redeliver the tasks that failed at or after this instant. Required, so that "all" is a choice. */
   since: Date
 }
@@ -48,8 +48,9 @@ async function existing(store: CallbackStore, id: string): Promise<CallbackTask>
 }
 
 /**
- * A page of tasks in one status, most recently updated first. Pass the page's `cursor` back for
- * the next one. The tasks are whole, as the store keeps them (a per-task `secret` included): keep
+ * A page of the tasks matching every filter given — `status`, `event`, callback `host`, `id`,
+ * `idempotencyKey`, `since`/`until` (when last updated) — most recently updated first. Pass the
+ * page's `cursor` back for the next one. The tasks are whole, as the store keeps them (a per-task `secret` included): keep
  * them out of logs.
  *
  * @example
@@ -57,6 +58,7 @@ async function existing(store: CallbackStore, id: string): Promise<CallbackTask>
  * import { listTasks } from 'endpoint-callback'
  *
  * const { tasks, cursor } = await listTasks({ status: 'scheduled', limit: 50 }, sender)
+ * const toOneClient = await listTasks({ host: 'hooks.example.com', event: 'report.ready' }, sender)
  * ```
  */
 export function listTasks(query: TaskListQuery, options: InspectOptions): Promise<TaskPage> {
@@ -130,7 +132,8 @@ export async function redeliverTask(id: string, options: InspectOptions): Promis
 
 /**
  * Redelivers every task that failed at or after `since` — after an outage of the receivers, say —
- * as {@link redeliverTask} does for one, a page at a time. A task that fails again while this runs
+ * as {@link redeliverTask} does for one, a page at a time. The other filters of {@link listTasks}
+ * (`host`, `event`, `until`, …) narrow it down: `{ since, host: 'hooks.example.com' }`. A task that fails again while this runs
  * is not picked up twice.
  *
  * @example
@@ -152,7 +155,7 @@ export async function redeliverFailed(query: RedeliverFailedOptions, options: In
   let cursor: string | undefined
   do {
     // The cursor marks a position, not a row, so tasks leaving the failed state do not shift pages.
-    const page = await lister.list({ status: 'failed', since: query.since, limit: 100, ...(cursor === undefined ? {} : { cursor }) })
+    const page = await lister.list({ ...query, status: 'failed', limit: 100, ...(cursor === undefined ? {} : { cursor }) })
     const now = clock()
     const done = await Promise.all(page.tasks.map((task) => store.redeliver(task.id, { now })))
     page.tasks.forEach((task, index) => {

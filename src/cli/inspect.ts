@@ -9,7 +9,7 @@ import { createPostgresStore } from '../stores/postgres.ts'
 import type { PostgresPool } from '../stores/postgres.ts'
 import { createRedisStore } from '../stores/redis.ts'
 import type { RedisClient } from '../stores/redis.ts'
-import type { AttemptRecord, CallbackStore, CallbackTask, TaskStatus } from '../types.ts'
+import type { AttemptRecord, CallbackStore, CallbackTask, TaskListQuery, TaskStatus } from '../types.ts'
 import { CliError, EXIT, printLine } from './exit.ts'
 
 /** The exit codes of the inspection commands, as `--help` shows them. */
@@ -164,9 +164,30 @@ function limit(value: string): number {
   return number
 }
 
-function status(value: string): TaskStatus {
-  if (!(STATUSES as readonly string[]).includes(value)) throw new InvalidArgumentError(`status must be one of ${STATUSES.join(', ')}.`)
-  return value as TaskStatus
+function statusOrAny(value: string): TaskStatus | 'any' {
+  if (value !== 'any' && !(STATUSES as readonly string[]).includes(value)) throw new InvalidArgumentError(`status must be one of ${STATUSES.join(', ')} or any.`)
+  return value as TaskStatus | 'any'
+}
+
+/** The search filters `tasks` and `redeliver --all-failed` share. */
+interface SearchFlags {
+  event?: string
+  host?: string
+  id?: string
+  key?: string
+  since?: Date
+  until?: Date
+}
+
+function searchQuery(flags: SearchFlags): Omit<TaskListQuery, 'status' | 'limit' | 'cursor'> {
+  return {
+    ...(flags.event === undefined ? {} : { event: flags.event }),
+    ...(flags.host === undefined ? {} : { host: flags.host }),
+    ...(flags.id === undefined ? {} : { id: flags.id }),
+    ...(flags.key === undefined ? {} : { idempotencyKey: flags.key }),
+    ...(flags.since === undefined ? {} : { since: flags.since }),
+    ...(flags.until === undefined ? {} : { until: flags.until }),
+  }
 }
 
 interface StoreFlags {
@@ -205,20 +226,25 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
   storeCommand(
     program,
     'tasks',
-    'List tasks in one status, most recently updated (for failed tasks: failed) first, one per line: id, status, attempts, ' +
-      'when, event, URL and the last error. A Redis store lists failed tasks only.'
+    'Find tasks, most recently updated (for failed tasks: failed) first, one per line: id, status, attempts, ' +
+      'when, event, URL and the last error. Every filter given must hold; without --status, failed tasks.'
   )
-    .addOption(new Option('--status <status>', 'which tasks').default('failed').argParser(status))
+    .addOption(new Option('--status <status>', `which tasks: ${STATUSES.join(', ')}, or any`).default('failed').argParser(statusOrAny))
+    .option('--event <event>', 'only tasks of this event')
+    .option('--host <host>', 'only tasks whose callback URL has this host name (any case, port aside)')
+    .option('--id <task-id>', 'only this task')
+    .option('--key <idempotency-key>', 'only the task created with this idempotency key')
     .addOption(new Option('--since <iso>', 'only tasks updated (failed) at or after this instant').argParser(instant))
+    .addOption(new Option('--until <iso>', 'only tasks updated before this instant').argParser(instant))
     .addOption(new Option('--limit <n>', 'tasks per page').default(100).argParser(limit))
     .option('--cursor <cursor>', 'the next page, as the last line of the previous one gave it')
-    .action(async (flags: StoreFlags & { status: TaskStatus; since?: Date; limit: number; cursor?: string }) => {
+    .action(async (flags: StoreFlags & SearchFlags & { status: TaskStatus | 'any'; limit: number; cursor?: string }) => {
       await withStore(location(flags), async (store) => {
         const page = await listTasks(
           {
-            status: flags.status,
+            ...(flags.status === 'any' ? {} : { status: flags.status }),
+            ...searchQuery(flags),
             limit: flags.limit,
-            ...(flags.since === undefined ? {} : { since: flags.since }),
             ...(flags.cursor === undefined ? {} : { cursor: flags.cursor }),
           },
           { store }
@@ -249,18 +275,22 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
     .argument('[task-id]', 'the failed task to redeliver')
     .option('--all-failed', 'redeliver every task that failed since --since')
     .addOption(new Option('--since <iso>', 'with --all-failed: tasks that failed at or after this instant').argParser(instant))
-    .action(async (id: string | undefined, flags: StoreFlags & { allFailed?: boolean; since?: Date }) => {
+    .option('--event <event>', 'with --all-failed: only tasks of this event')
+    .option('--host <host>', 'with --all-failed: only tasks whose callback URL has this host name')
+    .action(async (id: string | undefined, flags: StoreFlags & SearchFlags & { allFailed?: boolean }) => {
       if (id !== undefined && flags.allFailed) throw new CliError(EXIT.usage, 'give a task id or --all-failed, not both')
       if (id === undefined && !flags.allFailed) throw new CliError(EXIT.usage, 'redeliver needs a task id, or --all-failed --since <iso>')
       if (flags.allFailed && flags.since === undefined) throw new CliError(EXIT.usage, '--all-failed needs --since <iso> (1970-01-01T00:00:00Z for every failed task)')
-      if (!flags.allFailed && flags.since !== undefined) throw new CliError(EXIT.usage, '--since goes with --all-failed')
+      if (!flags.allFailed && (flags.since !== undefined || flags.event !== undefined || flags.host !== undefined)) {
+        throw new CliError(EXIT.usage, '--since, --event and --host go with --all-failed')
+      }
       await withStore(location(flags), async (store) => {
         if (id !== undefined) {
           const task = await redeliverTask(id, { store })
           printLine(flags.json ? JSON.stringify(taskSummary(task)) : `redelivered ${task.id}: due ${task.nextAttemptAt?.toISOString()}`)
           return
         }
-        const { redelivered } = await redeliverFailed({ since: flags.since! }, { store })
+        const { redelivered } = await redeliverFailed({ ...searchQuery(flags), since: flags.since! }, { store })
         if (flags.json) printLine(JSON.stringify({ redelivered }))
         else {
           for (const each of redelivered) printLine(`redelivered ${each}`)
