@@ -177,6 +177,12 @@ export interface CallbackStore {
    */
   countDue?(now: Date): Promise<number>
   /**
+   * Optional (the inspector's overview): counts by status, the due backlog, attempts over recent
+   * hours and the hosts failing most, each bounded so that it costs about the same with a million
+   * tasks as with a hundred. Stores without it are summarised from `list` pages instead.
+   */
+  summarize?(query: TaskSummaryQuery): Promise<TaskSummary>
+  /**
    * Optional: calls `listener` when a task may have become due sooner than the worker's next poll
    * (LISTEN/NOTIFY, pub/sub, in-process). Returns the unsubscribe function.
    *
@@ -212,6 +218,36 @@ export interface TaskListQuery {
   limit?: number
   /** The `cursor` of the previous page. Opaque; only the store that returned it understands it. */
   cursor?: string
+}
+
+/** What {@link CallbackStore.summarize} is asked. */
+export interface TaskSummaryQuery {
+  /** The caller's clock: what is due, and where the last bucket of attempts ends. */
+  now: Date
+  /** Attempts are counted per bucket of this many ms, `buckets` of them, the last ending at `now`. */
+  bucketMs: number
+  buckets: number
+  /** A count stops at this number (a status with more tasks is shown as "at least"). */
+  countCap: number
+  /** At most this many failing hosts, those with the most failing tasks updated in the buckets' span. */
+  hosts: number
+}
+
+/** What {@link CallbackStore.summarize} answers. */
+export interface TaskSummary {
+  /** Tasks per status, each at most `countCap`. */
+  counts: Record<TaskStatus, number>
+  /** Tasks due at `now` (as `countDue`), at most `countCap`. */
+  due: number
+  /** When the task that has waited longest became due, if any is due. */
+  oldestDueAt?: Date
+  /** Attempts per bucket, oldest first: delivered, and every other outcome (failures). */
+  attempts: { start: Date; delivered: number; failed: number }[]
+  /**
+   * Callback hosts with tasks whose last attempt failed (failed, or scheduled again after an
+   * error) updated in the span, most first, with the newest error.
+   */
+  failingHosts: { host: string; tasks: number; lastError: string; lastFailedAt: Date }[]
 }
 
 /** One page of {@link CallbackStore.list}. */

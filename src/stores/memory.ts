@@ -1,6 +1,6 @@
 import { createDueListeners } from './due-listeners.ts'
 import { createDueOrder } from './due-order.ts'
-import { checkListQuery, listOrder, matchesListQuery, taskPage } from './task-list.ts'
+import { callbackHost, checkListQuery, listOrder, matchesListQuery, taskPage } from './task-list.ts'
 import { randomFillSync } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -10,7 +10,8 @@ import type {
   CallbackTask,
   Lease,
   NewCallbackTask,
-  TaskStatus
+  TaskStatus,
+  TaskSummary
 } from '../types.ts'
 
 /** Options of {@link createMemoryStore}. */
@@ -442,6 +443,45 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       }
       found.sort(listOrder)
       return taskPage(found.slice(0, checked.limit + 1).map((listed) => toTask(listed.entry)), checked.limit)
+    },
+
+    async summarize({ now, bucketMs, buckets, countCap, hosts }) {
+      const at = now.getTime()
+      const from = at - bucketMs * buckets
+      const summary: TaskSummary = {
+        counts: { pending: 0, scheduled: 0, delivering: 0, delivered: 0, failed: 0, cancelled: 0 },
+        due: Math.min(order.countDue(at), countCap),
+        attempts: Array.from({ length: buckets }, (_, index) => ({ start: new Date(at - bucketMs * (buckets - index)), delivered: 0, failed: 0 })),
+        failingHosts: []
+      }
+      const failing = new Map<string, { host: string; tasks: number; lastError: string; lastFailedAt: Date }>()
+      let oldest = Infinity
+      for (const entry of tasks.values()) {
+        summary.counts[entry.status] = Math.min(summary.counts[entry.status] + 1, countCap)
+        const row = entry.number * ROW
+        if ((entry.status === 'scheduled' || entry.status === 'delivering') && rows[row + DUE]! <= at) oldest = Math.min(oldest, rows[row + DUE]!)
+        const history = entry.history === undefined ? [] : Array.isArray(entry.history) ? entry.history : [entry.history]
+        for (const attempt of history) {
+          if (attempt.startedAt <= from || attempt.startedAt > at) continue
+          const bucket = summary.attempts[buckets - 1 - Math.floor((at - attempt.startedAt) / bucketMs)]
+          if (bucket !== undefined) bucket[attempt.outcome === 'delivered' ? 'delivered' : 'failed'] += 1
+        }
+        const updatedAt = rows[row + UPDATED]!
+        if ((entry.status === 'failed' || entry.status === 'scheduled') && entry.lastError !== undefined && updatedAt >= from) {
+          const host = callbackHost(entry.callbackUrl)
+          const seen = failing.get(host)
+          if (seen === undefined) failing.set(host, { host, tasks: 1, lastError: entry.lastError, lastFailedAt: new Date(updatedAt) })
+          else {
+            seen.tasks += 1
+            if (updatedAt > seen.lastFailedAt.getTime()) Object.assign(seen, { lastError: entry.lastError, lastFailedAt: new Date(updatedAt) })
+          }
+        }
+      }
+      if (oldest !== Infinity) summary.oldestDueAt = new Date(oldest)
+      summary.failingHosts = [...failing.values()]
+        .sort((a, b) => b.tasks - a.tasks || b.lastFailedAt.getTime() - a.lastFailedAt.getTime())
+        .slice(0, hosts)
+      return summary
     },
 
     async redeliver(id, { now }) {

@@ -396,3 +396,42 @@ export function countDueSql(schema: string): string {
   return `SELECT count(*)::int AS due FROM ${quoteIdentifier(schema)}.tasks
 WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz`
 }
+
+// ---- the inspector's overview ------------------------------------------------------------------
+
+/** $1 cap. Per status, counted through the status index and stopped at the cap. */
+export function summaryCountsSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `SELECT s.status, (SELECT count(*) FROM (SELECT 1 FROM ${s}.tasks AS t WHERE t.status = s.status LIMIT $1) AS capped)::int AS count
+FROM unnest(ARRAY['pending', 'scheduled', 'delivering', 'delivered', 'failed', 'cancelled']) AS s (status)`
+}
+
+/** $1 now, $2 cap. The due backlog (capped) and its oldest due instant, through the due index. */
+export function summaryDueSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `SELECT (SELECT count(*) FROM (SELECT 1 FROM ${s}.tasks
+    WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz LIMIT $2) AS capped)::int AS due,
+  (SELECT min(next_attempt_at) FROM ${s}.tasks
+    WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz) AS oldest`
+}
+
+/** $1 now, $2 bucket ms, $3 buckets. Attempts per bucket counted back from now (0: the last). */
+export function summaryAttemptsSql(schema: string): string {
+  return `SELECT floor(extract(epoch FROM ($1::timestamptz - started_at)) * 1000 / $2)::int AS bucket,
+  count(*) FILTER (WHERE outcome = 'delivered')::int AS delivered,
+  count(*) FILTER (WHERE outcome <> 'delivered')::int AS failed
+FROM ${quoteIdentifier(schema)}.attempts
+WHERE started_at > $1::timestamptz - ($2 * $3) * interval '1 millisecond' AND started_at <= $1::timestamptz
+GROUP BY 1`
+}
+
+/** $1 since, $2 how many hosts. Tasks whose last attempt failed, by callback host. */
+export function summaryFailingHostsSql(schema: string): string {
+  return `SELECT ${callbackHostSql} AS host, count(*)::int AS tasks,
+  (array_agg(last_error ORDER BY updated_at DESC))[1] AS last_error, max(updated_at) AS last_failed_at
+FROM ${quoteIdentifier(schema)}.tasks
+WHERE status IN ('failed', 'scheduled') AND last_error IS NOT NULL AND updated_at >= $1::timestamptz
+GROUP BY 1
+ORDER BY tasks DESC, last_failed_at DESC
+LIMIT $2`
+}

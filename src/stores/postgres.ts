@@ -23,6 +23,8 @@ import type {
   StoreCallOptions,
   TaskListQuery,
   TaskStatus,
+  TaskSummary,
+  TaskSummaryQuery,
   TerminalStatus
 } from '../types.ts'
 import {
@@ -45,7 +47,11 @@ import {
   searchTasksSql,
   selectAttemptsSql,
   selectTaskByIdempotencyKeySql,
-  selectTaskSql
+  selectTaskSql,
+  summaryAttemptsSql,
+  summaryCountsSql,
+  summaryDueSql,
+  summaryFailingHostsSql
 } from './postgres-sql.ts'
 
 /**
@@ -205,6 +211,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     attempts: selectAttemptsSql(schema),
     redeliver: redeliverSql(schema),
     countDue: countDueSql(schema),
+    summaryCounts: summaryCountsSql(schema),
+    summaryDue: summaryDueSql(schema),
+    summaryAttempts: summaryAttemptsSql(schema),
+    summaryHosts: summaryFailingHostsSql(schema),
   }
   const listeners = createDueListeners()
   // Workers in this process need not wait for the notification's round trip through the server.
@@ -385,6 +395,40 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     async countDue(now: Date) {
       const { rows } = await run('countDue', pool, sql.countDue, [now.toISOString()])
       return Number(rows[0]?.due ?? 0)
+    },
+
+    async summarize(query: TaskSummaryQuery): Promise<TaskSummary> {
+      const { now, bucketMs, buckets, countCap, hosts } = query
+      const since = new Date(now.getTime() - bucketMs * buckets)
+      const [counts, due, attempts, failing] = await Promise.all([
+        run('summarize', pool, sql.summaryCounts, [countCap]),
+        run('summarize', pool, sql.summaryDue, [now.toISOString(), countCap]),
+        run('summarize', pool, sql.summaryAttempts, [now.toISOString(), bucketMs, buckets]),
+        run('summarize', pool, sql.summaryHosts, [since.toISOString(), hosts])
+      ])
+      const summary: TaskSummary = {
+        counts: Object.fromEntries(counts.rows.map((row) => [row.status, Number(row.count)])) as TaskSummary['counts'],
+        due: Number(due.rows[0]?.due ?? 0),
+        attempts: Array.from({ length: buckets }, (_, index) => ({
+          start: new Date(now.getTime() - bucketMs * (buckets - index)),
+          delivered: 0,
+          failed: 0
+        })),
+        failingHosts: failing.rows.map((row) => ({
+          host: row.host ?? '',
+          tasks: Number(row.tasks),
+          lastError: row.last_error ?? '',
+          lastFailedAt: date(row.last_failed_at)
+        }))
+      }
+      if (due.rows[0]?.oldest != null) summary.oldestDueAt = date(due.rows[0].oldest)
+      for (const row of attempts.rows) {
+        const bucket = summary.attempts[buckets - 1 - Number(row.bucket)]
+        if (bucket === undefined) continue
+        bucket.delivered += Number(row.delivered)
+        bucket.failed += Number(row.failed)
+      }
+      return summary
     },
 
     subscribe(fn: (dueAt?: number) => void) {
