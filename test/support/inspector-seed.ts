@@ -3,6 +3,7 @@
  * delivered, one retrying (503), one failed (400) whose receiver answered with markup that must
  * stay text on every page.
  */
+import { randomUUID } from 'node:crypto'
 import { createCallbackTask, deliver } from 'endpoint-callback'
 import type { SenderOptions } from 'endpoint-callback'
 
@@ -24,7 +25,7 @@ export interface SeededTasks {
  */
 export async function seedTasks(sender: SenderOptions, urls: { ok: string; busy: string; bad: string }): Promise<SeededTasks> {
   const make = async (url: string, event: string, key: string, once = false) => {
-    const task = await createCallbackTask({ callbackUrl: url, event, idempotencyKey: key, metadata: HOSTILE_METADATA }, sender)
+    const task = await createCallbackTask({ callbackUrl: url, event, idempotencyKey: `${key}-${randomUUID()}`, metadata: HOSTILE_METADATA }, sender)
     await deliver(task, { report: key }, once ? { ...sender, retry: { ...sender.retry, schedule: [] } } : sender)
     return task.id
   }
