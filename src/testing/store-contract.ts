@@ -1103,6 +1103,27 @@ function searchCases(fresh: () => Promise<CallbackStore>): void {
       assert.equal(rest.cursor, undefined)
     })
 
+    it('summarizes: counts by status, the due backlog and its oldest task, attempts per bucket, the hosts failing most', async (t) => {
+      const store = await fresh()
+      if (typeof store.summarize !== 'function') return t.skip('the store has no summarize')
+      const f = await searchFixture(store)
+      const now = base + 10_500
+      const summary = await store.summarize({ now: new Date(now), bucketMs: 1000, buckets: 12, countCap: 1000, hosts: 5 })
+      assert.deepEqual(summary.counts, { pending: 1, scheduled: 1, delivering: 0, delivered: 1, failed: 1, cancelled: 1 })
+      assert.equal(summary.due, 1)
+      assert.equal(summary.oldestDueAt?.getTime(), base + 9000)
+      assert.equal(summary.attempts.length, 12)
+      assert.deepEqual(summary.attempts.map((bucket) => bucket.start.getTime()), Array.from({ length: 12 }, (_, i) => now - 1000 * (12 - i)))
+      const at = (instant: number) => summary.attempts.findIndex((bucket) => bucket.start.getTime() < instant && instant <= bucket.start.getTime() + 1000)
+      assert.deepEqual(summary.attempts[at(base + 2000)], { start: new Date(now - 9000), delivered: 1, failed: 0 })
+      assert.deepEqual(summary.attempts[at(base + 3000)], { start: new Date(now - 8000), delivered: 0, failed: 1 })
+      assert.equal(summary.attempts.reduce((sum, bucket) => sum + bucket.delivered + bucket.failed, 0), 2)
+      assert.deepEqual(summary.failingHosts, [{ host: 'a.example', tasks: 1, lastError: 'HTTP 400', lastFailedAt: (await store.get(f.failed.id))!.updatedAt }])
+      const capped = await store.summarize({ now: new Date(now), bucketMs: 1000, buckets: 12, countCap: 1, hosts: 0 })
+      assert.equal(capped.counts.failed, 1)
+      assert.deepEqual(capped.failingHosts, [])
+    })
+
     it('refuses a filter of the wrong kind with a TypeError naming it', async (t) => {
       const store = await fresh()
       if (!skipUnless(t, store, 'list')) return
