@@ -7,6 +7,12 @@
  * state is one Lua script, so claims and fenced completions are atomic. Scripts take the time from
  * their caller, never from the Redis clock.
  *
+ * Searching (`list`): an `id` or an `idempotencyKey` is a key lookup, and failed tasks are indexed
+ * in a sorted set by when they failed; every other search SCANs the task hashes (a few fields of
+ * each, 1,000 keys per script call) and sorts the matches, so its cost grows with the tasks
+ * stored — an operator's occasional look, not a hot path. On Redis Cluster the SCAN sees the node
+ * the client talks to.
+ *
  * @module endpoint-callback/redis
  */
 import { announcedDueAt, createDueListeners } from './due-listeners.ts'
