@@ -32,7 +32,20 @@ const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 8 })
 const schema = uniqueName('ec_bench_inspector')
 const now = new Date()
 
+// BENCH_INSPECTOR_SCHEMA=<a schema kept by BENCH_INSPECTOR_KEEP=1> measures again without seeding
+const reuse = process.env.BENCH_INSPECTOR_SCHEMA
+
 try {
+  if (reuse === undefined) await seed()
+  await measure(reuse ?? schema)
+} finally {
+  // BENCH_INSPECTOR_KEEP=1 keeps the seeded schema to look at query plans; drop it by hand afterwards
+  if (process.env.BENCH_INSPECTOR_KEEP === '1' || reuse !== undefined) console.log(`kept schema ${reuse ?? schema}`)
+  else await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+  await pool.end()
+}
+
+async function seed() {
   await migratePostgres(pool, { schema })
   const s = `"${schema}"`
   let started = performance.now()
@@ -41,7 +54,7 @@ try {
     `INSERT INTO ${s}.tasks (id, status, callback_url, event, idempotency_key, metadata, body, attempts, next_attempt_at, last_error, created_at, updated_at)
 SELECT 'msg_bench_' || lpad(i::text, 8, '0'),
   CASE WHEN i % 200 < 190 THEN 'delivered' WHEN i % 200 < 196 THEN 'failed' WHEN i % 200 < 199 THEN 'scheduled' ELSE 'cancelled' END,
-  'https://client-' || ((i / 7) % 1000) || '.example/hooks/' || i,
+  'https://client-' || ((i / 7) % 997) || '.example/hooks/' || i,
   'event.' || (i % 20),
   CASE WHEN i % 2 = 0 THEN 'key-' || i END,
   json_build_object('order', i),
@@ -64,7 +77,12 @@ FROM ${s}.tasks`
   await pool.query(`VACUUM ANALYZE ${s}.tasks`)
   await pool.query(`VACUUM ANALYZE ${s}.attempts`)
   console.log(`seeded ${TASKS.toLocaleString('en-US')} tasks and their attempts in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+}
 
+async function measure(schema: string) {
+  const s = `"${schema}"`
+  const now = new Date((await pool.query(`SELECT max(updated_at) AS at FROM ${s}.tasks`)).rows[0].at)
+  let started: number
   const store = createPostgresStore({ pool, schema, listen: false })
   const inspector = createInspector({ store, public: true, now: () => now })
   const anHourAgo = new Date(now.getTime() - 3_600_000).toISOString()
@@ -105,7 +123,4 @@ FROM ${s}.tasks`
   console.log(`\nslowest median ${worst.toFixed(1)} ms: target < ${TARGET_MS} ms ${worst < TARGET_MS ? 'met' : 'NOT met'}`)
   const { rows } = await pool.query(`SELECT pg_size_pretty(pg_total_relation_size('${s}.tasks')) AS tasks, pg_size_pretty(pg_indexes_size('${s}.tasks')) AS indexes`)
   console.log(`tasks table ${rows[0].tasks} (indexes ${rows[0].indexes})`)
-} finally {
-  await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
-  await pool.end()
 }

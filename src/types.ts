@@ -237,6 +237,11 @@ export interface TaskSummaryQuery {
 export interface TaskSummary {
   /** Tasks per status, each at most `countCap`. */
   counts: Record<TaskStatus, number>
+  /**
+   * For statuses whose count reached `countCap`: about how many there are, when the store can tell
+   * cheaply (PostgreSQL: from the table's statistics).
+   */
+  estimates?: Partial<Record<TaskStatus, number>>
   /** Tasks due at `now` (as `countDue`), at most `countCap`. */
   due: number
   /** When the task that has waited longest became due, if any is due. */

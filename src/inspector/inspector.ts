@@ -45,7 +45,10 @@ export interface InspectorOptions {
   pageSize?: number
   /** Seconds between refreshes of the overview when its script runs; 0 never. Default 15. */
   refreshSeconds?: number
-  /** A count on the overview stops here and shows `10,000+`, so counting stays fast. Default 10 000. */
+  /**
+   * A count on the overview stops here, so counting stays fast; above it the page shows the
+   * store's estimate (`≈ 950,000`, PostgreSQL) or `1,000+`. Default 1 000.
+   */
   countCap?: number
 }
 
@@ -120,7 +123,7 @@ export function createInspector(options: InspectorOptions): Inspector {
   if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 500) throw new TypeError('createInspector: `pageSize` must be an integer from 1 to 500')
   const refreshSeconds = options.refreshSeconds ?? 15
   if (!Number.isSafeInteger(refreshSeconds) || refreshSeconds < 0) throw new TypeError('createInspector: `refreshSeconds` must be an integer >= 0')
-  const countCap = options.countCap ?? 10_000
+  const countCap = options.countCap ?? 1000
   if (!Number.isSafeInteger(countCap) || countCap < 1) throw new TypeError('createInspector: `countCap` must be a positive integer')
   const now = options.now ?? (() => new Date())
   if (typeof now !== 'function') throw new TypeError('createInspector: `now` must be a function returning a Date')

@@ -81,7 +81,7 @@ export function overviewPage(context: PageContext, overview: Overview, now: Date
   const oldestAge = summary.oldestDueAt === undefined ? undefined : Math.max(0, now.getTime() - summary.oldestDueAt.getTime())
   const body = html`
 <section><h2>Tasks by status</h2><div class="cards">
-${TASK_STATUSES.map((status) => html`<a class="card" href="${searchHref(base, { status })}" data-status="${status}"><div class="label">${status}</div><div class="value">${number(summary.counts[status], countCap)}</div></a>`)}
+${TASK_STATUSES.map((status) => html`<a class="card" href="${searchHref(base, { status })}" data-status="${status}"><div class="label">${status}</div><div class="value">${count(summary, status, countCap)}</div></a>`)}
 </div>${overview.sampledTasks === undefined ? '' : html`<p class="muted">Counted among the newest ${number(overview.sampledTasks)} tasks: this store has no summary of its own.</p>`}</section>
 <section><h2>Backlog</h2><div class="cards">
 <div class="card" data-figure="due"><div class="label">due now</div><div class="value">${number(summary.due, countCap)}</div></div>
@@ -102,6 +102,13 @@ ${summary.failingHosts.length === 0
 ${summary.failingHosts.map((host) => html`<tr><td><a href="${searchHref(base, { host: host.host })}">${host.host}</a></td><td class="num">${number(host.tasks)}</td><td class="error mono">${host.lastError}</td><td>${time(host.lastFailedAt)}</td></tr>`)}
 </tbody></table>`}</section>`
   return layout(context, 'Overview', body, refreshSeconds)
+}
+
+/** A status's count: exact below the cap, then the store's estimate (≈) or the cap and a plus. */
+function count(summary: Overview['summary'], status: TaskStatus, cap: number): Html {
+  const estimate = summary.estimates?.[status]
+  if (summary.counts[status] < cap || estimate === undefined) return html`${number(summary.counts[status], cap)}`
+  return html`<span title="more than ${number(cap)}: estimated from the database’s statistics">≈ ${number(estimate)}</span>`
 }
 
 function duration(ms: number): string {

@@ -110,7 +110,8 @@ ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS verify_intent boolean;`
     // costs the same with a million tasks as with a hundred. They are written on every change of
     // a task: about one index entry more per filter and update. Built in the migration's
     // transaction, they read the table once while holding off writes to it; on a large table,
-    // create them beforehand with CREATE INDEX CONCURRENTLY under the same names.
+    // create them beforehand with CREATE INDEX CONCURRENTLY under the same names. The attempts'
+    // index carries the outcome, so the overview's chart counts from the index alone.
     description: 'indexes for searching tasks (status, event, callback host, time) and counting recent attempts',
     sql: (schema) => {
       const s = quoteIdentifier(schema)
@@ -118,7 +119,7 @@ ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS verify_intent boolean;`
 CREATE INDEX IF NOT EXISTS tasks_updated_idx ON ${s}.tasks (updated_at, id);
 CREATE INDEX IF NOT EXISTS tasks_event_updated_idx ON ${s}.tasks (event, updated_at, id);
 CREATE INDEX IF NOT EXISTS tasks_host_updated_idx ON ${s}.tasks ((${callbackHostSql}), updated_at, id);
-CREATE INDEX IF NOT EXISTS attempts_started_idx ON ${s}.attempts (started_at);`
+CREATE INDEX IF NOT EXISTS attempts_started_idx ON ${s}.attempts (started_at) INCLUDE (outcome);`
     }
   }
 ]
@@ -406,6 +407,18 @@ export function summaryCountsSql(schema: string): string {
 FROM unnest(ARRAY['pending', 'scheduled', 'delivering', 'delivered', 'failed', 'cancelled']) AS s (status)`
 }
 
+/**
+ * $1 the schema's name. About how many tasks each status has, from the planner's statistics
+ * (ANALYZE, autovacuum): no row is read. None before the table was first analysed.
+ */
+export function summaryEstimatesSql(schema: string): string {
+  return `SELECT v.status, round(c.reltuples * v.freq)::bigint AS estimate
+FROM pg_class AS c, pg_stats AS st,
+  unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS v (status, freq)
+WHERE c.oid = '${quoteIdentifier(schema).replaceAll("'", "''")}.tasks'::regclass AND c.reltuples > 0
+  AND st.schemaname = $1 AND st.tablename = 'tasks' AND st.attname = 'status'`
+}
+
 /** $1 now, $2 cap. The due backlog (capped) and its oldest due instant, through the due index. */
 export function summaryDueSql(schema: string): string {
   const s = quoteIdentifier(schema)
@@ -415,14 +428,21 @@ export function summaryDueSql(schema: string): string {
     WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz) AS oldest`
 }
 
-/** $1 now, $2 bucket ms, $3 buckets. Attempts per bucket counted back from now (0: the last). */
+/**
+ * $1 now, $2 bucket ms, $3 buckets. Attempts per bucket counted back from now (0: the last, up to
+ * and including now). One small range count per bucket from the index that carries the outcome:
+ * several times quicker than grouping every row by a computed bucket.
+ */
 export function summaryAttemptsSql(schema: string): string {
-  return `SELECT floor(extract(epoch FROM ($1::timestamptz - started_at)) * 1000 / $2)::int AS bucket,
-  count(*) FILTER (WHERE outcome = 'delivered')::int AS delivered,
-  count(*) FILTER (WHERE outcome <> 'delivered')::int AS failed
-FROM ${quoteIdentifier(schema)}.attempts
-WHERE started_at > $1::timestamptz - ($2 * $3) * interval '1 millisecond' AND started_at <= $1::timestamptz
-GROUP BY 1`
+  return `SELECT b.i AS bucket, c.delivered, c.failed
+FROM generate_series(0, $3::int - 1) AS b (i),
+LATERAL (
+  SELECT count(*) FILTER (WHERE outcome = 'delivered')::int AS delivered,
+    count(*) FILTER (WHERE outcome <> 'delivered')::int AS failed
+  FROM ${quoteIdentifier(schema)}.attempts
+  WHERE started_at > $1::timestamptz - (b.i + 1) * $2::float8 * interval '1 millisecond'
+    AND started_at <= $1::timestamptz - b.i * $2::float8 * interval '1 millisecond'
+) AS c`
 }
 
 /** $1 since, $2 how many hosts. Tasks whose last attempt failed, by callback host. */

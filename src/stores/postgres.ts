@@ -51,6 +51,7 @@ import {
   summaryAttemptsSql,
   summaryCountsSql,
   summaryDueSql,
+  summaryEstimatesSql,
   summaryFailingHostsSql
 } from './postgres-sql.ts'
 
@@ -215,6 +216,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     summaryDue: summaryDueSql(schema),
     summaryAttempts: summaryAttemptsSql(schema),
     summaryHosts: summaryFailingHostsSql(schema),
+    summaryEstimates: summaryEstimatesSql(schema),
   }
   const listeners = createDueListeners()
   // Workers in this process need not wait for the notification's round trip through the server.
@@ -400,11 +402,12 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     async summarize(query: TaskSummaryQuery): Promise<TaskSummary> {
       const { now, bucketMs, buckets, countCap, hosts } = query
       const since = new Date(now.getTime() - bucketMs * buckets)
-      const [counts, due, attempts, failing] = await Promise.all([
+      const [counts, due, attempts, failing, estimates] = await Promise.all([
         run('summarize', pool, sql.summaryCounts, [countCap]),
         run('summarize', pool, sql.summaryDue, [now.toISOString(), countCap]),
         run('summarize', pool, sql.summaryAttempts, [now.toISOString(), bucketMs, buckets]),
-        run('summarize', pool, sql.summaryHosts, [since.toISOString(), hosts])
+        run('summarize', pool, sql.summaryHosts, [since.toISOString(), hosts]),
+        run('summarize', pool, sql.summaryEstimates, [schema])
       ])
       const summary: TaskSummary = {
         counts: Object.fromEntries(counts.rows.map((row) => [row.status, Number(row.count)])) as TaskSummary['counts'],
@@ -422,6 +425,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         }))
       }
       if (due.rows[0]?.oldest != null) summary.oldestDueAt = date(due.rows[0].oldest)
+      for (const row of estimates.rows) {
+        const status = row.status as TaskStatus
+        if (summary.counts[status] >= countCap && Number(row.estimate) > countCap) (summary.estimates ??= {})[status] = Number(row.estimate)
+      }
       for (const row of attempts.rows) {
         const bucket = summary.attempts[buckets - 1 - Number(row.bucket)]
         if (bucket === undefined) continue

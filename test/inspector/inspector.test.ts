@@ -8,14 +8,16 @@ import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
+import pg from 'pg'
 import { createMemoryStore, generateSecret } from 'endpoint-callback'
 import type { CallbackStore, SenderOptions } from 'endpoint-callback'
 import { createInspector } from 'endpoint-callback/inspector'
 import type { Inspector, InspectorOptions } from 'endpoint-callback/inspector'
+import { createPostgresStore, migratePostgres } from 'endpoint-callback/postgres'
 import { createRedisStore } from 'endpoint-callback/redis'
 import { seedTasks } from '../support/inspector-seed.ts'
 import { createTestTransport } from '../support/sender.ts'
-import { REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
 
 const ORIGIN = 'http://inspector.test'
 const redisSkip = await serviceSkip('redis')
@@ -191,6 +193,31 @@ describe('a store without summarize (Redis)', { skip: redisSkip }, () => {
       const keys = await client.keys(`${prefix}:*`)
       if (keys.length > 0) await client.del(...keys)
       await client.quit()
+    }
+  })
+})
+
+const postgresSkip = await serviceSkip('postgres')
+
+describe('the overview over PostgreSQL', { skip: postgresSkip }, () => {
+  test('a count past countCap shows the estimate from the table statistics', async () => {
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
+    const schema = uniqueName('ec_inspector_estimate')
+    try {
+      await migratePostgres(pool, { schema })
+      await pool.query(
+        `INSERT INTO "${schema}".tasks (id, status, callback_url, event, attempts, created_at, updated_at)
+         SELECT 'msg_' || i, CASE WHEN i <= 300 THEN 'delivered' ELSE 'failed' END, 'https://a.example/h', 'e', 1, now(), now()
+         FROM generate_series(1, 305) AS i`
+      )
+      await pool.query(`ANALYZE "${schema}".tasks`)
+      const inspector = open({ store: createPostgresStore({ pool, schema, listen: false }), countCap: 100 })
+      const body = await (await get(inspector, '/')).text()
+      assert.match(body, /data-status="delivered"><div class="label">delivered<\/div><div class="value"><span title="more than 100: [^"]*">≈ 300</)
+      assert.match(body, /data-status="failed"><div class="label">failed<\/div><div class="value">5</)
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+      await pool.end()
     }
   })
 })
