@@ -36,7 +36,7 @@ export interface InspectorOptions {
   /**
    * What of a task may be shown: called with a copy of each task (its own `secret` already
    * removed) before its page is rendered. Return it with fields removed or masked, e.g.
-   * `(task) => ({ ...task, body: undefined })`.
+   * `({ body, ...task }) => task`.
    */
   redact?: (task: CallbackTask) => CallbackTask
   /** The page title. Default `Callbacks`. */
