@@ -178,8 +178,9 @@ export interface CallbackStore {
   countDue?(now: Date): Promise<number>
   /**
    * Optional (the inspector's overview): counts by status, the due backlog, attempts over recent
-   * hours and the hosts failing most, each bounded so that it costs about the same with a million
-   * tasks as with a hundred. Stores without it are summarised from `list` pages instead.
+   * hours and the hosts failing most. PostgreSQL bounds each, so it costs about the same with a
+   * million tasks as with a hundred; the memory and Redis stores scan. Stores without it are
+   * summarised from `list` pages instead.
    */
   summarize?(query: TaskSummaryQuery): Promise<TaskSummary>
   /**

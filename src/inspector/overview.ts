@@ -1,6 +1,6 @@
 /**
- * The numbers of the overview: from the store's `summarize` when it has one (memory, PostgreSQL),
- * otherwise from the newest tasks `list` pages through (Redis, users' own stores), which the page
+ * The numbers of the overview: from the store's `summarize` when it has one (memory, PostgreSQL,
+ * Redis), otherwise from the newest tasks `list` pages through (users' own stores), which the page
  * then says.
  */
 import { callbackHost } from '../stores/task-list.ts'

@@ -10,13 +10,13 @@
  * Searching (`list`): an `id` or an `idempotencyKey` is a key lookup, and failed tasks are indexed
  * in a sorted set by when they failed; every other search SCANs the task hashes (a few fields of
  * each, 1,000 keys per script call) and sorts the matches, so its cost grows with the tasks
- * stored — an operator's occasional look, not a hot path. On Redis Cluster the SCAN sees the node
- * the client talks to.
+ * stored — an operator's occasional look, not a hot path. The inspector's overview (`summarize`)
+ * is one such SCAN. On Redis Cluster the SCAN sees the node the client talks to.
  *
  * @module endpoint-callback/redis
  */
 import { announcedDueAt, createDueListeners } from './due-listeners.ts'
-import { checkListQuery, listOrder, matchesListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
+import { callbackHost, checkListQuery, listOrder, matchesListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import type {
@@ -29,7 +29,9 @@ import type {
   ReplayGuard,
   StoreCallOptions,
   TaskListQuery,
-  TaskStatus
+  TaskStatus,
+  TaskSummary,
+  TaskSummaryQuery
 } from '../types.ts'
 
 /** What the store needs of an ioredis client: running Lua scripts. */
@@ -357,6 +359,35 @@ end
 return found
 `)
 
+/**
+ * ARGV: SCAN cursor, MATCH pattern, COUNT, attempts key prefix, from ms. The next cursor, then per
+ * task hash: status, callbackUrl, updatedAt, lastError ('' for none), the number n of attempts
+ * that follow, then those n attempt records (only for tasks updated after `from`: an attempt
+ * before that cannot be in the span).
+ */
+const scanSummaryScript = script(`
+local reply = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local found = {reply[1]}
+local from = tonumber(ARGV[5])
+for _, key in ipairs(reply[2]) do
+  local ok, fields = pcall(redis.call, 'HMGET', key, 'id', 'status', 'callbackUrl', 'updatedAt', 'lastError')
+  if ok and fields[1] then
+    found[#found + 1] = fields[2]
+    found[#found + 1] = fields[3] or ''
+    found[#found + 1] = fields[4] or '0'
+    found[#found + 1] = fields[5] or ''
+    local attempts = {}
+    if tonumber(fields[4] or '0') > from then attempts = redis.call('LRANGE', ARGV[4] .. fields[1], 0, -1) end
+    found[#found + 1] = #attempts
+    for _, attempt in ipairs(attempts) do found[#found + 1] = attempt end
+  end
+end
+return found
+`)
+
+/** KEYS: due. ARGV: now ms. The earliest due score, when one is due. */
+const oldestDueScript = script(`return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, 1)`)
+
 /** KEYS: due. ARGV: now ms. A delivering task's score is its lease expiry, so expired leases count. */
 const countDueScript = script(`return redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])`)
 
@@ -645,6 +676,57 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
     async countDue(now: Date) {
       return Number(await run('countDue', countDueScript, [dueKey], [now.getTime()]))
+    },
+
+    // One SCAN of the task hashes (and of the attempts of the tasks updated in the span): its cost
+    // grows with the tasks stored, like every search that is not by id, key or failed.
+    async summarize({ now, bucketMs, buckets, countCap, hosts }: TaskSummaryQuery): Promise<TaskSummary> {
+      const at = now.getTime()
+      const from = at - bucketMs * buckets
+      const summary: TaskSummary = {
+        counts: { pending: 0, scheduled: 0, delivering: 0, delivered: 0, failed: 0, cancelled: 0 },
+        due: Math.min(Number(await run('summarize', countDueScript, [dueKey], [at])), countCap),
+        attempts: Array.from({ length: buckets }, (_, index) => ({ start: new Date(at - bucketMs * (buckets - index)), delivered: 0, failed: 0 })),
+        failingHosts: []
+      }
+      const oldest = (await run('summarize', oldestDueScript, [dueKey], [at])) as string[]
+      if (oldest[1] !== undefined) summary.oldestDueAt = new Date(Number(oldest[1]))
+      const failing = new Map<string, TaskSummary['failingHosts'][number]>()
+      const pattern = `${taskPrefix.replace(/[*?[\]\\]/g, '\\$&')}*`
+      let cursor = '0'
+      do {
+        const reply = (await run('summarize', scanSummaryScript, [], [cursor, pattern, 1000, `${prefix}:attempts:`, from])) as Array<string | number>
+        cursor = String(reply[0])
+        for (let i = 1; i + 4 < reply.length; ) {
+          const status = String(reply[i]) as TaskStatus
+          const callbackUrl = String(reply[i + 1])
+          const updatedAt = Number(reply[i + 2])
+          const lastError = String(reply[i + 3])
+          const count = Number(reply[i + 4])
+          const records = reply.slice(i + 5, i + 5 + count)
+          i += 5 + count
+          if (status in summary.counts) summary.counts[status] = Math.min(summary.counts[status] + 1, countCap)
+          for (const record of records) {
+            const { startedAt, outcome } = JSON.parse(String(record)) as { startedAt: number; outcome: string }
+            if (startedAt <= from || startedAt > at) continue
+            const bucket = summary.attempts[buckets - 1 - Math.floor((at - startedAt) / bucketMs)]
+            if (bucket !== undefined) bucket[outcome === 'delivered' ? 'delivered' : 'failed'] += 1
+          }
+          if ((status === 'failed' || status === 'scheduled') && lastError !== '' && updatedAt >= from) {
+            const host = callbackHost(callbackUrl)
+            const seen = failing.get(host)
+            if (seen === undefined) failing.set(host, { host, tasks: 1, lastError, lastFailedAt: new Date(updatedAt) })
+            else {
+              seen.tasks += 1
+              if (updatedAt > seen.lastFailedAt.getTime()) Object.assign(seen, { lastError, lastFailedAt: new Date(updatedAt) })
+            }
+          }
+        }
+      } while (cursor !== '0')
+      summary.failingHosts = [...failing.values()]
+        .sort((a, b) => b.tasks - a.tasks || b.lastFailedAt.getTime() - a.lastFailedAt.getTime())
+        .slice(0, hosts)
+      return summary
     },
 
     subscribe(fn: (dueAt?: number) => void) {

@@ -177,8 +177,20 @@ describe('actions', () => {
   })
 })
 
-describe('a store without summarize (Redis)', { skip: redisSkip }, () => {
-  test('the overview counts the newest tasks through list and says so', async () => {
+describe('the overview of a store without summarize', () => {
+  test('counts the newest tasks through list, and says so', async () => {
+    const { summarize: _summarize, ...store } = createMemoryStore()
+    await seeded(store)
+    const body = await (await get(open({ store }), '/')).text()
+    assert.match(body, /data-status="failed"><div class="label">failed<\/div><div class="value">1</)
+    assert.match(body, /data-status="scheduled"><div class="label">scheduled<\/div><div class="value">1</)
+    assert.match(body, /Counted among the newest 3 tasks/)
+    assert.match(body, /bad\.example/)
+  })
+})
+
+describe('the overview over Redis', { skip: redisSkip }, () => {
+  test('counts every task, its attempts and the failing hosts in one scan', async () => {
     const client = new Redis(REDIS_URL)
     const prefix = uniqueName('ec_inspector')
     try {
@@ -187,7 +199,8 @@ describe('a store without summarize (Redis)', { skip: redisSkip }, () => {
       const body = await (await get(open({ store }), '/')).text()
       assert.match(body, /data-status="failed"><div class="label">failed<\/div><div class="value">1</)
       assert.match(body, /data-status="scheduled"><div class="label">scheduled<\/div><div class="value">1</)
-      assert.match(body, /Counted among the newest 3 tasks/)
+      assert.match(body, /data-figure="failed-hour"><div class="label">failed, last hour<\/div><div class="value">2</)
+      assert.doesNotMatch(body, /Counted among the newest/)
       assert.match(body, /bad\.example/)
     } finally {
       const keys = await client.keys(`${prefix}:*`)
