@@ -159,6 +159,7 @@ describe('the inspector in Chromium over PostgreSQL', { skip: postgresSkip || br
     await page.selectOption('select[name="status"]', 'failed')
     await page.click('form.search button[type="submit"]')
     assert.deepEqual(await page.locator('tr[data-task]').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task'))), [seeded.failed])
+    await page.screenshot({ path: join(OUTPUT, 'search.png'), fullPage: true })
     await page.goto(`${origin}${BASE}/tasks?host=ok.test&status=delivered`)
     assert.deepEqual(await page.locator('tr[data-task]').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task'))), [seeded.delivered])
   })
