@@ -89,6 +89,48 @@ function isCanonicalSignature(text: string, start: number, end: number, bytes: 3
   return true
 }
 
+/**
+ * Most entries a signature header may hold. A sender sends one per key it signs with, a few while
+ * it rotates; a header with more is refused as malformed before anything is hashed.
+ */
+const MAX_SIGNATURE_ENTRIES = 16
+
+/**
+ * Most distinct `v1a` entries checked per request. Each check hashes the whole body once per
+ * configured key, so this bounds a forged request at twice the work of checking one genuine
+ * signature; a sender signs with one key, two while it rotates. Later `v1a` entries are ignored.
+ */
+const MAX_ED25519_ENTRIES = 2
+
+function tooManyEntries(): SignatureVerificationError {
+  return new SignatureVerificationError(
+    'ERR_CALLBACK_SIGNATURE_MALFORMED',
+    `webhook-signature holds more than ${MAX_SIGNATURE_ENTRIES} entries`
+  )
+}
+
+// The Ed25519 group order L, little-endian, as S is encoded.
+const GROUP_ORDER = Buffer.from('edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010', 'hex')
+
+/**
+ * False for 64 bytes that no Ed25519 verification can accept, decided without hashing: S must be
+ * below the group order (RFC 8032 5.1.7), and R, compared as bytes with a canonical encoding, must
+ * have its y coordinate below p = 2^255 - 19.
+ */
+function couldBeEd25519Signature(signature: Buffer): boolean {
+  if (signature.length !== 64) return false
+  for (let i = 31; i >= 0; i--) {
+    const s = signature[32 + i]!
+    const l = GROUP_ORDER[i]!
+    if (s < l) break
+    if (s > l || i === 0) return false
+  }
+  // y >= p only when its bytes read ed..ff ff..ff 7f (sign bit aside).
+  if ((signature[31]! & 0x7f) !== 0x7f || signature[0]! < 0xed) return true
+  for (let i = 1; i < 31; i++) if (signature[i] !== 0xff) return true
+  return false
+}
+
 /** The timestamp header as a number, or -1 unless it is 1 to 16 ASCII digits. */
 function parseTimestamp(text: string): number {
   const length = text.length
@@ -176,6 +218,36 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
   const now = options.now
   if (now !== undefined && typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
 
+  // The key that verified last is tried first: a receiver holding old and new keys while the sender
+  // rotates then pays one verification per genuine request, not one per key. Ed25519 keys are
+  // public, so trying them in an order that depends on past requests gives nothing away.
+  let preferredKey: KeyObject | undefined
+
+  /**
+   * Whether one of `entries` (distinct, canonical base64, at most MAX_ED25519_ENTRIES) verifies
+   * with a static or remote key. Entries that can never verify are dropped before any hashing.
+   */
+  function ed25519Matches(prefix: string, bytes: string | Uint8Array, entries: string[], remoteKeys: readonly KeyObject[] | undefined): boolean {
+    let content: Buffer | undefined
+    const preferred =
+      preferredKey !== undefined && (edKeys.includes(preferredKey) || remoteKeys?.includes(preferredKey) === true) ? preferredKey : undefined
+    const matches = (key: KeyObject, given: Buffer): boolean => {
+      // Ed25519 needs the message whole: one copy, made only when an entry is checked.
+      content ??= Buffer.concat([Buffer.from(prefix), typeof bytes === 'string' ? Buffer.from(bytes) : bytes])
+      if (!ed25519Verify(null, content, key, given)) return false
+      preferredKey = key
+      return true
+    }
+    for (const entry of entries) {
+      const given = Buffer.from(entry, 'base64')
+      if (!couldBeEd25519Signature(given)) continue
+      if (preferred !== undefined && matches(preferred, given)) return true
+      for (const key of edKeys) if (key !== preferred && matches(key, given)) return true
+      if (remoteKeys !== undefined) for (const key of remoteKeys) if (key !== preferred && matches(key, given)) return true
+    }
+    return false
+  }
+
   // `remoteKeys`: the sender's keys from its JWKS, checked after the static ones.
   function check(request: VerifiableRequest, remoteKeys?: readonly KeyObject[]): VerifiedCallback {
     if (request === null || typeof request !== 'object') throw new TypeError('request must be { headers, body }')
@@ -226,15 +298,19 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
 
     const prefix = `${id}.${timestampText}.`
     let wellFormed = 0
+    let entries = 0
     let matched = false
     let hmacDigests: string[] | undefined
-    let content: Buffer | undefined
+    // Ed25519 entries are checked after the walk, at most MAX_ED25519_ENTRIES distinct ones: each
+    // check hashes the whole body once per key, so their number is what a forger controls.
+    let edEntries: string[] | undefined
     // Entries are separated by single spaces; extra spaces are tolerated. Walked in place: no split.
     const length = signatureText.length
     let start = 0
     while (start < length) {
       let end = signatureText.indexOf(' ', start)
       if (end < 0) end = length
+      if (end > start && ++entries > MAX_SIGNATURE_ENTRIES) throw tooManyEntries()
       const comma = signatureText.indexOf(',', start)
       if (comma > start && comma < end) {
         const versionLength = comma - start
@@ -258,12 +334,10 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
         } else if (versionLength === 3 && isV1 && signatureText.charCodeAt(start + 2) === 97 /* a */) {
           if (isCanonicalSignature(signatureText, comma + 1, end, 64)) {
             wellFormed++
-            if (!matched && (edKeys.length > 0 || remoteKeys !== undefined)) {
-              // Ed25519 needs the message whole: one copy, made only when a v1a entry is checked.
-              content ??= Buffer.concat([Buffer.from(prefix), typeof bytes === 'string' ? Buffer.from(bytes) : bytes])
-              const given = Buffer.from(signatureText.slice(comma + 1, end), 'base64')
-              for (const key of edKeys) if (ed25519Verify(null, content, key, given)) matched = true
-              if (remoteKeys !== undefined) for (const key of remoteKeys) if (ed25519Verify(null, content, key, given)) matched = true
+            if (edKeys.length > 0 || remoteKeys !== undefined) {
+              const entry = signatureText.slice(comma + 1, end)
+              edEntries ??= []
+              if (edEntries.length < MAX_ED25519_ENTRIES && !edEntries.includes(entry)) edEntries.push(entry)
             }
           }
         } else if (end > comma + 1 && UNKNOWN_VERSION.test(signatureText.slice(start, comma))) {
@@ -273,6 +347,8 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
       }
       start = end + 1
     }
+    // HMAC first: it is the cheaper check, and once it matched no Ed25519 entry is looked at.
+    if (!matched && edEntries !== undefined) matched = ed25519Matches(prefix, bytes, edEntries, remoteKeys)
     if (!matched) {
       if (wellFormed === 0) {
         throw new SignatureVerificationError(
