@@ -17,7 +17,16 @@ export interface VerifiableRequest {
 }
 
 /** A compiled verifier: options checked once, called for every request. */
-export type Verifier = <T = unknown>(request: VerifiableRequest) => Promise<VerifiedCallback<T>>
+export interface Verifier {
+  <T = unknown>(request: VerifiableRequest): Promise<VerifiedCallback<T>>
+  /**
+   * Throws the `SignatureVerificationError` that the headers alone already decide, whatever the
+   * body: missing headers, a timestamp outside the tolerance, a signature list that is malformed or
+   * holds more than 16 entries, or no entry of a kind these keys can check. A receiver calls it
+   * before reading the body, so a request that can never verify costs no body read.
+   */
+  checkHeaders(headers: HeadersLike): void
+}
 
 const DEFAULT_TOLERANCE_SECONDS = 300
 // 16 digits keep the value a safe integer; more cannot be a Unix time in seconds anyway.
@@ -102,6 +111,13 @@ const MAX_SIGNATURE_ENTRIES = 16
  */
 const MAX_ED25519_ENTRIES = 2
 
+function noWellFormedEntry(): SignatureVerificationError {
+  return new SignatureVerificationError(
+    'ERR_CALLBACK_SIGNATURE_MALFORMED',
+    'webhook-signature holds no well-formed "v1,<base64>" or "v1a,<base64>" entry'
+  )
+}
+
 function tooManyEntries(): SignatureVerificationError {
   return new SignatureVerificationError(
     'ERR_CALLBACK_SIGNATURE_MALFORMED',
@@ -185,17 +201,20 @@ const decodeVerifySecret = (value: unknown, option: string): KeyObject => decode
  */
 export function createVerifier(options: VerifyOptions): Verifier {
   const check = compileVerifier(options)
-  return function verify<T>(request: VerifiableRequest): Promise<VerifiedCallback<T>> {
+  const verify = function verify<T>(request: VerifiableRequest): Promise<VerifiedCallback<T>> {
     try {
       return Promise.resolve(check(request)) as Promise<VerifiedCallback<T>>
     } catch (error) {
       return Promise.reject(error)
     }
   }
+  return Object.assign(verify, { checkHeaders: check.checkHeaders })
 }
 
 /** Synchronous unless the options name a JWKS, whose keys may have to be fetched first. */
-type CompiledVerifier = (request: VerifiableRequest) => VerifiedCallback | Promise<VerifiedCallback>
+type CompiledVerifier = ((request: VerifiableRequest) => VerifiedCallback | Promise<VerifiedCallback>) & {
+  checkHeaders(headers: HeadersLike): void
+}
 
 function compileVerifier(options: VerifyOptions): CompiledVerifier {
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
@@ -248,13 +267,8 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
     return false
   }
 
-  // `remoteKeys`: the sender's keys from its JWKS, checked after the static ones.
-  function check(request: VerifiableRequest, remoteKeys?: readonly KeyObject[]): VerifiedCallback {
-    if (request === null || typeof request !== 'object') throw new TypeError('request must be { headers, body }')
-    const { headers, body } = request
-    if (headers === null || typeof headers !== 'object') throw new TypeError('headers must be a Headers object or a record')
-    const bytes = bodyBytes(body)
-
+  /** The id, timestamp and signature headers, present and with a timestamp within the tolerance. */
+  function signatureHeaders(headers: HeadersLike) {
     let id = header(headers, 'webhook-id')
     let timestampText: string | undefined
     let signatureText: string | undefined
@@ -295,6 +309,54 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
         `webhook-timestamp is more than ${tolerance} s in the future`
       )
     }
+    return { id, timestampText, timestamp, signatureText }
+  }
+
+  /**
+   * Everything the headers alone decide, so a receiver can refuse before reading the body: missing
+   * headers, a timestamp outside the tolerance, a signature list that is malformed, too long, or
+   * holds no entry of a kind these keys can check (a mismatch whatever the body).
+   */
+  function checkHeaders(headers: HeadersLike): void {
+    if (headers === null || typeof headers !== 'object') throw new TypeError('headers must be a Headers object or a record')
+    const { signatureText } = signatureHeaders(headers)
+    let entries = 0
+    let wellFormed = 0
+    let checkable = false
+    const length = signatureText.length
+    let start = 0
+    while (start < length) {
+      let end = signatureText.indexOf(' ', start)
+      if (end < 0) end = length
+      if (end > start && ++entries > MAX_SIGNATURE_ENTRIES) throw tooManyEntries()
+      if (signatureText.startsWith('v1,', start)) {
+        if (isCanonicalSignature(signatureText, start + 3, end, 32)) {
+          wellFormed++
+          if (hmacKeys.length > 0) checkable = true
+        }
+      } else if (signatureText.startsWith('v1a,', start)) {
+        if (isCanonicalSignature(signatureText, start + 4, end, 64)) {
+          wellFormed++
+          if (edKeys.length > 0 || remote !== undefined) checkable = true
+        }
+      } else {
+        const comma = signatureText.indexOf(',', start)
+        if (comma > start && comma < end - 1 && UNKNOWN_VERSION.test(signatureText.slice(start, comma))) wellFormed++
+      }
+      start = end + 1
+    }
+    if (wellFormed === 0) throw noWellFormedEntry()
+    if (!checkable) throw new SignatureVerificationError('ERR_CALLBACK_SIGNATURE_MISMATCH', 'no signature matched')
+  }
+
+  // `remoteKeys`: the sender's keys from its JWKS, checked after the static ones.
+  function check(request: VerifiableRequest, remoteKeys?: readonly KeyObject[]): VerifiedCallback {
+    if (request === null || typeof request !== 'object') throw new TypeError('request must be { headers, body }')
+    const { headers, body } = request
+    if (headers === null || typeof headers !== 'object') throw new TypeError('headers must be a Headers object or a record')
+    const bytes = bodyBytes(body)
+
+    const { id, timestampText, timestamp, signatureText } = signatureHeaders(headers)
 
     const prefix = `${id}.${timestampText}.`
     let wellFormed = 0
@@ -350,12 +412,7 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
     // HMAC first: it is the cheaper check, and once it matched no Ed25519 entry is looked at.
     if (!matched && edEntries !== undefined) matched = ed25519Matches(prefix, bytes, edEntries, remoteKeys)
     if (!matched) {
-      if (wellFormed === 0) {
-        throw new SignatureVerificationError(
-          'ERR_CALLBACK_SIGNATURE_MALFORMED',
-          'webhook-signature holds no well-formed "v1,<base64>" or "v1a,<base64>" entry'
-        )
-      }
+      if (wellFormed === 0) throw noWellFormedEntry()
       throw new SignatureVerificationError('ERR_CALLBACK_SIGNATURE_MISMATCH', 'no signature matched')
     }
 
@@ -369,7 +426,9 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
           : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString()
     return envelope(id, new Date(timestamp * 1000), text)
   }
-  return remote === undefined ? check : (request) => verifyWithJwks(check, remote, request)
+  const verify: (request: VerifiableRequest) => VerifiedCallback | Promise<VerifiedCallback> =
+    remote === undefined ? check : (request) => verifyWithJwks(check, remote, request)
+  return Object.assign(verify, { checkHeaders })
 }
 
 // Remote key sets by URL, shared by every verifier in the process that names the same JWKS, so a

@@ -175,6 +175,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, core: CallbackR
   line.status = outcome.status
   if (outcome.error !== undefined) {
     line.error = { code: outcome.error.code, message: outcome.error.message }
+    // The core refuses hopeless headers before reading the body; a local debugging receiver still
+    // shows what was sent, within the same limit.
+    if (raw === undefined && outcome.status !== 413 && !req.readableDidRead) {
+      raw = await readNodeBody(req, core.maxBodyBytes).catch(() => undefined)
+    }
     if (raw !== undefined) line.body = raw.toString('utf8')
   } else if (line.kind === 'intent') {
     // The core answers an intent challenge only once its signature verified: the echo, or a

@@ -179,6 +179,9 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
     if (typeof body === 'function') {
       const declared = headerValue(headers, 'content-length')
       if (declared !== undefined && Number(declared) > limit) throw tooLarge(limit)
+      // Headers that can never verify are refused before a byte of the body is read: a client
+      // trickling a large body behind a stale timestamp must not hold the connection open.
+      verifier.checkHeaders(headers)
       body = await body(limit)
     }
     progress.bodyRead = true
