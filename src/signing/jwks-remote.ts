@@ -34,10 +34,16 @@ export interface JwksFetchOptions {
 
 /** Options of {@link createRemoteJwks}. */
 export interface RemoteJwksOptions extends JwksFetchOptions {
-  /** After a fetch, how long an unknown signature may not trigger another one, ms. Default 30 000. */
+  /**
+   * After a fetch, successful or not, how long no other is made, ms. Default 30 000. An unknown
+   * signature waits it out, and so does a request while the JWKS cannot be loaded (it is refused
+   * with the last failure instead of fetching again).
+   */
   cooldownMs?: number
   /** How long fetched keys are used before they are fetched again, ms. Default 600 000 (10 min). */
   cacheMaxAgeMs?: number
+  /** The clock for the cooldown and the keys' age. Default `() => new Date()`. */
+  now?: () => Date
 }
 
 /**
@@ -57,6 +63,14 @@ export interface RemoteKeySet {
   /** Where the keys come from, for messages: origin and path only (a query may carry a token). */
   source: string
   generation(): number
+  /** Milliseconds on the set's clock. */
+  now(): number
+  cooldownMs: number
+  cacheMaxAgeMs: number
+  /** Whether a failed fetch holds off the next one for a cooldown (receivers) or not (senders' attempts). */
+  holdFailures: boolean
+  /** When the last fetch started, when the last successful one did, and why the last one failed. */
+  state: { attemptedAt?: number; loadedAt?: number; failure?: CallbackError | undefined }
 }
 
 const DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024
@@ -94,7 +108,7 @@ async function readCapped(response: Response, maxBytes: number): Promise<Uint8Ar
  */
 export function openRemoteKeySet(
   url: string | URL,
-  options: JwksFetchOptions & { cooldownMs?: number; cacheMaxAgeMs?: number },
+  options: JwksFetchOptions & { cooldownMs?: number; cacheMaxAgeMs?: number; now?: () => Date; holdFailures?: boolean },
   option = 'url'
 ): RemoteKeySet {
   let parsed: URL
@@ -114,6 +128,8 @@ export function openRemoteKeySet(
   }
   nonNegative(cooldownMs, 'cooldownMs')
   nonNegative(cacheMaxAgeMs, 'cacheMaxAgeMs')
+  const { now: clock, holdFailures = false } = options
+  if (clock !== undefined && typeof clock !== 'function') throw new TypeError('now must be a function returning a Date')
   if (fetchOption !== undefined && typeof fetchOption !== 'function') throw new TypeError('fetch must be a function')
   if (dispatcher !== undefined && typeof dispatcher?.dispatch !== 'function') {
     throw new TypeError('dispatcher must be an undici Dispatcher')
@@ -146,17 +162,50 @@ export function openRemoteKeySet(
     ...(headers === undefined ? {} : { headers }),
     [customFetch]: bounded
   })
-  return { set, source: `${parsed.origin}${parsed.pathname}`, generation: () => fetched }
+  return {
+    set,
+    source: `${parsed.origin}${parsed.pathname}`,
+    generation: () => fetched,
+    now: clock === undefined ? Date.now : () => clock().getTime(),
+    cooldownMs,
+    cacheMaxAgeMs,
+    holdFailures,
+    state: {},
+  }
 }
 
-/** Loads the key set when it was never loaded, is stale, or (`refresh`) is out of its cooldown. */
+/**
+ * Loads the key set when it was never loaded, is stale, or (`refresh`) is out of its cooldown.
+ * The clock and the cooldown are ours, not jose's: jose starts its cooldown only after a successful
+ * fetch, so a JWKS that keeps failing was fetched again for every request that asked.
+ */
 export async function loadKeySet(remote: RemoteKeySet, refresh: boolean): Promise<JSONWebKeySet> {
-  const { set } = remote
-  try {
-    if (set.jwks() === undefined || !set.fresh || (refresh && !set.coolingDown)) await set.reload()
-  } catch (cause) {
-    if (cause instanceof CallbackError) throw cause
-    throw new CallbackError('ERR_CALLBACK_JWKS', `could not fetch the JWKS from ${remote.source}`, { cause })
+  const { set, state } = remote
+  const now = remote.now()
+  const loaded = set.jwks() !== undefined
+  const needed = !loaded || state.loadedAt === undefined || now - state.loadedAt >= remote.cacheMaxAgeMs
+  const coolingDown = state.attemptedAt !== undefined && now - state.attemptedAt < remote.cooldownMs
+  if (needed || (refresh && !coolingDown)) {
+    if (remote.holdFailures && coolingDown && state.failure !== undefined) {
+      // The last fetch failed less than a cooldown ago: refuse with it (keys we must have) or keep
+      // the keys we have (a refresh), rather than asking a failing endpoint again.
+      if (needed) {
+        const wait = Math.max(0, state.attemptedAt! + remote.cooldownMs - now)
+        throw new CallbackError('ERR_CALLBACK_JWKS', `${state.failure.message}; not fetched again for ${wait} ms`, { cause: state.failure })
+      }
+    } else {
+      state.attemptedAt = now
+      try {
+        await set.reload()
+        state.loadedAt = now
+        state.failure = undefined
+      } catch (cause) {
+        const failure =
+          cause instanceof CallbackError ? cause : new CallbackError('ERR_CALLBACK_JWKS', `could not fetch the JWKS from ${remote.source}`, { cause })
+        state.failure = failure
+        throw failure
+      }
+    }
   }
   const jwks = set.jwks()
   if (jwks === undefined) throw new CallbackError('ERR_CALLBACK_JWKS', `no JWKS loaded from ${remote.source}`)
@@ -176,7 +225,8 @@ function isVerificationKey(jwk: JWK): boolean {
 /**
  * The Ed25519 public keys a sender publishes at a JWKS URL, for verifying its `v1a` signatures.
  * Keys are cached (`cacheMaxAgeMs`); an unknown signature may trigger one refetch per
- * `cooldownMs`. The fetch goes through `dispatcher` (give it the guarded agent) or `fetch`, bounded
+ * `cooldownMs`, and so may requests while the JWKS cannot be loaded: within the cooldown after a
+ * failed fetch they are refused with that failure, without fetching. The fetch goes through `dispatcher` (give it the guarded agent) or `fetch`, bounded
  * by `timeoutMs` and `maxResponseBytes`. Failures reject with a `CallbackError` coded
  * `ERR_CALLBACK_JWKS`; a JWKS that publishes private key material is refused whole.
  *
@@ -195,7 +245,7 @@ function isVerificationKey(jwk: JWK): boolean {
  * ```
  */
 export function createRemoteJwks(url: string | URL, options: RemoteJwksOptions = {}): RemoteJwks {
-  const remote = openRemoteKeySet(url, options)
+  const remote = openRemoteKeySet(url, { ...options, holdFailures: true })
   const imported = new Map<string, KeyObject>()
   let cached: { generation: number; keys: KeyObject[]; publicKeys: string[] } | undefined
 
