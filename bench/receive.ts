@@ -7,6 +7,12 @@
  * rounds alternate between the two apps and the ratio is the median of the per-pair ratios, so the
  * drifting load of a shared machine hits both sides alike. Target: at least 0.9x.
  *
+ * Then the forged-`v1a` request of issue 12 against a receiver with 3 Ed25519 public keys: a 1 MiB
+ * body with 16 crafted `v1a` entries (the most a header may hold; each a real curve point R and an
+ * S below the group order, so nothing cheaper than hashing rejects it), and with 170 of them (as
+ * reported), against a genuine request of the same body. Server CPU per request, alternating short
+ * rounds, medians. Target: a rejected request costs at most 2x a genuine one.
+ *
  *   node --conditions=endpoint-callback-source --import tsx --expose-gc bench/receive.ts
  */
 import { spawn } from 'node:child_process'
@@ -17,7 +23,7 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import express from 'express'
 import { Pool } from 'undici'
-import { generateSecret, signPayload } from 'endpoint-callback'
+import { generateSecret, generateSigningKey, signPayload } from 'endpoint-callback'
 import { callbackReceiver } from 'endpoint-callback/express'
 
 const PAIRS = 12
@@ -29,13 +35,18 @@ const IN_FLIGHT = 32
 type AppName = 'plain' | 'verified'
 
 /** Child side: one app, plus GET /cpu reporting this process's CPU time in microseconds. */
-async function serve(name: AppName, secret: string): Promise<void> {
+async function serve(name: AppName | 'ed25519', secret: string): Promise<void> {
   const app = express()
   app.get('/cpu', (_req, res) => {
     const { user, system } = process.cpuUsage()
     res.json({ micros: user + system })
   })
-  if (name === 'plain') {
+  if (name === 'ed25519') {
+    app.post('/callbacks', callbackReceiver({ publicKey: process.env.BENCH_PUBLIC_KEYS!.split(' ') }), (req, res) => {
+      if (typeof req.callback?.type !== 'string') return void res.sendStatus(400)
+      res.sendStatus(204)
+    })
+  } else if (name === 'plain') {
     app.post('/callbacks', express.json(), (req, res) => {
       if (typeof req.body?.type !== 'string') return void res.sendStatus(400)
       res.sendStatus(204)
@@ -57,9 +68,9 @@ interface Target {
   pool: Pool
 }
 
-async function start(name: AppName, secret: string): Promise<Target> {
+async function start(name: AppName | 'ed25519', secret: string, publicKeys: string[] = []): Promise<Target> {
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--serve', name], {
-    env: { ...process.env, BENCH_SECRET: secret },
+    env: { ...process.env, BENCH_SECRET: secret, BENCH_PUBLIC_KEYS: publicKeys.join(' ') },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const [line] = (await once(child.stdout!, 'data')) as [Buffer]
@@ -72,19 +83,25 @@ async function cpuMicros(target: Target): Promise<number> {
 }
 
 /** Sends requests for `ms`, IN_FLIGHT outstanding; returns requests per second and server CPU µs per request. */
-async function round(target: Target, requests: Array<{ headers: Record<string, string>; body: string }>, ms: number) {
+async function round(
+  target: Target,
+  requests: Array<{ headers: Record<string, string>; body: string }>,
+  ms: number,
+  expected = 204,
+  inFlight = IN_FLIGHT
+) {
   const cpuBefore = await cpuMicros(target)
   const started = performance.now()
   const deadline = started + ms
   let done = 0
   let next = 0
   await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
+    Array.from({ length: inFlight }, async () => {
       while (performance.now() < deadline) {
         const { headers, body } = requests[next++ % requests.length]!
         const response = await target.pool.request({ path: '/callbacks', method: 'POST', headers, body })
         await response.body.dump()
-        if (response.statusCode !== 204) throw new Error(`unexpected status ${response.statusCode}`)
+        if (response.statusCode !== expected) throw new Error(`unexpected status ${response.statusCode}`)
         done++
       }
     })
@@ -154,8 +171,83 @@ async function main(): Promise<void> {
       target.child.kill('SIGTERM')
     }
   }
+  await forgedV1a()
+}
+
+const FORGED_ROUNDS = 8
+const FORGED_ROUND_MS = 1500
+const FORGED_IN_FLIGHT = 4
+
+/** Server CPU per request of genuine and forged `v1a` requests with a 1 MiB body, 3 keys configured. */
+async function forgedV1a(): Promise<void> {
+  const keys = [generateSigningKey(), generateSigningKey(), generateSigningKey()]
+  const target = await start('ed25519', '', keys.map((key) => key.publicKey))
+  try {
+    const now = new Date()
+    const rows = Array.from({ length: 12_000 }, (_, r) => ({ r, total: r * 17.5, label: `row ${r}` }))
+    const body = JSON.stringify({ type: 'report.ready', timestamp: now.toISOString(), data: { rows } }).slice(0, -3)
+    const padded = `${body}],"pad":"${'x'.repeat(Math.max(0, 1024 * 1024 - Buffer.byteLength(body) - 12))}"}}`
+    // The same size in one string field: the cheapest 1 MiB to parse, so the least flattering genuine request.
+    const head = JSON.stringify({ type: 'report.ready', timestamp: now.toISOString(), data: { text: '' } })
+    const flat = head.replace('"text":""', `"text":"${'x'.repeat(1024 * 1024 - Buffer.byteLength(head))}"`)
+    // The sender signs with its current key, the last of the receiver's three (old, previous, current).
+    const signed = (body: string) =>
+      Array.from({ length: 8 }, (_, i) => {
+        const headers = signPayload({ id: `msg_${i}`, timestamp: now, body }, { signingKey: keys[2]!.signingKey })
+        return { headers: { ...headers, 'content-type': 'application/json' }, body }
+      })
+    const genuine = signed(padded)
+    // Entries made from a real signature over something else: a valid point R, S below the order.
+    const real = Buffer.from(
+      signPayload({ id: 'x', timestamp: now, body: 'x' }, { signingKey: generateSigningKey().signingKey })['webhook-signature'].slice(4),
+      'base64'
+    )
+    const forged = (entries: number) =>
+      Array.from({ length: 8 }, (_, i) => {
+        const signature = Array.from({ length: entries }, (_, e) => {
+          real[32] = e
+          real[33] = i
+          return `v1a,${real.toString('base64')}`
+        }).join(' ')
+        const headers = { 'webhook-id': `msg_${i}`, 'webhook-timestamp': String(Math.floor(now.getTime() / 1000)), 'webhook-signature': signature }
+        return { headers: { ...headers, 'content-type': 'application/json' }, body: padded }
+      })
+    const kinds = {
+      genuine: { requests: genuine, status: 204 },
+      'genuine, one string field': { requests: signed(flat), status: 204 },
+      'forged, 16 v1a entries': { requests: forged(16), status: 401 },
+      'forged, 170 v1a entries': { requests: forged(170), status: 400 },
+    }
+    type Kind = keyof typeof kinds
+    const names = Object.keys(kinds) as Kind[]
+    for (const name of names) await round(target, kinds[name].requests, 500, kinds[name].status, FORGED_IN_FLIGHT)
+    const cpu = Object.fromEntries(names.map((name) => [name, [] as number[]])) as Record<Kind, number[]>
+    const ratios: number[] = []
+    for (let r = 0; r < FORGED_ROUNDS; r++) {
+      const order = r % 2 === 0 ? names : [...names].reverse()
+      for (const name of order) {
+        const result = await round(target, kinds[name].requests, FORGED_ROUND_MS, kinds[name].status, FORGED_IN_FLIGHT)
+        cpu[name].push(result.cpuPerRequest)
+      }
+      ratios.push(cpu['forged, 16 v1a entries'].at(-1)! / cpu.genuine.at(-1)!)
+    }
+    console.log(
+      `\nforged v1a: body ${Buffer.byteLength(padded)} bytes, 3 public keys, ${FORGED_IN_FLIGHT} in flight, ` +
+        `${FORGED_ROUNDS} alternating rounds of ${FORGED_ROUND_MS} ms (medians)`
+    )
+    for (const name of names) console.log(`${name.padEnd(27)} ${(median(cpu[name]) / 1000).toFixed(2).padStart(7)} ms server CPU per request`)
+    const ratio = median(ratios)
+    console.log(`per-round ratios (forged 16 / genuine): ${ratios.map((r) => r.toFixed(2)).join(' ')}`)
+    console.log(`rejected / genuine CPU: ${ratio.toFixed(2)}x (target <= 2x) ${ratio <= 2 ? 'met' : 'NOT met'}`)
+    const flatRatio = median(cpu['forged, 16 v1a entries']) / median(cpu['genuine, one string field'])
+    console.log(`rejected / genuine with one string field: ${flatRatio.toFixed(2)}x (the least flattering body)`)
+  } finally {
+    await target.pool.close()
+    target.child.kill('SIGTERM')
+  }
 }
 
 const serveIndex = process.argv.indexOf('--serve')
 if (serveIndex !== -1) await serve(process.argv[serveIndex + 1] as AppName, process.env.BENCH_SECRET!)
+else if (process.argv.includes('--forged-only')) await forgedV1a()
 else await main()
