@@ -386,9 +386,11 @@ async function intentVerdict(
   let answer: TransportResponse | undefined
   const watched: Transport = { send: async (request) => (answer = await transport.send(request)) }
   try {
+    const subscriber = sender.intentSubscriber?.(task)
     await verifyIntent(task.callbackUrl, {
       transport: watched,
       sign: (message) => sign(message),
+      ...(subscriber === undefined ? {} : { subscriber }),
       now: sender.now,
       ...(sender.transportTimeoutMs === undefined ? {} : { timeoutMs: Math.max(1, Math.ceil(sender.transportTimeoutMs)) }),
       ...(signal === undefined ? {} : { signal }),

@@ -31,6 +31,6 @@ export type { JwksFetch, JwksFetchOptions, RemoteJwks, RemoteJwksOptions } from 
 export { checkEncryptionKey, createRemoteEncryptionKey, decryptCallback, decryptPayload, encryptPayload, generateEncryptionKey, JOSE_CONTENT_TYPE } from './signing/jwe.ts'
 export type { DecryptedPayload, DecryptionKey, EncryptedPayload, EncryptionKey, EncryptionKeyPair, EncryptionKeySource, EncryptionRecipient, EncryptPayloadOptions, JweAlgorithmOptions } from './signing/jwe.ts'
 export { answerIntentChallenge, INTENT_EVENT, INTENT_HEADER, verifyIntent } from './intent.ts'
-export type { IntentAnswer, IntentMessage, VerifyIntentOptions } from './intent.ts'
+export type { IntentAnswer, IntentClaim, IntentMessage, VerifyIntentOptions } from './intent.ts'
 export { cancelTask, listAttempts, listFailedTasks, listTasks, redeliverFailed, redeliverTask } from './inspect.ts'
 export type { InspectOptions, RedeliverFailedOptions, RedeliverFailedResult } from './inspect.ts'

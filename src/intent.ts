@@ -2,7 +2,11 @@
  * Callback URL intent verification, WebSub style: before a task's first delivery the sender POSTs
  * a signed challenge to the callback URL, and only an endpoint that verifies the signature and
  * echoes the challenge is sent the payload. It proves that the endpoint wants callbacks from this
- * sender, so a client cannot point a service's callbacks at somebody else's URL.
+ * sender — not that it wants this task's: with one secret shared by all of a service's clients,
+ * every client's receiver verifies every challenge. So the sender may name who asked for the task
+ * (`subscriber`, from the sender's `intentSubscriber`), inside the signed body, and a receiver with
+ * `acceptIntent` refuses challenges meant for somebody else. Per-client secrets need none of this:
+ * a challenge signed with another client's secret does not verify.
  *
  * Wire format of the challenge request:
  *
@@ -13,7 +17,7 @@
  * webhook-id: intent_<random>        (never the task id: a replay guard must not remember it)
  * webhook-timestamp / webhook-signature: as for any callback, over the body below
  *
- * {"type":"webhook.intent","timestamp":"<ISO-8601>","data":{"challenge":"<challenge>"}}
+ * {"type":"webhook.intent","timestamp":"<ISO-8601>","data":{"challenge":"<challenge>","subscriber":"<who asked, if named>"}}
  * ```
  *
  * The endpoint answers 2xx with the challenge as the whole body (`text/plain`).
@@ -52,7 +56,24 @@ export interface VerifyIntentOptions {
   now?: () => Date
   /** Aborts the exchange (a worker stopping); the rejection is the signal's reason. */
   signal?: AbortSignal
+  /**
+   * Who asked for the callbacks (e.g. the client's account id), sent as `data.subscriber` in the
+   * signed challenge, so a receiver can refuse a challenge meant for somebody else (`acceptIntent`).
+   */
+  subscriber?: string
 }
+
+/** What a receiver's `acceptIntent` is shown of a verified intent challenge. */
+export interface IntentClaim {
+  /** Who the sender says asked for the callbacks (`data.subscriber`), or `undefined` when it names nobody. */
+  subscriber: string | undefined
+  /** The challenge request's `webhook-id` (`intent_…`, never a task id). */
+  id: string
+  /** When the sender signed the challenge. */
+  timestamp: Date
+}
+
+const MAX_SUBSCRIBER_LENGTH = 500
 
 /** What a receiver sends back to an intent challenge. */
 export interface IntentAnswer {
@@ -82,7 +103,7 @@ const CHALLENGE = /^[A-Za-z0-9_-]{16,128}$/
 export async function verifyIntent(url: string, options: VerifyIntentOptions): Promise<void> {
   if (typeof url !== 'string' || url === '') throw new TypeError('url must be a non-empty string')
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
-  const { transport, sign, now = () => new Date(), signal } = options
+  const { transport, sign, now = () => new Date(), signal, subscriber } = options
   let { timeoutMs } = options
   timeoutMs ??= 10_000
   if (typeof transport?.send !== 'function') throw new TypeError('transport must be a Transport (with send)')
@@ -90,12 +111,16 @@ export async function verifyIntent(url: string, options: VerifyIntentOptions): P
   if (typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new TypeError('timeoutMs must be a positive integer')
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('signal must be an AbortSignal')
+  if (subscriber !== undefined && (typeof subscriber !== 'string' || subscriber === '' || subscriber.length > MAX_SUBSCRIBER_LENGTH)) {
+    throw new TypeError(`subscriber must be a non-empty string of at most ${MAX_SUBSCRIBER_LENGTH} characters`)
+  }
   signal?.throwIfAborted()
 
   const challenge = randomBytes(32).toString('base64url')
   const timestamp = now()
   const id = `intent_${randomBytes(12).toString('base64url')}`
-  const body = JSON.stringify({ type: INTENT_EVENT, timestamp: timestamp.toISOString(), data: { challenge } })
+  const data = subscriber === undefined ? { challenge } : { challenge, subscriber }
+  const body = JSON.stringify({ type: INTENT_EVENT, timestamp: timestamp.toISOString(), data })
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     'user-agent': `endpoint-callback/${VERSION}`,
@@ -159,6 +184,19 @@ function header(headers: HeadersLike, name: string): string | undefined {
     if (key !== undefined) value = record[key]
   }
   return Array.isArray(value) ? value[0] : value
+}
+
+/**
+ * What a verified intent challenge claims: its `data.subscriber` (a string, or `undefined` when it
+ * names nobody or is not shaped as a challenge body), id and time. For receivers' `acceptIntent`.
+ */
+export function intentClaim(callback: { id: string; timestamp: Date; data?: unknown }): IntentClaim {
+  const data = callback.data
+  const subscriber =
+    data !== null && typeof data === 'object' && typeof (data as { subscriber?: unknown }).subscriber === 'string'
+      ? (data as { subscriber: string }).subscriber
+      : undefined
+  return { subscriber, id: callback.id, timestamp: callback.timestamp }
 }
 
 /**

@@ -60,6 +60,8 @@ export interface ResolvedSender {
   readonly instrumentation: DeliveryInstrumentation | undefined
   /** Whether every task's attempts first prove the callback URL's intent (`verifyIntent`). */
   readonly verifyIntent: boolean
+  /** Who asked for a task's callbacks, named in its intent challenge (`intentSubscriber`). */
+  readonly intentSubscriber: ((task: CallbackTask) => string | undefined) | undefined
   /**
    * The signer for this task: its own secret when it has one, else the sender's keys (with a key
    * ring, the keys that sign at this instant). Throws a `TypeError` when there is nothing to sign
@@ -130,6 +132,10 @@ function buildSender(options: SenderOptions): ResolvedSender {
   }
   verifyIntent ??= false
   if (typeof verifyIntent !== 'boolean') throw new TypeError('verifyIntent must be a boolean')
+  const { intentSubscriber } = options
+  if (intentSubscriber !== undefined && typeof intentSubscriber !== 'function') {
+    throw new TypeError('intentSubscriber must be a function (task) => string naming who asked for the task')
+  }
   const compiledPolicy = compileUrlPolicy(urlPolicy)
   const resolvedRetry = resolveRetryOptions(retry)
 
@@ -203,6 +209,7 @@ function buildSender(options: SenderOptions): ResolvedSender {
     transportTimeoutMs,
     canSign: signer !== undefined || keyRing !== undefined,
     verifyIntent,
+    intentSubscriber,
     urlPolicy: compiledPolicy,
     checkedUrl(text) {
       let href = checkedUrls.get(text)

@@ -444,6 +444,18 @@ export interface SenderOptions {
    * never sent the payload: the task fails. Default `false`; a task can ask for it on its own.
    */
   verifyIntent?: boolean
+  /**
+   * Who asked for a task's callbacks (e.g. the client's account id, kept in `task.metadata`),
+   * named in the signed intent challenge so the receiver can refuse a challenge meant for somebody
+   * else (`acceptIntent`). With one secret shared by several clients, set it together with
+   * `verifyIntent: true`; otherwise one client can have another's receiver accept its callbacks.
+   *
+   * @example
+   * ```ts
+   * const sender = { store, secret, verifyIntent: true, intentSubscriber: (task) => task.metadata?.account as string }
+   * ```
+   */
+  intentSubscriber?: (task: CallbackTask) => string | undefined
   urlPolicy?: UrlPolicy
   retry?: RetryOptions
   /**

@@ -6,7 +6,8 @@ import { KeyObject } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CallbackError, ReceiverError } from '../errors.ts'
 import type { CallbackErrorCode } from '../errors.ts'
-import { answerIntentChallenge } from '../intent.ts'
+import { answerIntentChallenge, intentClaim } from '../intent.ts'
+import type { IntentAnswer, IntentClaim } from '../intent.ts'
 import { decryptCallback, JOSE_CONTENT_TYPE } from '../signing/jwe.ts'
 import type { DecryptionKey, JweAlgorithmOptions } from '../signing/jwe.ts'
 import type { BodyLike, HeadersLike, ReplayGuard, VerifiedCallback, VerifyOptions } from '../types.ts'
@@ -47,6 +48,19 @@ export interface ReceiverOptions extends VerifyOptions {
   keyManagementAlgorithms?: JweAlgorithmOptions['keyManagementAlgorithms']
   /** Content encryption algorithms accepted for encrypted callbacks. Default `['A256GCM']`. */
   contentEncryptionAlgorithms?: JweAlgorithmOptions['contentEncryptionAlgorithms']
+  /**
+   * Decides whether to answer a verified intent challenge, from whom the sender says asked for the
+   * callbacks (`subscriber`, named by the sender's `intentSubscriber`). Without it every verified
+   * challenge is echoed. A refusal is answered 403, and the sender never sends that task's
+   * payload. With a secret shared by all of a sender's clients this is what keeps another client
+   * from pointing its callbacks at this endpoint (when the sender verifies intent for every task).
+   *
+   * @example
+   * ```ts
+   * callbackReceiver({ secret, acceptIntent: (intent) => intent.subscriber === 'acct_42' })
+   * ```
+   */
+  acceptIntent?: (intent: IntentClaim) => boolean | Promise<boolean>
 }
 
 /** The problem document (RFC 9457) a receiver answers with. Never holds a secret or a signature. */
@@ -136,6 +150,7 @@ const TITLE: Partial<Record<CallbackErrorCode, string>> = {
   ERR_CALLBACK_RAW_BODY_UNAVAILABLE: 'Receiver misconfigured',
   ERR_CALLBACK_DECRYPTION_KEY_MISSING: 'Receiver misconfigured',
   ERR_CALLBACK_JWKS: "The sender's keys could not be loaded",
+  ERR_CALLBACK_INTENT_NOT_VERIFIED: 'Intent refused: these callbacks are not meant for this receiver',
 }
 
 /** The HTTP status a receiver answers for `error`, or `undefined` when it is not a receiving error. */
@@ -146,8 +161,11 @@ export function statusFor(error: unknown): number | undefined {
 /** Creates a receiver core; validates `options` once (a `TypeError` names the option). */
 export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCore {
   if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object')
-  let { maxBodyBytes, contentTypes, replayGuard, decryptionKey, keyManagementAlgorithms, contentEncryptionAlgorithms, ...verifyOptions } =
+  let { maxBodyBytes, contentTypes, replayGuard, decryptionKey, keyManagementAlgorithms, contentEncryptionAlgorithms, acceptIntent, ...verifyOptions } =
     options
+  if (acceptIntent !== undefined && typeof acceptIntent !== 'function') {
+    throw new TypeError('acceptIntent must be a function (intent) => boolean, e.g. (intent) => intent.subscriber === myAccountId')
+  }
   maxBodyBytes ??= DEFAULT_MAX_BODY_BYTES
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 0) {
     throw new TypeError('maxBodyBytes must be a non-negative integer number of bytes')
@@ -217,7 +235,7 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
     }
     // A verified intent challenge is answered here, before the replay guard and the handler: it is
     // the sender asking whether we want its callbacks, not a callback.
-    const intent = answerIntentChallenge({ method: request.method ?? 'POST', headers: request.headers })
+    const intent = await answerIntent(request, callback, acceptIntent)
     if (intent !== undefined) return { accepted: false, ...intent }
     if (guard === undefined) return { accepted: true, callback, guarded: false, settle: settleNothing }
     const id = callback.id
@@ -257,6 +275,18 @@ export function createReceiverCore(options: ReceiverOptions): CallbackReceiverCo
 }
 
 const settleNothing = async (): Promise<void> => {}
+
+/** The answer to a verified intent challenge (the echo, or 403 when `accept` refuses it), or `undefined`. */
+async function answerIntent(
+  request: IncomingCallback,
+  callback: VerifiedCallback,
+  accept: ((intent: IntentClaim) => boolean | Promise<boolean>) | undefined
+): Promise<IntentAnswer | undefined> {
+  const answer = answerIntentChallenge({ method: request.method ?? 'POST', headers: request.headers })
+  if (answer === undefined || accept === undefined || answer.status !== 200) return answer
+  if ((await accept(intentClaim(callback))) === true) return answer
+  return problemAnswer(new ReceiverError('ERR_CALLBACK_INTENT_NOT_VERIFIED', 'acceptIntent refused this intent challenge'), 403)
+}
 
 /** The problem answer for `error`, or `undefined` when it is not a receiving error. */
 export function answerFor(error: unknown): ReceiverAnswer | undefined {
