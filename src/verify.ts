@@ -427,7 +427,7 @@ function compileVerifier(options: VerifyOptions): CompiledVerifier {
     return envelope(id, new Date(timestamp * 1000), text)
   }
   const verify: (request: VerifiableRequest) => VerifiedCallback | Promise<VerifiedCallback> =
-    remote === undefined ? check : (request) => verifyWithJwks(check, remote, request)
+    remote === undefined ? check : (request) => verifyWithJwks(check, checkHeaders, remote, request)
   return Object.assign(verify, { checkHeaders })
 }
 
@@ -456,17 +456,20 @@ function remoteJwksOption(value: unknown): RemoteJwks | undefined {
 
 /**
  * Verifies with the sender's published keys as well. The JWKS is consulted only for a request that
- * carries a well-formed `v1a` entry, so nothing else (unsigned or HMAC-only requests) makes the
- * receiver fetch; when no key matched, it is fetched again once, as the sender may have rotated,
+ * carries a well-formed `v1a` entry and headers that could verify, so nothing else (unsigned,
+ * stale or HMAC-only requests) makes the receiver fetch; when no key matched, it is fetched again once, as the sender may have rotated,
  * and the request is checked again only if the keys changed (the cooldown bounds the refetches a
  * flood of bad signatures can cause).
  */
 async function verifyWithJwks(
   check: (request: VerifiableRequest, remoteKeys?: readonly KeyObject[]) => VerifiedCallback,
+  checkHeaders: (headers: HeadersLike) => void,
   remote: RemoteJwks,
   request: VerifiableRequest
 ): Promise<VerifiedCallback> {
   if (!hasV1aEntry(request)) return check(request)
+  // Headers that can never verify (stale, malformed, too many entries) must not cost a fetch.
+  checkHeaders(request.headers)
   const keys = await remote()
   try {
     return check(request, keys)

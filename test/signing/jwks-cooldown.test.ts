@@ -85,3 +85,24 @@ test('a refresh asked for while the JWKS fails keeps the keys already loaded and
     await jwks.close()
   }
 })
+
+test('a v1a request whose headers can never verify (stale, too many entries) costs no fetch', async () => {
+  const sender = generateSigningKey()
+  const jwks = await flakyJwks(sender.publicKey)
+  jwks.heal()
+  const clock = new Date('2030-01-01T00:00:00Z')
+  try {
+    const keys = createRemoteJwks(jwks.url, { allowHttp: true, now: () => clock })
+    const receiver = createReceiverCore({ jwks: keys, now: () => clock })
+    const stale = signedBy(sender.signingKey, new Date(clock.getTime() - 3_600_000))
+    const answer = await receiver.admit(stale)
+    assert.equal(answer.accepted === false && answer.status, 401)
+    const crowded = signedBy(sender.signingKey, clock)
+    crowded.headers['webhook-signature'] = Array(17).fill(crowded.headers['webhook-signature']).join(' ')
+    const refused = await receiver.admit(crowded)
+    assert.equal(refused.accepted === false && refused.status, 400)
+    assert.equal(jwks.hits(), 0)
+  } finally {
+    await jwks.close()
+  }
+})
