@@ -227,10 +227,11 @@ test("while the sender's JWKS is down the receiver answers 503 with retry-after,
   const jwks = await startJwksServer(createJwksHandler(keys.signingKey))
   jwks.state.down = true
   t.after(() => jwks.close())
-  const receiver = await startReceiver('koa', { jwks: createRemoteJwks(jwks.url, { allowHttp: true }) })
-  t.after(() => receiver.close())
-  // Starts at the real time (the receiver checks timestamps against it) and moves when told.
+  // Starts at the real time (the receiver checks timestamps against it) and moves when told. The
+  // receiver's key set runs on it too: after a failed fetch it waits out its cooldown.
   const clock = createTestClock(new Date())
+  const receiver = await startReceiver('koa', { jwks: createRemoteJwks(jwks.url, { allowHttp: true, now: clock.now }) })
+  t.after(() => receiver.close())
   const { options, transport } = sender({ signingKey: keys.signingKey, now: clock.now })
   t.after(() => transport.close())
 
