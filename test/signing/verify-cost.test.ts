@@ -107,3 +107,20 @@ test('a key that matched before is tried first, so a rotated receiver pays one v
   await verify({ headers, body })
   assert.equal(await countVerifications(() => verify({ headers, body })), 1)
 })
+
+test('checkHeaders refuses from the headers alone what no body can make verify, and passes what might', () => {
+  const verify = createVerifier(options)
+  const good = signPayload({ id: 'msg_1', timestamp: now, body }, { signingKey: keys[0]!.signingKey })
+  verify.checkHeaders(good)
+  verify.checkHeaders({ ...good, 'webhook-signature': forgedEntries(16) }) // well-formed: only the body can tell
+  const refused: Array<[Record<string, string>, string]> = [
+    [{ ...good, 'webhook-timestamp': '1' }, 'ERR_CALLBACK_SIGNATURE_TIMESTAMP_TOO_OLD'],
+    [{ ...good, 'webhook-timestamp': 'soon' }, 'ERR_CALLBACK_SIGNATURE_TIMESTAMP_MALFORMED'],
+    [{ 'webhook-id': 'msg_1', 'webhook-timestamp': good['webhook-timestamp'] }, 'ERR_CALLBACK_SIGNATURE_HEADERS_MISSING'],
+    [{ ...good, 'webhook-signature': 'v1a,abc' }, 'ERR_CALLBACK_SIGNATURE_MALFORMED'],
+    [{ ...good, 'webhook-signature': forgedEntries(17) }, 'ERR_CALLBACK_SIGNATURE_MALFORMED'],
+    // Only an HMAC entry, and no secret to check it with: a mismatch whatever the body.
+    [{ ...good, 'webhook-signature': `v1,${Buffer.alloc(32).toString('base64')}` }, 'ERR_CALLBACK_SIGNATURE_MISMATCH'],
+  ]
+  for (const [headers, code] of refused) assert.throws(() => verify.checkHeaders(headers), { code })
+})
