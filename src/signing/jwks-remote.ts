@@ -170,7 +170,7 @@ export function openRemoteKeySet(
     cooldownMs,
     cacheMaxAgeMs,
     holdFailures,
-    state: {},
+    state: {}
   }
 }
 
