@@ -113,6 +113,7 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   if (verifyIntent === true) task.verifyIntent = true
   if (metadata !== undefined) task.metadata = metadata
   if (taskDeadline !== undefined) task.deadline = taskDeadline
+  task.destination = sender.destinationOf(task)
 
   const { transaction } = options
   const { task: stored, created } =
