@@ -18,10 +18,12 @@ export interface DestinationOptions {
    * answers can hold only that many of the worker's `concurrency` slots. Default: a fifth of
    * `concurrency`, at least 2 — 2 with the default concurrency of 10.
    *
-   * A destination that answers fast gets more: while its last attempt took under a second and none
-   * of its attempts in flight has been running for a second, it may have up to half of
-   * `concurrency` in flight (never less than `perDestination`). One that turns slow thus holds at
-   * most half the slots, for at most one transport timeout, before the cap applies again.
+   * A destination that answers fast is not capped: while its last attempt took under a second and
+   * none of its attempts in flight has been running for a second, it may use any slot that is free
+   * (the claim still takes due tasks earliest first, so other destinations' due tasks get the
+   * slots it frees within that second). The cap is for the slow: one that turns slow is capped
+   * again at once — no new task of it is claimed while one of its attempts has been running for a
+   * second — and the slots it already holds are freed within one transport timeout.
    */
   perDestination?: number
   /** The circuit breaker's thresholds, or `false` for none. See {@link BreakerOptions} for the defaults. */
@@ -70,8 +72,8 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
   if (setDestination === undefined) {
     return { perDestination: undefined, claimView: () => inFlight, shortClaim() {}, started() {}, ended: () => false, afterAttempt: async () => {} }
   }
-  /** Extra room of a fast destination over `perDestination`. */
-  const bonus = Math.max(0, Math.floor(concurrency / 2) - perDestination)
+  /** Extra room of a fast destination over `perDestination`: every slot (work-conserving). */
+  const bonus = Math.max(0, concurrency - perDestination)
   /** Destinations whose last attempt was fast. */
   const fast = new Set<string>()
   /** When each attempt in flight started (performance.now()). */

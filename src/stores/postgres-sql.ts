@@ -560,6 +560,52 @@ export function claimLimitedSql(schema: string): string {
 SELECT claimed.* FROM final LEFT JOIN claimed ON claimed.id = final.id`
 }
 
+/**
+ * The cheap first try of a limited claim, for the common case: the earliest due tasks whose
+ * destination is not held back, not on probation and not at the caller's cap, read and locked
+ * through the due index in one pass (`SKIP LOCKED`), with no ranking of the backlog. Of what it
+ * locked, each destination keeps only its room; the rest stays due, in its place (the locks end
+ * with the statement). Same parameters as {@link claimLimitedSql}. It always returns one row at
+ * least (`id` NULL when it leased nothing), each saying how many rows it locked (`locked`) and
+ * whether a destination waits for its probe (`probes`): when a destination had more due than its
+ * room (other destinations' tasks may wait behind them) or a probe waits, the caller runs
+ * {@link claimLimitedSql} for the rest of `limit`.
+ */
+export function claimQuickSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH busy AS (
+  SELECT key AS destination, value::int AS n FROM json_each_text($6::json)
+), due AS (
+  SELECT id, destination, next_attempt_at AS due_at, (deadline IS NOT NULL AND deadline < $1::timestamptz) AS expired
+  FROM ${s}.tasks
+  WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz
+    AND (destination IS NULL OR deadline < $1::timestamptz OR (
+      destination NOT IN (SELECT destination FROM ${s}.destinations WHERE until > $1::timestamptz OR state IN ('open', 'probing'))
+      AND destination NOT IN (SELECT destination FROM busy WHERE n >= $5::int)))
+  ORDER BY next_attempt_at, id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+), picked AS (
+  SELECT d.*, row_number() OVER (PARTITION BY d.destination, d.expired ORDER BY d.due_at, d.id) AS taken,
+    CASE WHEN d.expired OR d.destination IS NULL THEN NULL ELSE $5::int - COALESCE(b.n, 0) END AS room
+  FROM due AS d LEFT JOIN busy AS b ON b.destination = d.destination
+), claimed AS (
+  UPDATE ${s}.tasks AS t
+SET status = 'delivering', next_attempt_at = $3::timestamptz, lease_token = $4 || ':' || t.id,
+    leased_at = $1::timestamptz, updated_at = $1::timestamptz
+FROM picked
+WHERE t.id = picked.id AND (picked.room IS NULL OR picked.taken <= picked.room)
+RETURNING picked.due_at, ${taskColumns
+    .split(',')
+    .map((column) => `t.${column.trim()}`)
+    .join(', ')}
+)
+SELECT (SELECT count(*) FROM picked)::int AS locked,
+  EXISTS (SELECT 1 FROM ${s}.destinations WHERE state IN ('open', 'probing') AND until <= $1::timestamptz) AS probes,
+  claimed.*
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true`
+}
+
 /** $1 destination, $2 state, $3 until, $4 reason, $5 openings, $6 now. */
 export function holdDestinationSql(schema: string): string {
   return `INSERT INTO ${quoteIdentifier(schema)}.destinations (destination, state, until, reason, openings, updated_at)

@@ -34,6 +34,7 @@ import {
   attachSql,
   cancelSql,
   claimLimitedSql,
+  claimQuickSql,
   claimSql,
   clearDestinationSql,
   holdDestinationSql,
@@ -211,6 +212,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     attach: attachSql(schema),
     claim: claimSql(schema),
     claimLimited: claimLimitedSql(schema),
+    claimQuick: claimQuickSql(schema),
     complete: completeSql(schema),
     completeBatch: completeBatchSql(schema),
     attemptRecorded: attemptRecordedSql(schema),
@@ -319,9 +321,27 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       if (perDestination !== undefined) {
         const busy = new Map(inFlight)
         const leased: any[] = []
+        const token = randomUUID()
+        const quick = await run('claim', pool, sql.claimQuick, [
+          now.toISOString(),
+          limit,
+          expiresAt.toISOString(),
+          token,
+          perDestination,
+          JSON.stringify(Object.fromEntries(busy))
+        ])
+        for (const row of quick.rows) {
+          if (row.id == null) continue
+          leased.push(row)
+          if (row.destination != null) busy.set(row.destination, (busy.get(row.destination) ?? 0) + 1)
+        }
+        // The ranked claim only when the quick one could not be enough: a destination had more due
+        // than its room (others' tasks may wait behind), or a destination waits for its probe.
+        const first = quick.rows[0]
+        const more = leased.length < limit && (Number(first?.locked ?? 0) > leased.length || first?.probes === true)
         // Workers claiming side by side may choose the same rows; the one that finds them taken
         // claims again (a few times at most) rather than leaving its slots idle until its next poll.
-        for (let round = 0; round < 4 && leased.length < limit; round++) {
+        for (let round = 0; more && round < 4 && leased.length < limit; round++) {
           const { rows } = await run('claim', pool, sql.claimLimited, [
             now.toISOString(),
             limit - leased.length,

@@ -234,7 +234,8 @@ local over = 0
 local overMax = 4 * limit + 100
 local hadRoom = {}
 while #chosen < limit and offset < maxScan and over < overMax do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, 200)
+  -- the first page is what the claim wants: the common case (no destination over its room) reads no more
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, offset == 0 and limit or 200)
   if #ids == 0 then break end
   offset = offset + #ids
   for _, id in ipairs(ids) do
@@ -264,6 +265,7 @@ end
 for _, id in ipairs(stale) do redis.call('ZREM', KEYS[1], id) end
 local leased = {}
 local probes = {}
+local noted = {}
 for i, pick in ipairs(chosen) do
   local id = pick[1]
   local key = ARGV[1] .. id
@@ -274,8 +276,12 @@ for i, pick in ipairs(chosen) do
   local d = pick[2]
   if d then
     redis.call('ZADD', ARGV[8] .. d, ARGV[4], id)
-    redis.call('ZREMRANGEBYSCORE', ARGV[8] .. d, '-inf', now)
-    redis.call('SADD', ARGV[10], d)
+    if not noted[d] then
+      -- once per destination and claim: forget expired leases, list the destination
+      noted[d] = true
+      redis.call('ZREMRANGEBYSCORE', ARGV[8] .. d, '-inf', now)
+      redis.call('SADD', ARGV[10], d)
+    end
     if probeOf[d] then
       probe = probeOf[d]
       probeOf[d] = nil

@@ -62,7 +62,11 @@ test('endpoints that never answer or trickle do not delay a healthy endpoint, an
   await until('the healthy endpoint got its ten callbacks', () => arrivals.length === 10)
   const lateness = Math.max(...arrivals) - started
   assert.ok(lateness < 1_500, `the last healthy callback arrived ${Math.round(lateness)} ms after the start (a 2 s timeout blocks for longer)`)
-  for (const id of healthyIds) assert.equal((await sender.store.get(id))?.status, 'delivered')
+  // The record is written just after the answer arrives: give it a moment.
+  await until('the healthy tasks are recorded as delivered', async () => {
+    const tasks = await Promise.all(healthyIds.map((id) => sender.store.get(id)))
+    return tasks.every((task) => task?.status === 'delivered')
+  }, 2_000)
   // Default perDestination with concurrency 10 is 2: the rest of each backlog waits in the store.
   assert.ok(dead.maxOpen <= 2, `the tarpit held ${dead.maxOpen} requests at once`)
   assert.ok(slow.maxOpen <= 2, `the trickling endpoint held ${slow.maxOpen} requests at once`)
@@ -204,7 +208,7 @@ test('a task whose deadline passed while its destination was held fails without 
   assert.equal(endpoint.received, 1, 'the breaker stayed open: the deadline ended the others unsent')
 })
 
-test('a destination that answers fast may use up to half the slots; one that hangs stays at its cap', async (t) => {
+test('a destination that answers fast may use the free slots; one that hangs stays at its cap', async (t) => {
   const quick = await startEndpoint((_request, response) => {
     setTimeout(() => response.writeHead(204).end(), 30)
   })
@@ -224,6 +228,7 @@ test('a destination that answers fast may use up to half the slots; one that han
     const tasks = await Promise.all(ids.map((id) => sender.store.get(id)))
     return tasks.every((task) => task?.status === 'delivered')
   })
-  assert.ok(quick.maxOpen > 2 && quick.maxOpen <= 5, `the fast destination had ${quick.maxOpen} requests at once (2 < n <= 5)`)
+  // 10 slots, 2 of them held by the tarpit: the fast destination may use the other 8.
+  assert.ok(quick.maxOpen > 5 && quick.maxOpen <= 8, `the fast destination had ${quick.maxOpen} requests at once (5 < n <= 8)`)
   assert.ok(dead.maxOpen <= 2, `the tarpit held ${dead.maxOpen} requests at once`)
 })
