@@ -57,6 +57,8 @@ export interface DestinationPolicy {
 /** Checks the options once and returns the policy the worker calls. */
 /** An attempt quicker than this, with none of its destination's running longer, counts as fast. */
 const FAST_ATTEMPT_MS = 1_000
+/** Fast destinations with nothing in flight that a claim's view still gives their room. */
+const MAX_IDLE_FAST_IN_VIEW = 16
 /** Destinations whose speed is remembered; the least recently seen are forgotten first. */
 const MAX_REMEMBERED = 10_000
 
@@ -72,10 +74,16 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
   if (setDestination === undefined) {
     return { perDestination: undefined, claimView: () => inFlight, shortClaim() {}, started() {}, ended: () => false, afterAttempt: async () => {} }
   }
-  /** Extra room of a fast destination over `perDestination`: every slot (work-conserving). */
-  const bonus = Math.max(0, concurrency - perDestination)
+  /**
+   * Extra room of a fast destination over `perDestination`: every slot (work-conserving). Twice
+   * `concurrency`, since its count includes attempts answered whose records are being written,
+   * which hold no slot: its room is then never below the claim's limit (the free slots).
+   */
+  const bonus = Math.max(0, 2 * concurrency - perDestination)
   /** Destinations whose last attempt was fast. */
   const fast = new Set<string>()
+  /** The destinations last seen fast, most recent first (at most MAX_IDLE_FAST_IN_VIEW). */
+  const lastFast: string[] = []
   /** When each attempt in flight started (performance.now()). */
   const startedAt = new Map<Lease, number>()
   const capOf = (destination: string) => perDestination! + (fast.has(destination) ? bonus : 0)
@@ -100,6 +108,15 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
       for (const [lease, at] of startedAt) if (at < slowSince && lease.task.destination !== undefined) stuck.add(lease.task.destination)
       const view = new Map(inFlight)
       for (const [destination, count] of inFlight) if (fast.has(destination) && !stuck.has(destination)) view.set(destination, count - bonus)
+      // A fast destination whose attempts all ended keeps its room too: the last few remembered
+      // (a claim's view stays small), so a busy client's next batch is not cut to perDestination.
+      let idle = 0
+      for (const destination of lastFast) {
+        if (idle >= MAX_IDLE_FAST_IN_VIEW) break
+        if (view.has(destination) || !fast.has(destination)) continue
+        view.set(destination, -bonus)
+        idle++
+      }
       return view
     },
     shortClaim(leases) {
@@ -132,10 +149,18 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
       const { destination } = lease.task
       if (destination === undefined) return
       const now = sender.now()
+      // answered: the record being written next holds no connection to the destination
+      startedAt.delete(lease)
       fast.delete(destination)
       if (record.durationMs < FAST_ATTEMPT_MS && response !== undefined && response.status < 500) {
         if (fast.size >= MAX_REMEMBERED) fast.delete(fast.values().next().value!)
         fast.add(destination)
+        if (lastFast[0] !== destination) {
+          const at = lastFast.indexOf(destination)
+          if (at >= 0) lastFast.splice(at, 1)
+          lastFast.unshift(destination)
+          if (lastFast.length > MAX_IDLE_FAST_IN_VIEW) lastFast.pop()
+        }
       }
       const wait = throttleFor(response, now, sender.retry.maxRetryAfterMs)
       if (wait !== undefined) {
