@@ -49,7 +49,11 @@ export interface CallbackTask {
   contentType?: string
   /** Attempts made so far. */
   attempts: number
-  /** When the next attempt is due (status `scheduled`), or when the current lease expires (`delivering`). */
+  /**
+   * When the next attempt is due (status `scheduled`), when the current lease expires
+   * (`delivering`), or when a `pending` task expires unless its result is attached first
+   * (`pendingTimeoutMs`, or its `deadline` if sooner).
+   */
   nextAttemptAt?: Date
   /** After this instant the task fails instead of delivering late. */
   deadline?: Date
@@ -71,6 +75,18 @@ export interface NewCallbackTask {
   metadata?: Record<string, unknown>
   deadline?: Date
   createdAt: Date
+  /**
+   * The body, when the task carries its result from creation (outbox): it is stored `scheduled`,
+   * due at `nextAttemptAt`, instead of `pending`.
+   */
+  body?: string
+  /** Content type of `body`; `application/json` when absent. */
+  contentType?: string
+  /**
+   * With a `body`: when the first attempt is due. Without one: when the `pending` task expires
+   * (see {@link CallbackStore.expirePending}); absent, it never does.
+   */
+  nextAttemptAt?: Date
 }
 
 /** One attempt to deliver, as recorded in the task's history. Never contains a secret. */
@@ -120,8 +136,11 @@ export interface StoreCallOptions {
  */
 export interface CallbackStore {
   /**
-   * Inserts a `pending` task. With an `idempotencyKey` that is already stored, inserts nothing and
-   * returns the stored task with `created: false` — also when two calls race.
+   * Inserts a `pending` task — or, when it comes with a `body` (outbox), a `scheduled` one due at
+   * its `nextAttemptAt`, waking subscribed workers (inside a transaction: when it commits). With an
+   * `idempotencyKey` that is already stored, inserts nothing and returns the stored task with
+   * `created: false` — also when two calls race. A store that cannot join `options.transaction`
+   * throws a `TypeError` rather than write outside it.
    */
   insert(task: NewCallbackTask, options?: StoreCallOptions): Promise<{ task: CallbackTask; created: boolean }>
   /** The task, or `undefined`. */
@@ -136,6 +155,30 @@ export interface CallbackStore {
     result: { body: string; contentType?: string },
     lease: { now: Date; leaseMs: number }
   ): Promise<Lease | undefined>
+  /**
+   * Optional (outbox): attaches the result to a `pending` task and makes it `scheduled`, due at
+   * `now`, without leasing it: a worker sends it (after `options.transaction` commits, when given,
+   * and woken then). Returns the task, or `undefined` when it does not exist or is not `pending`.
+   * A store that cannot join `options.transaction` throws a `TypeError`.
+   */
+  schedule?(
+    id: string,
+    result: { body: string; contentType?: string },
+    at: { now: Date },
+    options?: StoreCallOptions
+  ): Promise<CallbackTask | undefined>
+  /**
+   * Optional (no stranded task): ends up to `limit` `pending` tasks whose `nextAttemptAt` (their
+   * expiry) is at or before `now`: status `failed`, `lastError` set to `reason`, as a failure that
+   * `list({ status: 'failed' })` shows. Returns them. Workers call it as they poll.
+   */
+  expirePending?(options: { now: Date; limit: number; reason: string }): Promise<CallbackTask[]>
+  /**
+   * Optional: checks once that the store can work — the client answers, the schema is migrated,
+   * the keys have the types the store writes — and rejects with an error that says how to fix it.
+   * `worker.start()` calls it.
+   */
+  check?(): Promise<void>
   /**
    * Leases up to `limit` tasks that are due: `scheduled` with `nextAttemptAt <= now`, and
    * `delivering` whose lease expired (its holder died), earliest due first. Each gets a new token;
@@ -162,6 +205,8 @@ export interface CallbackStore {
    * callback host, id, idempotency key, time range), most recently updated first — for a failed
    * task, most recently failed first. Pass the page's `cursor` back for the next page; a page
    * without `cursor` is the last. `storeContract` checks every filter.
+   * The memory, PostgreSQL and Redis stores list every status, `pending` included (the tasks
+   * waiting for a result).
    */
   list?(query: TaskListQuery): Promise<TaskPage>
   /**
@@ -322,8 +367,13 @@ export interface RetryOptions {
   deadlineMs?: number
   /** Cap on a `Retry-After` hint, in ms. Default 24 h. */
   maxRetryAfterMs?: number
-  /** 4xx statuses (besides 408, 425, 429) to retry instead of failing permanently. */
-  retryStatuses?: number[]
+  /**
+   * Statuses that fail the task at once instead of being retried (e.g. `[400, 422]`). By default
+   * every answer but 2xx and 410 Gone is retried on the schedule, as Svix and Stripe do: a 401
+   * during a secret rotation and the 404 of a route not deployed yet are usually soon fixed.
+   * 3xx to 5xx, except 410.
+   */
+  failStatuses?: number[]
 }
 
 /**
@@ -337,13 +387,16 @@ export interface RetryOptions {
  * - `delivered`: the receiver answered 2xx; the task is done.
  * - `retry-scheduled`: the attempt failed in a way worth retrying; the next one is stored as due at
  *   `nextAttemptAt` and any worker sharing the store will make it.
- * - `failed`: the task ended without delivery (a permanent 4xx or 3xx, no attempts left, the
- *   deadline passed); `reason` is the task's `lastError`.
+ * - `failed`: the task ended without delivery (a status listed in `retry.failStatuses`, no
+ *   attempts left, the deadline passed); `reason` is the task's `lastError`. A `pending` task whose
+ *   result never came (`pendingTimeoutMs`) fails without an attempt, with reason
+ *   `ERR_CALLBACK_PENDING_EXPIRED: …`, emitted by the worker that expired it.
  * - `cancelled`: the receiver answered 410 Gone; the task ends without further attempts.
  * - `lease-lost`: the attempt was made but its lease had run out and another worker had claimed the
  *   task (or it was cancelled meanwhile), so nothing was recorded; the receiver may see a duplicate.
  * - `error`: the store failed while the worker claimed, released or recorded (the worker backs off
- *   and goes on), or an attempt rejected.
+ *   and goes on), or an attempt rejected. With no `onEvent` listener, each distinct cause is
+ *   printed to stderr once instead, so a misconfigured worker is never silent.
  *
  * @example
  * ```ts
@@ -471,11 +524,31 @@ export interface SenderOptions {
   onEvent?: (event: DeliveryEvent) => void
   /** Tracing and metrics around each attempt, e.g. `createOpenTelemetry()` from `endpoint-callback/otel`. */
   instrumentation?: DeliveryInstrumentation
-  /** For `createCallbackTask`: the caller's open transaction, passed to `store.insert`. */
+  /**
+   * The caller's open transaction (outbox): `createCallbackTask` inserts the task with it, and
+   * `deliver` attaches the result with it and leaves the sending to a worker, after the commit.
+   * The PostgreSQL store takes a client after `BEGIN` (anything with `query`, never the pool); the
+   * memory and Redis stores cannot join a transaction and throw a `TypeError`.
+   */
   transaction?: unknown
+  /**
+   * How long a `pending` task waits for its result (`deliver`) before it fails with
+   * `ERR_CALLBACK_PENDING_EXPIRED` — say the process that accepted the job died before it
+   * finished. A task's `deadline` ends it sooner. Default 24 h; `Infinity` keeps it waiting.
+   */
+  pendingTimeoutMs?: number
+  /**
+   * Every task brings its own `secret` (`createCallbackTask` refuses one without), so the sender
+   * needs no `secret`, `signingKey` or `keyRing` of its own. Without this, a sender with no key is
+   * refused when its options are first resolved. Default `false`.
+   */
+  requireTaskSecret?: boolean
 }
 
-/** What `deliver` resolves with. */
+/**
+ * What `deliver` resolves with. With `transaction`, nothing is sent inline: `retrying` with
+ * `attempts: 0` and `nextAttemptAt` (now), for a worker to send after the commit.
+ */
 export interface DeliveryReport {
   status: 'delivered' | 'retrying' | 'failed' | 'cancelled'
   attempts: number

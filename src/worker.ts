@@ -4,6 +4,7 @@
  */
 import { runAttempt } from './deliver.ts'
 import { CallbackError } from './errors.ts'
+import { expirePendingTasks } from './pending-expiry.ts'
 import { resolveSender } from './sender.ts'
 import { withinDeadline } from './store-deadline.ts'
 import { createWakeSchedule } from './wake-schedule.ts'
@@ -186,9 +187,32 @@ export function createWorker(options: WorkerOptions): Worker {
     )
   }
 
+  // Expired pending tasks are looked for at most once per poll interval, however fast claims go.
+  let sweptAt = -Infinity
+  async function sweepExpired(): Promise<void> {
+    const at = performance.now()
+    if (at - sweptAt < pollIntervalMs) return
+    sweptAt = at
+    try {
+      await expirePendingTasks(sender)
+    } catch (error) {
+      sender.emit({ type: 'error', error })
+    }
+  }
+
   async function claimLoop(): Promise<void> {
+    // Checked once: an unmigrated schema or an unreachable server is reported before the first
+    // claim (on stderr when nobody listens), and the worker keeps trying, as for any store error.
+    if (typeof store.check === 'function') {
+      try {
+        await store.check()
+      } catch (error) {
+        sender.emit({ type: 'error', error })
+      }
+    }
     let failures = 0
     while (running) {
+      await sweepExpired()
       const free = concurrency - active
       if (free > 0) {
         const limit = Math.min(batchSize, free)

@@ -221,6 +221,16 @@ function storeCommand(program: Command, name: string, description: string): Comm
     .addHelpText('after', INSPECT_EXIT_CODES_HELP)
 }
 
+/**
+ * Where a redelivered task is by the time it is read back: a worker may have claimed it already,
+ * and then its `nextAttemptAt` is the lease's expiry, not a due time.
+ */
+export function redeliveredState(task: CallbackTask): string {
+  if (task.status === 'scheduled' && task.nextAttemptAt !== undefined) return `due ${task.nextAttemptAt.toISOString()}`
+  if (task.status === 'delivering') return 'a worker is sending it now'
+  return `already ${task.status}`
+}
+
 /** Adds `tasks`, `attempts`, `redeliver` and `cancel` to the program. */
 export function addInspectCommands(program: Command, exit: (code: number) => void): void {
   storeCommand(
@@ -287,7 +297,7 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
       await withStore(location(flags), async (store) => {
         if (id !== undefined) {
           const task = await redeliverTask(id, { store })
-          printLine(flags.json ? JSON.stringify(taskSummary(task)) : `redelivered ${task.id}: due ${task.nextAttemptAt?.toISOString()}`)
+          printLine(flags.json ? JSON.stringify(taskSummary(task)) : `redelivered ${task.id}: ${redeliveredState(task)}`)
           return
         }
         const { redelivered } = await redeliverFailed({ ...searchQuery(flags), since: flags.since! }, { store })

@@ -3,6 +3,7 @@ import { createDueOrder } from './due-order.ts'
 import { callbackHost, checkListQuery, listOrder, matchesListQuery, taskPage } from './task-list.ts'
 import { randomFillSync } from 'node:crypto'
 import { StoreError } from '../errors.ts'
+import { checkOptionNames } from '../option-names.ts'
 import type {
   AttemptRecord,
   AttemptResolution,
@@ -10,6 +11,7 @@ import type {
   CallbackTask,
   Lease,
   NewCallbackTask,
+  StoreCallOptions,
   TaskStatus,
   TaskSummary
 } from '../types.ts'
@@ -89,6 +91,8 @@ interface StoredAttempt {
  * ```
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackStore {
+  if (options === null || typeof options !== 'object') throw new TypeError('createMemoryStore: options must be an object')
+  checkOptionNames(options, MEMORY_STORE_OPTION_NAMES, 'createMemoryStore')
   const maxAttemptHistory = options.maxAttemptHistory ?? 100
   if (!Number.isSafeInteger(maxAttemptHistory) || maxAttemptHistory < 1) {
     throw new TypeError('maxAttemptHistory must be a positive integer')
@@ -123,6 +127,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   const CREATED = 2
   const DEADLINE = 3
   const TOKEN = 4
+  //   EXPIRES:  when a pending task expires (`NaN`: never, or not pending)
+  const EXPIRES = 7
   let rows = new Float64Array(ROW * 1024)
   const updatedOf = (entry: Entry) => rows[entry.number * ROW + UPDATED]!
   const setUpdated = (entry: Entry, at: number) => {
@@ -167,6 +173,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   // sorted; a claim takes the earliest off its front.
 
   const order = createDueOrder()
+  /** Pending tasks by expiry, so the expired ones come off its front as due ones do off `order`. */
+  const expiring = createDueOrder()
+
+  /** A pending task leaves the expiry order: its result came, or it ended. */
+  const unexpire = (number: number) => {
+    const at = number * ROW + EXPIRES
+    const was = rows[at]!
+    if (Number.isNaN(was)) return
+    expiring.delete(was, number)
+    rows[at] = NaN
+  }
 
   /** Sets when task `number` is due next (`NaN`: never, it is pending, taken or terminal). */
   const setDue = (number: number, due: number) => {
@@ -237,7 +254,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     if (entry.metadata !== undefined) task.metadata = JSON.parse(entry.metadata) as Record<string, unknown>
     if (entry.body !== undefined) task.body = entry.body
     if (entry.contentType !== undefined) task.contentType = entry.contentType
-    const due = rows[row + DUE]!
+    const due = entry.status === 'pending' ? rows[row + EXPIRES]! : rows[row + DUE]!
     if (!Number.isNaN(due)) task.nextAttemptAt = new Date(due)
     const deadline = rows[row + DEADLINE]!
     if (!Number.isNaN(deadline)) task.deadline = new Date(deadline)
@@ -283,7 +300,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   const wake = due.wakeSoon
 
   return {
-    async insert(task: NewCallbackTask) {
+    async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
+      refuseTransaction(callOptions)
       letGo(task.createdAt.getTime())
       if (task.idempotencyKey !== undefined) {
         const existing = byIdempotencyKey.get(task.idempotencyKey)
@@ -307,9 +325,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         rows = grown
       }
       const createdAt = task.createdAt.getTime()
+      const withBody = task.body !== undefined
       const entry: Entry = {
         id: task.id,
-        status: 'pending',
+        status: withBody ? 'scheduled' : 'pending',
         callbackUrl: task.callbackUrl,
         event: task.event,
         idempotencyKey: task.idempotencyKey,
@@ -317,8 +336,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         encryptionKey: task.encryptionKey === undefined ? undefined : JSON.stringify(task.encryptionKey),
         verifyIntent: task.verifyIntent === true,
         metadata,
-        body: undefined,
-        contentType: undefined,
+        body: task.body,
+        contentType: withBody ? task.contentType : undefined,
         attempts: 0,
         lastError: undefined,
         number,
@@ -329,6 +348,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       rows[row + UPDATED] = createdAt
       rows[row + CREATED] = createdAt
       rows[row + DEADLINE] = task.deadline === undefined ? NaN : task.deadline.getTime()
+      rows[row + EXPIRES] = NaN
+      const next = task.nextAttemptAt === undefined ? NaN : task.nextAttemptAt.getTime()
+      if (withBody) {
+        setDue(number, Number.isNaN(next) ? createdAt : next)
+        wake()
+      } else if (!Number.isNaN(next)) {
+        rows[row + EXPIRES] = next
+        expiring.add(next, number)
+      }
       tasks.set(entry.id, entry)
       byNumber[number] = entry
       if (entry.idempotencyKey !== undefined) byIdempotencyKey.set(entry.idempotencyKey, entry)
@@ -343,10 +371,42 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     async attach(id, result, { now, leaseMs }) {
       const entry = tasks.get(id)
       if (entry === undefined || entry.status !== 'pending') return undefined
+      unexpire(entry.number)
       entry.body = result.body
       entry.contentType = result.contentType
       lease(entry, now.getTime(), leaseMs)
       return toLease(entry)
+    },
+
+    async schedule(id, result, { now }, callOptions) {
+      refuseTransaction(callOptions)
+      const entry = tasks.get(id)
+      if (entry === undefined || entry.status !== 'pending') return undefined
+      unexpire(entry.number)
+      entry.body = result.body
+      entry.contentType = result.contentType
+      entry.status = 'scheduled'
+      const at = now.getTime()
+      setUpdated(entry, Math.max(updatedOf(entry), at))
+      setDue(entry.number, at)
+      wake()
+      return toTask(entry)
+    },
+
+    async expirePending({ now, limit, reason }) {
+      const at = now.getTime()
+      const expired: CallbackTask[] = []
+      for (const number of expiring.takeDue(at, limit)) {
+        const entry = byNumber[number]!
+        rows[number * ROW + EXPIRES] = NaN
+        if (entry.status !== 'pending') continue
+        entry.status = 'failed'
+        entry.lastError = reason
+        setUpdated(entry, Math.max(updatedOf(entry), at))
+        noteFinished(entry)
+        expired.push(toTask(entry))
+      }
+      return expired
     },
 
     async claim({ now, limit, leaseMs }) {
@@ -389,7 +449,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       entry.attempts += 1
       entry.status = resolution.status
       setUpdated(entry, Math.max(updatedOf(entry), stored.startedAt + stored.durationMs))
-      if (resolution.lastError !== undefined) entry.lastError = resolution.lastError
+      // A delivered task's last failure is history (the attempts keep it), not its state.
+      if (resolution.status === 'delivered') entry.lastError = undefined
+      else if (resolution.lastError !== undefined) entry.lastError = resolution.lastError
       if (resolution.status === 'scheduled') {
         setDue(entry.number, resolution.nextAttemptAt.getTime())
         wake(resolution.nextAttemptAt.getTime())
@@ -414,6 +476,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       const entry = tasks.get(id)
       if (entry === undefined) return false
       if (isFinished(entry.status)) return false
+      unexpire(entry.number)
       entry.status = 'cancelled'
       setDue(entry.number, NaN)
       // no caller's clock here: the system clock, or the task's last change if that is later
@@ -505,7 +568,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   }
 }
 
-/** Numbers per task in the store's `rows`: seven are used, rounded up to 64 bytes. */
+/** The memory store is no database: it cannot join a caller's transaction, and says so rather than write outside it. */
+function refuseTransaction(options: StoreCallOptions | undefined): void {
+  if (options?.transaction !== undefined) {
+    throw new TypeError('`transaction`: the memory store cannot join a database transaction; use the PostgreSQL store for the outbox pattern')
+  }
+}
+
+const MEMORY_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['maxAttemptHistory', 'retentionSeconds'])
+
+/** Numbers per task in the store's `rows`: eight, 64 bytes. */
 const ROW = 8
 
 /** The character codes of the hex digits 0-9 and a-f. */

@@ -13,6 +13,7 @@ import { checkListQuery, parseStoredJson, readTaskPage } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
+import { checkOptionNames } from '../option-names.ts'
 import type {
   AttemptRecord,
   AttemptResolution,
@@ -37,6 +38,7 @@ import {
   countDueSql,
   currentVersionSql,
   dueChannel,
+  expirePendingSql,
   insertTaskSql,
   latestVersion,
   migrationScript,
@@ -45,6 +47,7 @@ import {
   redeliverSql,
   releaseSql,
   searchTasksSql,
+  scheduleSql,
   selectAttemptsSql,
   selectTaskByIdempotencyKeySql,
   selectTaskSql,
@@ -162,6 +165,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   if (options === null || typeof options !== 'object') {
     throw new TypeError('createPostgresStore: options must be an object with a `pool`')
   }
+  checkOptionNames(options, POSTGRES_STORE_OPTION_NAMES, 'createPostgresStore')
   const { pool } = options
   if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
     throw new TypeError('createPostgresStore: `pool` must have a query(text, values) method (a pg Pool)')
@@ -200,6 +204,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const channel = dueChannel(schema)
   const sql = {
     insert: insertTaskSql(schema),
+    schedule: scheduleSql(schema),
+    expirePending: expirePendingSql(schema),
     byKey: selectTaskByIdempotencyKeySql(schema),
     get: selectTaskSql(schema),
     attach: attachSql(schema),
@@ -258,7 +264,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     schema,
 
     async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
-      const db = transactionOf(callOptions) ?? pool
+      const transaction = transactionOf(callOptions, pool)
+      const db = transaction ?? pool
       const values = [
         task.id,
         task.callbackUrl,
@@ -269,13 +276,21 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         task.deadline?.toISOString() ?? null,
         task.createdAt.toISOString(),
         task.encryptionKey === undefined ? null : JSON.stringify(task.encryptionKey),
-        task.verifyIntent === true ? true : null
+        task.verifyIntent === true ? true : null,
+        task.body ?? null,
+        task.body === undefined ? null : (task.contentType ?? null),
+        task.nextAttemptAt?.toISOString() ?? (task.body === undefined ? null : task.createdAt.toISOString()),
+        channel
       ]
       // ON CONFLICT waits for a racing insert of the same key to commit, then yields: the row the
       // other caller stored is then visible to the lookup that follows.
       for (let round = 0; round < 3; round++) {
         const inserted = await run('insert', db, sql.insert, values)
-        if (inserted.rows[0]) return { task: toTask(inserted.rows[0]), created: true }
+        if (inserted.rows[0]) {
+          // Inside a transaction the NOTIFY wakes workers at commit; waking them now would be early.
+          if (transaction === undefined && task.body !== undefined) wakeHere()
+          return { task: toTask(inserted.rows[0]), created: true }
+        }
         if (task.idempotencyKey === undefined) break
         const existing = await run('insert', db, sql.byKey, [task.idempotencyKey])
         if (existing.rows[0]) return { task: toTask(existing.rows[0]), created: false }
@@ -300,6 +315,41 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         token
       ])
       return rows[0] ? { task: toTask(rows[0]), token, expiresAt } : undefined
+    },
+
+    async schedule(id, result, { now }, callOptions) {
+      const transaction = transactionOf(callOptions, pool)
+      const { rows } = await run('schedule', transaction ?? pool, sql.schedule, [
+        id,
+        result.body,
+        result.contentType ?? null,
+        now.toISOString(),
+        channel
+      ])
+      if (rows[0] && transaction === undefined) wakeHere()
+      return rows[0] ? toTask(rows[0]) : undefined
+    },
+
+    async expirePending({ now, limit, reason }) {
+      if (limit <= 0) return []
+      const { rows } = await run('expirePending', pool, sql.expirePending, [now.toISOString(), limit, reason])
+      return rows.map(toTask)
+    },
+
+    async check() {
+      let version: number
+      try {
+        const { rows } = await pool.query(currentVersionSql(schema))
+        version = Number(rows[0]?.version ?? 0)
+      } catch (error) {
+        throw storeError('check', schema, error)
+      }
+      if (version < latestVersion) {
+        throw new StoreError(
+          'ERR_CALLBACK_STORE',
+          `PostgreSQL schema "${schema}" is at version ${version}, this version of endpoint-callback needs ${latestVersion}: run migratePostgres(pool, { schema: '${schema}' })`
+        )
+      }
     },
 
     async claim({ now, limit, leaseMs }) {
@@ -882,14 +932,27 @@ function checkSchema(schema: unknown, where: string): string {
   return schema
 }
 
-function transactionOf(options: StoreCallOptions | undefined): PostgresQueryable | undefined {
+/**
+ * The caller's transaction client. A pool is refused: each of its queries may run on another
+ * connection, outside any `BEGIN`, so the outbox's promise would silently not hold.
+ */
+function transactionOf(options: StoreCallOptions | undefined, pool: PostgresPool): PostgresQueryable | undefined {
   const transaction = options?.transaction
   if (transaction === undefined) return undefined
   if (transaction === null || typeof transaction !== 'object' || typeof (transaction as PostgresQueryable).query !== 'function') {
     throw new TypeError('`transaction` must be a pg client with an open transaction (it has no query method)')
   }
+  const looksLikePool =
+    typeof (transaction as { connect?: unknown }).connect === 'function' &&
+    typeof (transaction as { release?: unknown }).release !== 'function' &&
+    'totalCount' in transaction
+  if (transaction === pool || looksLikePool) {
+    throw new TypeError('`transaction` is a pool, not a transaction: pass the client you ran BEGIN on (const client = await pool.connect())')
+  }
   return transaction as PostgresQueryable
 }
+
+const POSTGRES_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['pool', 'schema', 'prepare', 'listen', 'timeoutMs'])
 
 function storeError(operation: string, schema: string, error: unknown): StoreError {
   const code = (error as { code?: unknown } | null)?.code
