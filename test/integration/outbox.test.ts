@@ -5,8 +5,9 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
+import { readFile } from 'node:fs/promises'
 import { createCallbackTask, createWorker, deliver, generateSecret } from 'endpoint-callback'
-import type { CallbackTask } from 'endpoint-callback'
+import type { CallbackTask, Worker, WorkerOptions } from 'endpoint-callback'
 import { openDurableStore, type DurableStore } from '../support/durable-stores.ts'
 import { startLoopbackReceiver, type LoopbackReceiver } from '../support/loopback-receiver.ts'
 import { DATABASE_URL, serviceSkip } from '../support/services.ts'
@@ -89,6 +90,85 @@ describe('outbox on PostgreSQL', { skip }, () => {
       client.release()
     }
     assert.equal(await durable.store.get(taskId!), undefined)
+  })
+
+  /** Waits until `check` holds, at most `ms`, failing with `what`. */
+  async function until(check: () => boolean | Promise<boolean>, what: string, ms = 10_000) {
+    const deadline = Date.now() + ms
+    while (!(await check())) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+
+  it("runs the README's outbox snippet as written: the committed callback is delivered by the worker", async () => {
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+    const start = readme.indexOf('const client = await pool.connect()')
+    const end = readme.indexOf('createWorker(sender).start()', start)
+    assert.ok(start > 0 && end > start, 'the README still has its outbox snippet')
+    const snippet = readme.slice(start, readme.indexOf('\n', end))
+    // `orders` as the snippet names it, in this test's schema
+    const scoped = new pg.Pool({ connectionString: DATABASE_URL, max: 2, options: `-c search_path="${durable.name}"` })
+    const workers: Worker[] = []
+    const orderId = 'order-from-readme'
+    try {
+      const run = new Function(
+        'pool', 'sender', 'orderId', 'callbackUrl', 'createCallbackTask', 'createWorker',
+        `return (async () => {\n${snippet}\n})()`
+      ) as (...args: unknown[]) => Promise<void>
+      const recordingCreateWorker = (options: WorkerOptions) => {
+        const worker = createWorker({ ...options, pollIntervalMs: 60_000 }) // only NOTIFY can wake it in time
+        workers.push(worker)
+        return worker
+      }
+      await run(scoped, sender, orderId, receiver.url, createCallbackTask, recordingCreateWorker)
+      assert.equal(workers.length, 1)
+      const { rows } = await pool.query(`SELECT id FROM "${durable.name}".tasks WHERE idempotency_key = $1`, [orderId])
+      const id = rows[0]?.id as string
+      await until(() => receiver.seen.get(id) === 1, 'the README outbox callback to arrive')
+      await until(async () => (await durable.store.get(id))?.status === 'delivered', 'the task to be recorded delivered')
+    } finally {
+      for (const worker of workers) await worker.stop()
+      await scoped.end()
+    }
+  })
+
+  it('deliver inside the transaction attaches the result there and leaves the sending to a worker woken at commit', async () => {
+    const worker = createWorker({ ...sender, pollIntervalMs: 60_000 }) // only NOTIFY can wake it in time
+    worker.start()
+    try {
+      const kept = await createCallbackTask({ callbackUrl: receiver.url, event: 'report.ready' }, sender)
+      const dropped = await createCallbackTask({ callbackUrl: receiver.url, event: 'report.ready' }, sender)
+      for (const [task, finish] of [[dropped, 'ROLLBACK'], [kept, 'COMMIT']] as const) {
+        const client = await pool.connect()
+        try {
+          await client.query('BEGIN')
+          const report = await deliver(task, { reportUrl: 'https://files.example.com/r/1' }, { ...sender, transaction: client })
+          assert.equal(report.status, 'retrying')
+          assert.equal(report.attempts, 0)
+          assert.equal((await durable.store.get(task.id))?.status, 'pending', 'nobody else sees the result before the commit')
+          await client.query(finish)
+        } finally {
+          client.release()
+        }
+      }
+      await until(() => receiver.seen.get(kept.id) === 1, 'the committed callback to arrive')
+      assert.equal((await durable.store.get(dropped.id))?.status, 'pending', 'a rolled-back result is never attached')
+      assert.equal(receiver.seen.has(dropped.id), false)
+      // the request is replayed: deliver answers what happened, sends nothing more
+      await until(async () => (await durable.store.get(kept.id))?.status === 'delivered', 'the task to be recorded delivered')
+      assert.equal((await deliver(kept, { reportUrl: 'x' }, sender)).status, 'delivered')
+      assert.equal(receiver.seen.get(kept.id), 1)
+    } finally {
+      await worker.stop()
+    }
+  })
+
+  it('refuses the pool as a transaction, which would write outside any BEGIN', async () => {
+    await assert.rejects(createCallbackTask({ callbackUrl: receiver.url, event: 'e', payload: 1 }, { ...sender, transaction: pool }), {
+      name: 'TypeError',
+      message: /`transaction` is a pool, not a transaction/,
+    })
   })
 
   it('lets a worker deliver only the committed callbacks of a mixed batch', async () => {
