@@ -20,7 +20,7 @@
  * - **Complete** is fenced by the lease token: while the token holds it appends the attempt,
  *   increments `attempts`, and applies the resolution — the status; `nextAttemptAt` for `scheduled`
  *   (none for terminal states); `lastError` replaced when the resolution has one and kept when it
- *   has none (it is the reason of the last *failed* attempt). Once the lease is void (reclaimed
+ *   has none (it is the reason of the last *failed* attempt), and cleared once `delivered`. Once the lease is void (reclaimed
  *   after expiry, completed, released or cancelled) it answers `false` and changes nothing.
  * - **Release** hands a leased task back unattempted: `scheduled` at the given instant, or, without
  *   one, due at once — at the instant its lease was taken. Fenced like `complete`.
@@ -626,7 +626,7 @@ export function storeContract(
         assert.deepEqual(await store.claim({ now: new Date(base + 10 * leaseMs), limit: 10, leaseMs }), [])
       })
 
-      it('replaces lastError when the resolution gives one and keeps it when not', async () => {
+      it('replaces lastError when the resolution gives one, and clears it once delivered', async () => {
         const store = await fresh()
         const input = newTask()
         await store.insert(input)
@@ -639,7 +639,7 @@ export function storeContract(
         await store.complete(held, attemptAt(3, base + 2, { status: 200, outcome: 'delivered' }), { status: 'delivered' })
         const task = await store.get(input.id)
         assert.equal(task?.status, 'delivered')
-        assert.equal(task?.lastError, 'ERR_CALLBACK_TIMEOUT: no answer')
+        assert.equal(task?.lastError, undefined)
       })
 
       it('refuses a completion whose lease expired and was claimed again, changing nothing', async () => {
@@ -1011,6 +1011,121 @@ export function storeContract(
         await woken.called
         woken.unsubscribe()
       })
+    })
+
+    lifecycleContract(fresh)
+  })
+}
+
+// ---- task lifecycle: outbox, pending expiry, pending listing (issue 11) -------------------------
+// Kept apart from the cases above: what the store interface gained for tasks that carry their
+// payload from creation and for pending tasks that must not wait for ever.
+
+const expiredReason = 'ERR_CALLBACK_PENDING_EXPIRED: no result was attached'
+
+function lifecycleContract(fresh: () => Promise<CallbackStore>): void {
+  describe('outbox: a task inserted with its body', () => {
+    it('is stored scheduled, due at its nextAttemptAt, and claimed with its body', async () => {
+      const store = await fresh()
+      const input = newTask({ body: '{"type":"report.ready","data":1}', nextAttemptAt: new Date(base + 5) })
+      const { task, created } = await store.insert(input)
+      assert.equal(created, true)
+      assert.equal(task.status, 'scheduled')
+      assert.deepEqual(task.nextAttemptAt, new Date(base + 5))
+      assert.equal(task.body, input.body)
+      assert.equal(await reclaimable(store, base + 4), false, 'not before it is due')
+      const [lease] = await store.claim({ now: new Date(base + 5), limit: 10, leaseMs })
+      assert.equal(lease?.task.id, input.id)
+      assert.equal(lease?.task.body, input.body)
+    })
+
+    it('keeps its contentType', async () => {
+      const store = await fresh()
+      const input = newTask({ body: 'eyJhbGciOi...', contentType: 'application/jose', nextAttemptAt: new Date(base) })
+      await store.insert(input)
+      assert.equal((await store.get(input.id))?.contentType, 'application/jose')
+    })
+  })
+
+  describe('schedule (optional): a result attached without a lease', () => {
+    it('makes a pending task scheduled, due at now, with its body, and refuses any other', async (t) => {
+      const store = await fresh()
+      if (typeof store.schedule !== 'function') return t.skip('the store has no schedule')
+      const input = newTask()
+      await store.insert(input)
+      const task = await store.schedule(input.id, { body: '{"data":2}' }, { now: new Date(base + 3) })
+      assert.equal(task?.status, 'scheduled')
+      assert.deepEqual(task?.nextAttemptAt, new Date(base + 3))
+      assert.equal(await store.schedule(input.id, { body: '{"data":3}' }, { now: new Date(base + 4) }), undefined)
+      assert.equal(await store.schedule('msg_unknown', { body: '{}' }, { now: new Date(base) }), undefined)
+      const [lease] = await store.claim({ now: new Date(base + 3), limit: 10, leaseMs })
+      assert.equal(lease?.task.body, '{"data":2}')
+    })
+  })
+
+  describe('expirePending (optional): no stranded task', () => {
+    it('fails the pending tasks whose expiry has come, and only those', async (t) => {
+      const store = await fresh()
+      if (typeof store.expirePending !== 'function') return t.skip('the store has no expirePending')
+      const due = newTask({ nextAttemptAt: new Date(base + 10) })
+      const later = newTask({ nextAttemptAt: new Date(base + 20) })
+      const never = newTask()
+      const attached = newTask({ nextAttemptAt: new Date(base + 10) })
+      for (const input of [due, later, never, attached]) await store.insert(input)
+      await attachNow(store, attached.id, base)
+      assert.deepEqual(await store.expirePending({ now: new Date(base + 9), limit: 10, reason: expiredReason }), [])
+      const expired = await store.expirePending({ now: new Date(base + 10), limit: 10, reason: expiredReason })
+      assert.deepEqual(expired.map((task) => task.id), [due.id])
+      assert.equal(expired[0]?.status, 'failed')
+      const stored = await store.get(due.id)
+      assert.equal(stored?.status, 'failed')
+      assert.equal(stored?.lastError, expiredReason)
+      assert.equal(stored?.attempts, 0)
+      assert.equal((await store.get(later.id))?.status, 'pending')
+      assert.equal((await store.get(never.id))?.status, 'pending')
+      assert.equal((await store.get(attached.id))?.status, 'delivering')
+      assert.deepEqual(await store.expirePending({ now: new Date(base + 10), limit: 10, reason: expiredReason }), [], 'each once')
+      if (typeof store.list === 'function') {
+        const failed = await store.list({ status: 'failed' })
+        assert.deepEqual(failed.tasks.map((task) => task.id), [due.id])
+      }
+    })
+
+    it('takes at most limit, earliest expiry first', async (t) => {
+      const store = await fresh()
+      if (typeof store.expirePending !== 'function') return t.skip('the store has no expirePending')
+      const inputs = [3, 1, 2].map((offset) => newTask({ nextAttemptAt: new Date(base + offset) }))
+      for (const input of inputs) await store.insert(input)
+      const first = await store.expirePending({ now: new Date(base + 5), limit: 2, reason: expiredReason })
+      assert.deepEqual(first.map((task) => task.id), [inputs[1]!.id, inputs[2]!.id])
+      const rest = await store.expirePending({ now: new Date(base + 5), limit: 2, reason: expiredReason })
+      assert.deepEqual(rest.map((task) => task.id), [inputs[0]!.id])
+    })
+
+    it('leaves a cancelled pending task alone', async (t) => {
+      const store = await fresh()
+      if (typeof store.expirePending !== 'function') return t.skip('the store has no expirePending')
+      const input = newTask({ nextAttemptAt: new Date(base + 1) })
+      await store.insert(input)
+      assert.equal(await store.cancel(input.id), true)
+      assert.deepEqual(await store.expirePending({ now: new Date(base + 5), limit: 10, reason: expiredReason }), [])
+      assert.equal((await store.get(input.id))?.status, 'cancelled')
+    })
+  })
+
+  describe('list (optional): pending tasks', () => {
+    it("lists pending tasks newest first, and not once their result came", async (t) => {
+      const store = await fresh()
+      if (typeof store.list !== 'function') return t.skip('the store has no list')
+      const older = newTask({ createdAt: new Date(base) })
+      const newer = newTask({ createdAt: new Date(base + 1000) })
+      for (const input of [older, newer]) await store.insert(input)
+      assert.deepEqual((await store.list({ status: 'pending' })).tasks.map((task) => task.id), [newer.id, older.id])
+      const page = await store.list({ status: 'pending', limit: 1 })
+      assert.deepEqual(page.tasks.map((task) => task.id), [newer.id])
+      assert.deepEqual((await store.list({ status: 'pending', cursor: page.cursor! })).tasks.map((task) => task.id), [older.id])
+      await attachNow(store, older.id, base + 2000)
+      assert.deepEqual((await store.list({ status: 'pending' })).tasks.map((task) => task.id), [newer.id])
     })
   })
 }
