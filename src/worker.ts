@@ -62,7 +62,10 @@ function workerSettings(options: WorkerOptions): Required<Pick<WorkerOptions, 'p
  * `leaseMs`, and delivers them with at most `concurrency` attempts in flight. A worker that dies
  * loses its leases and another worker claims those tasks again; a worker whose lease ran out cannot
  * record over a newer attempt (it emits `lease-lost` instead). Store errors while claiming are
- * emitted as `error` events and the worker backs off and keeps going.
+ * emitted as `error` events and the worker backs off and keeps going; with no `onEvent` listener
+ * each distinct one is printed to stderr once. `start()` first checks the store (`store.check`:
+ * schema migrated, keys usable). As it polls, the worker also fails the `pending` tasks whose
+ * result never came in time (`pendingTimeoutMs`), emitting `failed` for each.
  *
  * A running worker keeps the process alive (like a server); `stop()` it for a clean exit.
  *

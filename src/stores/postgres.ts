@@ -138,8 +138,11 @@ export interface PostgresStore extends CallbackStore {
  * Creates a store on the user's `pg` Pool. Run {@link migratePostgres} once (at deploy or
  * start-up) before using it.
  *
- * For the outbox pattern, pass your open transaction client to `createCallbackTask`: the task is
- * written with that client, so it commits or rolls back together with your own write.
+ * For the outbox pattern, pass your open transaction client to `createCallbackTask` (with its
+ * `payload`) or `deliver`: the task is written with that client, so it commits or rolls back
+ * together with your own write, and a worker, woken by `NOTIFY` at the commit, sends it. Pass the
+ * client you ran `BEGIN` on, never the pool (refused with a `TypeError`). Run `migratePostgres`
+ * again after upgrading: version 4 adds the index of pending tasks by expiry.
  *
  * @example
  * ```ts
@@ -154,7 +157,7 @@ export interface PostgresStore extends CallbackStore {
  * const client = await pool.connect()
  * await client.query('BEGIN')
  * await client.query('INSERT INTO reports (id) VALUES ($1)', [reportId])
- * await createCallbackTask({ callbackUrl, event: 'report.requested' }, { ...sender, transaction: client })
+ * await createCallbackTask({ callbackUrl, event: 'report.requested', payload: { reportId } }, { ...sender, transaction: client })
  * await client.query('COMMIT')
  * client.release()
  *
