@@ -427,9 +427,9 @@ function encryptionVerdict(error: unknown): AttemptVerdict {
 }
 
 /**
- * Proves the callback URL's intent; `undefined` when it did. A receiver that is down or busy
- * (408, 425, 429, 5xx, no answer) is retried like any attempt; one that answers without echoing
- * the challenge is refused for good, and 410 cancels the task.
+ * Proves the callback URL's intent; `undefined` when it did. A non-2xx answer is classified as an
+ * attempt's would be (retried unless listed in `retry.failStatuses`; 410 cancels the task), as is no
+ * answer at all; a 2xx that does not echo the challenge is refused for good.
  */
 async function intentVerdict(
   task: CallbackTask,

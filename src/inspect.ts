@@ -62,9 +62,10 @@ async function existing(store: CallbackStore, id: string): Promise<CallbackTask>
  * const toOneClient = await listTasks({ host: 'hooks.example.com', event: 'report.ready' }, sender)
  * ```
  */
-export async function listTasks(query: TaskListQuery, options: InspectOptions): Promise<TaskPage> {
-  const page = await storeWith(options, 'list').list(query)
-  return { ...page, tasks: page.tasks.map(withoutSecret) }
+export function listTasks(query: TaskListQuery, options: InspectOptions): Promise<TaskPage> {
+  return storeWith(options, 'list')
+    .list(query)
+    .then((page) => ({ ...page, tasks: page.tasks.map(withoutSecret) }))
 }
 
 /**

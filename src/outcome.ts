@@ -43,7 +43,7 @@ export function classifyResponse(response: TransportResponse, retry: ResolvedRet
   if (status === 410) return { outcome: 'cancelled', reason: `${reason}: the receiver asked to stop` }
   const redirect = status >= 300 && status <= 399
   const described = redirect ? `${reason}: redirects are not followed` : reason
-  if (retry.failStatuses.has(status)) return { outcome: 'failed', reason: `${described} (listed in retry.failStatuses)` }
+  if (retry.failStatuses.has(status)) return { outcome: 'failed', reason: described }
   if (status === 429 || status === 503) {
     const retryAfterMs = parseRetryAfter(response.headers['retry-after'], now)
     return retryAfterMs === undefined ? { outcome: 'retry', reason } : { outcome: 'retry', reason, retryAfterMs }

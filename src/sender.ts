@@ -369,8 +369,15 @@ function governedTransport(transport: Transport | undefined, urlPolicy: UrlPolic
   if (transport === undefined || urlPolicy === undefined) return transport
   const http = transport as Partial<HttpTransport>
   if (http.urlPolicy !== undefined || typeof http.withUrlPolicy !== 'function') return transport
-  return http.withUrlPolicy(urlPolicy)
+  // One twin per transport and policy object: `{ ...sender, transaction }` must not open a new pool.
+  let twins = governedTwins.get(transport)
+  if (twins === undefined) governedTwins.set(transport, (twins = new WeakMap()))
+  let twin = twins.get(urlPolicy)
+  if (twin === undefined) twins.set(urlPolicy, (twin = http.withUrlPolicy(urlPolicy)))
+  return twin
 }
+
+const governedTwins = new WeakMap<Transport, WeakMap<UrlPolicy, HttpTransport>>()
 
 // Causes already printed, so a worker that fails on every poll prints each one once.
 const reported = new Set<string>()

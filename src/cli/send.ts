@@ -58,6 +58,8 @@ export function retrySchedule(retries: number): number[] {
   return Array.from({ length: retries }, (_, i) => Math.min(1000 * 2 ** i, MAX_RETRY_DELAY_MS))
 }
 
+const CLI_FAIL_STATUSES = Array.from({ length: 200 }, (_, index) => 300 + index).filter((status) => ![408, 410, 425, 429].includes(status))
+
 /** Sends one callback and prints every attempt. Exit 0 when delivered, 1 when not. */
 export async function sendCommand(options: SendCommandOptions): Promise<number> {
   const { url, secret, signingKey, event, id, allowLocal, timeout, retries } = options
@@ -83,7 +85,9 @@ export async function sendCommand(options: SendCommandOptions): Promise<number> 
     ...(secret === undefined ? {} : { secret }),
     ...(signingKey === undefined ? {} : { signingKey }),
     ...(urlPolicy === undefined ? {} : { urlPolicy }),
-    retry: { schedule: retrySchedule(retries), jitter: 0, maxRetryAfterMs: MAX_RETRY_AFTER_MS },
+    // At a terminal the answer matters more than the library's patience: a 3xx or a 4xx other
+    // than 408, 425 and 429 (a wrong secret, a wrong path) ends the command at once.
+    retry: { schedule: retrySchedule(retries), jitter: 0, maxRetryAfterMs: MAX_RETRY_AFTER_MS, failStatuses: CLI_FAIL_STATUSES },
     // Longer than one attempt with its quick reconnects, so the lease never runs out mid-attempt.
     leaseMs: timeout + 5_000,
     pollIntervalMs: 100,

@@ -1113,6 +1113,33 @@ function lifecycleContract(fresh: () => Promise<CallbackStore>): void {
     })
   })
 
+  describe('list (optional): every status', () => {
+    it('lists a task under the status it is in, and only there', async (t) => {
+      const store = await fresh()
+      if (typeof store.list !== 'function') return t.skip('the store has no list')
+      const make = async () => {
+        const input = newTask()
+        await store.insert(input)
+        return input.id
+      }
+      const pending = await make()
+      const scheduled = await scheduledTask(store, base + 60_000)
+      const delivering = await make()
+      await attachNow(store, delivering, base)
+      const delivered = await make()
+      await store.complete(await attachNow(store, delivered, base), attemptAt(1, base, { status: 204, outcome: 'delivered' }), { status: 'delivered' })
+      const failed = await make()
+      await store.complete(await attachNow(store, failed, base), attemptAt(1, base, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400' })
+      const cancelled = await make()
+      await store.cancel(cancelled)
+      const expected = { pending, scheduled, delivering, delivered, failed, cancelled }
+      for (const [status, id] of Object.entries(expected)) {
+        const listed: string[] = (await store.list({ status: status as keyof typeof expected })).tasks.map((task) => task.id)
+        assert.deepEqual(listed, [id], `list({ status: '${status}' })`)
+      }
+    })
+  })
+
   describe('list (optional): pending tasks', () => {
     it("lists pending tasks newest first, and not once their result came", async (t) => {
       const store = await fresh()

@@ -279,10 +279,11 @@ describe('listen and send', () => {
       assert.doesNotMatch(output, /not verified/)
       assert.ok(output.indexOf('intent challenge') < output.indexOf(`→ 204 verified\n  id: ${second.id}`), output)
 
-      // A challenge signed with another secret is not echoed: the sender never sends that URL its payload.
+      // A challenge signed with another secret is not echoed: the sender never sends that URL its
+      // payload. The 401 is retried on the schedule like any 4xx (the secret may be mid-rotation).
       const stranger: SenderOptions = { ...sender, store: createMemoryStore(), secret: generateSecret() }
       const refused = await deliver(await createCallbackTask({ callbackUrl: json.url, event: 'report.ready' }, stranger), { report: 'r-11' }, stranger)
-      assert.equal(refused.status, 'failed')
+      assert.equal(refused.status, 'retrying')
       assert.match(refused.error!, /ERR_CALLBACK_INTENT_NOT_VERIFIED/)
       const unverified = JSON.parse(await json.waitForLine((line) => line.includes('"status":401'))) as Record<string, any>
       assert.equal(unverified.kind, 'intent')

@@ -111,7 +111,7 @@ for (const backend of backends) {
         status: request.url.includes('/bad') ? 400 : request.url.includes('/busy') ? 503 : 204,
         body: request.url.includes('/bad') ? 'no such account' : '',
       }))
-      sender = { store: opened.store, secret: generateSecret(), transport, now: clock.now, retry: { schedule: [60_000], jitter: 0 } }
+      sender = { store: opened.store, secret: generateSecret(), transport, now: clock.now, retry: { schedule: [60_000], jitter: 0, failStatuses: [400] } }
       const make = async (path: string, secret?: string) => {
         const task = await createCallbackTask({ callbackUrl: `https://client.example${path}?token=t`, event: 'report.ready', idempotencyKey: `key${path}`, ...(secret === undefined ? {} : { secret }) }, sender)
         await deliver(task, { path }, sender)

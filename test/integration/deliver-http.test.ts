@@ -131,10 +131,13 @@ test('a receiver answering 410 Gone cancels the task and is never called again',
   assert.equal((await s.sender.store.claim({ now: new Date(s.clock.now().getTime() + 86_400_000), limit: 10, leaseMs: 60_000 })).length, 0)
 })
 
-test('a receiver answering 400 fails the task permanently, keeping what it said', async () => {
+test('a receiver answering 400 is retried by default, and fails the task at once when 400 is in retry.failStatuses, keeping what it said', async () => {
   await using s = await setup((_request, response) => answer(response, 400, '{"error":"unknown job"}'))
-  const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
-  const report = await deliver(task.id, {}, s.sender)
+  const retried = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
+  assert.equal((await deliver(retried.id, {}, s.sender)).status, 'retrying')
+  const strict = { ...s.sender, retry: { jitter: 0, failStatuses: [400] } }
+  const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, strict)
+  const report = await deliver(task.id, {}, strict)
   assert.equal(report.status, 'failed')
   assert.equal(report.nextAttemptAt, undefined)
   const stored = await s.sender.store.get(task.id)
@@ -142,12 +145,12 @@ test('a receiver answering 400 fails the task permanently, keeping what it said'
   assert.equal((await s.sender.store.attempts(task.id))[0]?.responseBody, '{"error":"unknown job"}')
 })
 
-test('a receiver answering 302 fails the task and the redirect is not followed', async () => {
+test('a receiver answering 302 is retried on the schedule and the redirect is not followed', async () => {
   await using elsewhere = await setup((_request, response) => answer(response, 200))
   await using s = await setup((_request, response) => answer(response, 302, '', { location: elsewhere.receiver.url }))
   const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
   const report = await deliver(task.id, {}, s.sender)
-  assert.equal(report.status, 'failed')
+  assert.equal(report.status, 'retrying')
   assert.match(report.error!, /HTTP 302/)
   assert.equal(elsewhere.receiver.received.length, 0)
   assert.equal(s.receiver.received.length, 1)

@@ -111,7 +111,7 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
     it('ends poisoned tasks as failed instead of retrying them forever, and delivers the rest', async () => {
       const ids = await enqueue(20)
       const [refused, unsignable] = ids as [string, string]
-      // the receiver refuses this one's payload outright
+      // the receiver refuses this one's payload outright, with a status the sender fails at once
       poisonStatus.set(refused, 422)
       // this one's stored secret cannot be decoded, so no attempt can ever be signed
       if (kind === 'postgres') {
@@ -128,7 +128,7 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
         leaseMs: LEASE_MS,
         concurrency: 4,
         pollIntervalMs: 50,
-        retry: { schedule: [50, 50] }
+        retry: { schedule: [50, 50], failStatuses: [422] }
       })
       worker.start()
       try {

@@ -30,10 +30,9 @@ test('every other 4xx is retried by default, as Svix and Stripe do: a 401 mid-ro
   for (const status of [400, 401, 403, 404, 409, 413, 422]) assert.equal(outcomeOf(status), 'retry', String(status))
 })
 
-test('retry.failStatuses opts chosen statuses into failing at once, and says so in the reason', () => {
+test('retry.failStatuses opts chosen statuses into failing at once', () => {
   const strict = resolveRetryOptions({ failStatuses: [400, 422, 301] })
-  assert.equal(classifyResponse(response(422), strict, now).outcome, 'failed')
-  assert.match(classifyResponse(response(422), strict, now).reason!, /HTTP 422 \(listed in retry\.failStatuses\)/)
+  assert.deepEqual(classifyResponse(response(422), strict, now), { outcome: 'failed', reason: 'HTTP 422' })
   assert.equal(classifyResponse(response(301), strict, now).outcome, 'failed')
   assert.equal(classifyResponse(response(404), strict, now).outcome, 'retry')
   assert.equal(classifyResponse(response(410), strict, now).outcome, 'cancelled')
