@@ -26,6 +26,12 @@ describe('one URL policy per sender', () => {
       const report = await deliver(task.id, {}, sender)
       assert.equal(report.status, 'delivered', report.error)
       assert.equal(receiver.seen.get(task.id), 1)
+      // options spread per call ({ ...sender, transaction }) share one twin, never a pool each
+      let twins = 0
+      const withUrlPolicy = transport.withUrlPolicy.bind(transport)
+      Object.assign(transport, { withUrlPolicy: (policy: Parameters<typeof withUrlPolicy>[0]) => (twins++, withUrlPolicy(policy)) })
+      for (let i = 0; i < 3; i++) await createCallbackTask({ callbackUrl: receiver.url, event: 'e' }, { ...sender })
+      assert.equal(twins, 0)
     } finally {
       await transport.close()
     }

@@ -1,8 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { CallbackError, createCallbackTask, createMemoryStore, createWorker, deliver, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
+import { CallbackError, createCallbackTask, createMemoryStore, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
 import type { CallbackStore, NewCallbackTask, SenderOptions } from 'endpoint-callback'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
+import { createPostgresStore } from 'endpoint-callback/postgres'
+import { createRedisStore } from 'endpoint-callback/redis'
 
 const callbackUrl = 'https://client.example.com/callbacks'
 
@@ -88,6 +90,10 @@ test('unknown option keys are TypeErrors naming the nearest known option', async
   }
   await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', idempotencykey: 'x' } as never, sender), /unknown option `idempotencykey` \(did you mean `idempotencyKey`\?\)/)
   assert.throws(() => createMemoryStore({ retentionSecond: 1 } as never), /createMemoryStore: unknown option `retentionSecond` \(did you mean `retentionSeconds`\?\)/)
+  const pool = { query: async () => ({ rows: [] }) }
+  assert.throws(() => createPostgresStore({ pool, shema: 'callbacks' } as never), /createPostgresStore: unknown option `shema` \(did you mean `schema`\?\)/)
+  const client = { eval: async () => null, evalsha: async () => null }
+  assert.throws(() => createRedisStore({ client, prefx: 'callbacks' } as never), /createRedisStore: unknown option `prefx` \(did you mean `prefix`\?\)/)
 })
 
 test('the memory store refuses a transaction it cannot join, storing nothing', async () => {
