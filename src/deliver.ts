@@ -65,7 +65,9 @@ export interface AttemptResult {
  * Outbox: with `transaction` in the options, the result is attached inside that transaction and the
  * task scheduled, due now; nothing is sent inline. It resolves `retrying` with `attempts: 0`, and a
  * worker sends the task once the transaction commits (nothing, if it rolls back). The store must
- * offer `schedule` (the PostgreSQL store does; memory and Redis refuse a transaction).
+ * offer `schedule` (the PostgreSQL store does; memory and Redis refuse a transaction). For a task
+ * created in that same transaction, pass the task rather than its id (or give `createCallbackTask`
+ * the `payload` directly): its id cannot be looked up outside the transaction before the commit.
  *
  * @example
  * ```ts

@@ -478,7 +478,9 @@ export interface SenderOptions {
   /**
    * How requests are sent. Default: `createHttpTransport({ urlPolicy })`, created on first use and
    * shared by every options object with the same `urlPolicy` object (so `{ ...sender, … }` reuses
-   * its connections). Pass your own to close it on shutdown.
+   * its connections). Pass your own to close it on shutdown. One URL policy governs both: a
+   * `createHttpTransport` made without a `urlPolicy` obeys the sender's (through a twin closed with
+   * it), and one made with its own must agree with the sender's, or the sender is refused.
    */
   transport?: Transport
   /** `whsec_…` secret(s); several sign with each (rotation). */

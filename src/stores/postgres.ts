@@ -142,7 +142,7 @@ export interface PostgresStore extends CallbackStore {
  * `payload`) or `deliver`: the task is written with that client, so it commits or rolls back
  * together with your own write, and a worker, woken by `NOTIFY` at the commit, sends it. Pass the
  * client you ran `BEGIN` on, never the pool (refused with a `TypeError`). Run `migratePostgres`
- * again after upgrading: version 4 adds the index of pending tasks by expiry.
+ * again after upgrading: version 5 adds the index of pending tasks by expiry.
  *
  * @example
  * ```ts

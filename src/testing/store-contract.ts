@@ -5,7 +5,8 @@
  *
  * What it holds a store to, in short:
  *
- * - **Insert** creates a `pending` task with no attempts. An `idempotencyKey` already stored inserts
+ * - **Insert** creates a `pending` task with no attempts (with a `body`: a `scheduled` one, see the
+ *   lifecycle cases at the end). An `idempotencyKey` already stored inserts
  *   nothing and answers the stored task with `created: false`, also when many inserts race. Without
  *   a key every insert is a new task. An `id` already stored is refused, never overwritten.
  * - **Round trip**: every field comes back as given — `metadata` as equal JSON, `secret` as the same
