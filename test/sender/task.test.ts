@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { CallbackError, createCallbackTask, createMemoryStore, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
+import { CallbackError, createCallbackTask, createMemoryStore, createWorker, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
 import type { CallbackStore, NewCallbackTask, SenderOptions } from 'endpoint-callback'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
 import { createPostgresStore } from 'endpoint-callback/postgres'
@@ -90,6 +90,7 @@ test('unknown option keys are TypeErrors naming the nearest known option', async
   }
   await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', idempotencykey: 'x' } as never, sender), /unknown option `idempotencykey` \(did you mean `idempotencyKey`\?\)/)
   assert.throws(() => createMemoryStore({ retentionSecond: 1 } as never), /createMemoryStore: unknown option `retentionSecond` \(did you mean `retentionSeconds`\?\)/)
+  assert.throws(() => createWorker(Object.assign({}, sender, { pollInterval: 50 })), /unknown option `pollInterval` \(did you mean `pollIntervalMs`\?\)/)
   const pool = { query: async () => ({ rows: [] }) }
   assert.throws(() => createPostgresStore({ pool, shema: 'callbacks' } as never), /createPostgresStore: unknown option `shema` \(did you mean `schema`\?\)/)
   const client = { eval: async () => null, evalsha: async () => null }
