@@ -197,7 +197,7 @@ export function createWorker(options: WorkerOptions): Worker {
     if (at - sweptAt < pollIntervalMs) return
     sweptAt = at
     try {
-      await expirePendingTasks(sender)
+      await withinDeadline(expirePendingTasks(sender), sender.leaseMs, 'expirePending')
     } catch (error) {
       sender.emit({ type: 'error', error })
     }
@@ -208,7 +208,7 @@ export function createWorker(options: WorkerOptions): Worker {
     // claim (on stderr when nobody listens), and the worker keeps trying, as for any store error.
     if (typeof store.check === 'function') {
       try {
-        await store.check()
+        await withinDeadline(store.check(), sender.leaseMs, 'check')
       } catch (error) {
         sender.emit({ type: 'error', error })
       }

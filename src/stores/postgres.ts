@@ -208,6 +208,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const sql = {
     insert: insertTaskSql(schema),
     schedule: scheduleSql(schema),
+    version: currentVersionSql(schema),
     expirePending: expirePendingSql(schema),
     byKey: selectTaskByIdempotencyKeySql(schema),
     get: selectTaskSql(schema),
@@ -340,13 +341,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     },
 
     async check() {
-      let version: number
-      try {
-        const { rows } = await pool.query(currentVersionSql(schema))
-        version = Number(rows[0]?.version ?? 0)
-      } catch (error) {
-        throw storeError('check', schema, error)
-      }
+      const { rows } = await run('check', pool, sql.version, [])
+      const version = Number(rows[0]?.version ?? 0)
       if (version < latestVersion) {
         throw new StoreError(
           'ERR_CALLBACK_STORE',
