@@ -25,7 +25,7 @@ describe('unreadable Redis records', { skip, timeout: 120_000 }, () => {
   before(async () => {
     const built = buildCli()
     // 422: the receiver refuses, so both tasks fail on their first attempt
-    const sender = { store, secret: generateSecret(), transport: createTestTransport(() => ({ status: 422 })) }
+    const sender = { store, secret: generateSecret(), transport: createTestTransport(() => ({ status: 422 })), retry: { failStatuses: [422] } }
     for (const which of ['corrupt', 'readable'] as const) {
       const task = await createCallbackTask({ callbackUrl: `https://client.example/${which}`, event: 'report.ready', secret: generateSecret() }, sender)
       assert.equal((await deliver(task, { which }, sender)).status, 'failed')
