@@ -190,11 +190,13 @@ export function createWorker(options: WorkerOptions): Worker {
     )
   }
 
-  // Expired pending tasks are looked for at most once per poll interval, however fast claims go.
+  // Expired pending tasks are looked for once per poll interval, and at most once a second however
+  // fast the worker polls or claims: expiry is measured in hours, not in milliseconds.
+  const sweepIntervalMs = Math.max(pollIntervalMs, 1000)
   let sweptAt = -Infinity
   async function sweepExpired(): Promise<void> {
     const at = performance.now()
-    if (at - sweptAt < pollIntervalMs) return
+    if (at - sweptAt < sweepIntervalMs) return
     sweptAt = at
     try {
       await withinDeadline(expirePendingTasks(sender), sender.leaseMs, 'expirePending')
