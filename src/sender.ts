@@ -58,6 +58,7 @@ export const SENDER_OPTION_NAMES: ReadonlySet<string> = new Set([
   'transaction',
   'pendingTimeoutMs',
   'requireTaskSecret',
+  'intentSubscriber',
   // createWorker
   'pollIntervalMs',
   'concurrency',
