@@ -36,6 +36,9 @@ const QUICK_RETRY_WINDOW_MS = 1_000
 const QUICK_RETRY_FIRST_DELAY_MS = 150
 const CONTENT_TYPE_JSON = 'application/json'
 
+/** Called by {@link runAttempt} once an attempt is over, before it is recorded (the worker's destinations). */
+export type BeforeRecord = (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined) => Promise<void>
+
 /** What one attempt did, and whether its record was stored. */
 export interface AttemptResult {
   record: AttemptRecord
@@ -190,7 +193,8 @@ export async function runAttempt(
   lease: Lease,
   sender: ResolvedSender,
   signal?: AbortSignal,
-  answered?: () => void
+  answered?: () => void,
+  beforeRecord?: BeforeRecord
 ): Promise<AttemptResult> {
   const { task } = lease
   const attempt = task.attempts + 1
@@ -263,6 +267,9 @@ export async function runAttempt(
 
   let resolution = resolve(task, record, verdict, sender)
   if (probe !== undefined) probe.end(record, failure)
+  // Before the slot is freed and the record frees the task: a throttle or an open breaker must
+  // hold its destination before any worker can claim the destination's next task.
+  if (beforeRecord !== undefined) await beforeRecord(lease, record, response)
   answered?.()
   let completed: boolean
   try {

@@ -6,7 +6,7 @@
  */
 import { TaskError } from './errors.ts'
 import { withoutSecret } from './pending-expiry.ts'
-import type { AttemptRecord, CallbackStore, CallbackTask, TaskListQuery, TaskPage } from './types.ts'
+import type { AttemptRecord, CallbackStore, CallbackTask, DestinationState, TaskListQuery, TaskPage } from './types.ts'
 
 /** What the inspection calls read of a sender's options; a whole `SenderOptions` object will do. */
 export interface InspectOptions {
@@ -28,7 +28,7 @@ export interface RedeliverFailedResult {
 }
 
 /** The store with the optional method `method`, or a TypeError saying it has none. */
-function storeWith<M extends 'list' | 'redeliver'>(options: InspectOptions, method: M): CallbackStore & Required<Pick<CallbackStore, M>> {
+function storeWith<M extends 'list' | 'redeliver' | 'listDestinations'>(options: InspectOptions, method: M): CallbackStore & Required<Pick<CallbackStore, M>> {
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object with a `store`')
   const { store } = options
   if (store === null || typeof store !== 'object') throw new TypeError('store is required (e.g. createPostgresStore({ pool }))')
@@ -190,4 +190,24 @@ export async function cancelTask(id: string, options: InspectOptions): Promise<C
     throw new TaskError('ERR_CALLBACK_TASK_STATE', `task ${id} is ${task.status}: it has already ended`)
   }
   return existing(store, id)
+}
+
+/**
+ * The destinations a worker would look at now: those held back (`throttled`, breaker `open` or
+ * `probing`), with attempts in flight, or with tasks due — each with its state, until when it is
+ * held, attempts in flight, tasks due and the last error that held it back; most due first, at
+ * most 1000. On a durable store every worker shares this state.
+ *
+ * @example
+ * ```ts
+ * import { listDestinations } from 'endpoint-callback'
+ *
+ * for (const one of await listDestinations(sender)) {
+ *   if (one.state !== 'closed') console.log(one.destination, one.state, 'until', one.until, one.lastError)
+ * }
+ * ```
+ */
+export async function listDestinations(options: InspectOptions): Promise<DestinationState[]> {
+  const store = storeWith(options, 'listDestinations')
+  return store.listDestinations((options.now ?? (() => new Date()))())
 }

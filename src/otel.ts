@@ -38,6 +38,12 @@ export interface OpenTelemetryOptions {
   store?: CallbackStore
   /** The clock the gauge counts with; pass the sender's `now` if it has one. Default `() => new Date()`. */
   now?: () => Date
+  /**
+   * Add `callback.destination` to the attempt and failure counters. Default `false`: each
+   * destination becomes a series of its own, which suits tens of clients, not thousands. Spans
+   * always carry it.
+   */
+  destinationMetrics?: boolean
 }
 
 /** The sender's `instrumentation`, with a way to stop observing the gauge. */
@@ -59,6 +65,7 @@ const ATTR = {
   event: 'callback.event',
   attempt: 'callback.attempt',
   outcome: 'callback.outcome',
+  destination: 'callback.destination',
 } as const
 
 /**
@@ -68,13 +75,16 @@ const ATTR = {
  * (the request that called `deliver`, or none in a worker), with the HTTP client attributes
  * `http.request.method`, `url.full`, `server.address`, `server.port`,
  * `http.response.status_code`, `http.request.resend_count` and `error.type`, and
- * `callback.task.id`, `callback.event`, `callback.attempt` and `callback.outcome` (`delivered`,
+ * `callback.task.id`, `callback.event`, `callback.attempt`, `callback.destination` (the task's
+ * destination, by default its URL's origin) and `callback.outcome` (`delivered`,
  * `retry`, `failed`, `cancelled`). `url.full` leaves out the query string, fragment and user info:
  * callback URLs often carry a token there, and spans go to third-party backends. A span's status
  * is ERROR, with the attempt's reason as message, unless the attempt delivered.
  *
  * Metrics (attributes `callback.event`, `callback.outcome`, `http.response.status_code`,
- * `error.type`; never the task id or the URL, to keep cardinality bounded):
+ * `error.type`; never the task id or the URL, to keep cardinality bounded; `callback.destination`
+ * on `callback.attempts` and `callback.failures` only with `destinationMetrics: true`, since every
+ * destination is then a series of its own — fine for tens of clients, not for thousands):
  * - `callback.attempts` — every attempt;
  * - `callback.deliveries` — attempts that delivered (attribute `callback.event` only);
  * - `callback.failures` — attempts that ended their task undelivered (`failed`, or `cancelled` by
@@ -107,6 +117,8 @@ export function createOpenTelemetry(options: OpenTelemetryOptions = {}): OpenTel
     throw new TypeError('propagator must be an OpenTelemetry TextMapPropagator')
   }
   if (typeof now !== 'function') throw new TypeError('now must be a function returning a Date')
+  const destinationMetrics = options.destinationMetrics ?? false
+  if (typeof destinationMetrics !== 'boolean') throw new TypeError('destinationMetrics must be a boolean')
   if (store !== undefined && (store === null || typeof store.countDue !== 'function')) {
     throw new TypeError('store must have countDue(now) for the callback.tasks.due gauge (the memory, PostgreSQL and Redis stores do)')
   }
@@ -157,12 +169,14 @@ export function createOpenTelemetry(options: OpenTelemetryOptions = {}): OpenTel
         attributes[ATTR.port] = target.port
       }
       if (attempt > 1) attributes[ATTR.resendCount] = attempt - 1
+      if (task.destination !== undefined) attributes[ATTR.destination] = task.destination
       const parent = context.active()
       const span = active.startSpan('POST', { kind: SpanKind.CLIENT, attributes }, parent)
       const probe: AttemptInstrumentation = {
         end(record: AttemptRecord, error?: unknown) {
           const errorType = errorTypeOf(record, error)
           const metricAttributes: Attributes = { [ATTR.event]: task.event, [ATTR.outcome]: record.outcome }
+          if (destinationMetrics && task.destination !== undefined) metricAttributes[ATTR.destination] = task.destination
           span.setAttribute(ATTR.outcome, record.outcome)
           if (record.status !== undefined) {
             span.setAttribute(ATTR.status, record.status)

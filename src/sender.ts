@@ -18,6 +18,8 @@ import { resolveRetryOptions } from './retry.ts'
 import { attemptBudgetMs, minimumLeaseMs } from './attempt-budget.ts'
 import { checkOptionNames } from './option-names.ts'
 import { describeError } from './outcome.ts'
+import { resolveDestinationOf } from './destinations/destination.ts'
+import type { DestinationTask } from './destinations/destination.ts'
 import type { ResolvedRetry } from './retry.ts'
 import type { CallbackStore, CallbackTask, DeliveryEvent, DeliveryInstrumentation, SenderOptions, Transport, UrlPolicy } from './types.ts'
 
@@ -86,6 +88,8 @@ export interface ResolvedSender {
    */
   checkedUrl(text: string): string
   readonly retry: ResolvedRetry
+  /** The destination of a task about to be stored: the `destination` option, or the URL's origin. */
+  destinationOf(task: DestinationTask): string
   readonly leaseMs: number
   readonly now: () => Date
   /** Calls `onEvent`; a listener that throws or rejects never disturbs a delivery. */
@@ -189,6 +193,7 @@ function buildSender(options: SenderOptions): ResolvedSender {
   }
   const compiledPolicy = compileUrlPolicy(urlPolicy)
   const resolvedRetry = resolveRetryOptions(retry)
+  const destinationOf = resolveDestinationOf(options.destination)
 
   leaseMs ??= DEFAULT_LEASE_MS
   if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new TypeError('leaseMs must be a positive integer of milliseconds')
@@ -274,6 +279,7 @@ function buildSender(options: SenderOptions): ResolvedSender {
       return href
     },
     retry: resolvedRetry,
+    destinationOf,
     leaseMs,
     now,
     listening: listener !== undefined,

@@ -149,6 +149,7 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   if (verifyIntent === true) task.verifyIntent = true
   if (metadata !== undefined) task.metadata = metadata
   if (taskDeadline !== undefined) task.deadline = taskDeadline
+  task.destination = sender.destinationOf(task)
   if (Object.hasOwn(input, 'payload')) {
     const attached = await attachableBody(event, taskEncryptionKey, input.payload, sender)
     task.body = attached.body

@@ -61,6 +61,12 @@ export interface CallbackTask {
   updatedAt: Date
   /** The reason of the last failed attempt, for people reading the task. */
   lastError?: string
+  /**
+   * Where the task is sent, for per-destination limits: by default its callback URL's origin
+   * (`https://hooks.example.com`), or what the sender's `destination(task)` option returned.
+   * Absent on tasks stored before destinations existed; those are not limited.
+   */
+  destination?: string
 }
 
 /** What `createCallbackTask` hands a store to insert. */
@@ -87,6 +93,8 @@ export interface NewCallbackTask {
    * (see {@link CallbackStore.expirePending}); absent, it never does.
    */
   nextAttemptAt?: Date
+  /** See {@link CallbackTask.destination}. */
+  destination?: string
 }
 
 /** One attempt to deliver, as recorded in the task's history. Never contains a secret. */
@@ -110,6 +118,44 @@ export interface Lease {
   task: CallbackTask
   token: string
   expiresAt: Date
+  /**
+   * Set when this lease is the single probe of a destination whose circuit breaker was open: how
+   * many times in a row the breaker had opened. Its outcome closes the breaker or opens it again.
+   */
+  probe?: { openings: number }
+}
+
+/**
+ * A destination held back, as {@link CallbackStore.setDestination} stores it: `throttled` (the
+ * receiver asked to wait, `Retry-After`) or `open` (its circuit breaker opened: one probe once
+ * `until` has passed).
+ */
+export interface DestinationHold {
+  state: 'throttled' | 'open'
+  until: Date
+  /** Why, for people reading it: the last failure (`ERR_CALLBACK_TIMEOUT: …`, `HTTP 503`). */
+  reason: string
+  /** How many times in a row the breaker opened (its cool-down grows with it); 0 for a throttle. */
+  openings: number
+}
+
+/**
+ * One destination as {@link CallbackStore.listDestinations} reports it. `closed` is a healthy
+ * destination; `probing` is an open breaker whose single probe is in flight.
+ */
+export interface DestinationState {
+  destination: string
+  state: 'closed' | 'throttled' | 'open' | 'probing'
+  /** Until when it is held back (throttled, open, probing). */
+  until?: Date
+  /** Times in a row its breaker opened. */
+  openings: number
+  /** Attempts in flight now over every worker (leases that have not expired). */
+  inFlight: number
+  /** Tasks due now. */
+  due: number
+  /** The reason it was last held back. */
+  lastError?: string
 }
 
 /** What follows an attempt: the task is done, or due again at `nextAttemptAt`. */
@@ -184,7 +230,7 @@ export interface CallbackStore {
    * `delivering` whose lease expired (its holder died), earliest due first. Each gets a new token;
    * the old token is void from then on.
    */
-  claim(options: { now: Date; limit: number; leaseMs: number }): Promise<Lease[]>
+  claim(options: ClaimOptions): Promise<Lease[]>
   /**
    * Records an attempt and what follows it, atomically, only while `lease.token` still holds the
    * task. Returns `false` (and changes nothing) when it does not: the lease expired and another
@@ -237,8 +283,41 @@ export interface CallbackStore {
    * worker looks at once. A store that only ever calls `listener()` is still correct, just later.
    */
   subscribe?(listener: (dueAt?: number) => void): () => void
+  /**
+   * Optional (destinations): holds `destination` back (`hold`), or lets it go again (`null`: a
+   * healthy destination). Shared by every worker on the store; claims given `perDestination`
+   * skip a held destination until `hold.until`, then hand out one probe of an `open` one.
+   */
+  setDestination?(destination: string, hold: DestinationHold | null, now: Date): Promise<void>
+  /**
+   * Optional (destinations, inspection): the destinations that are held back, have attempts in
+   * flight or tasks due at `now`, most due first.
+   */
+  listDestinations?(now: Date): Promise<DestinationState[]>
   /** Optional: frees what the store itself opened (never the user's client). */
   close?(): Promise<void>
+}
+
+/** What {@link CallbackStore.claim} takes. */
+export interface ClaimOptions {
+  now: Date
+  limit: number
+  leaseMs: number
+  /**
+   * Limit destinations (stores with `setDestination`): take at most this many tasks of one
+   * destination, less what `inFlight` says the caller already has in flight there; a destination
+   * held until after `now` is skipped, except its tasks whose deadline has passed (claimed so they
+   * can fail); an `open` one whose `until` has passed gives one task, marked as its `probe`, and is
+   * `probing` until that lease expires (one probe over every worker). Skipped tasks keep their
+   * place and spend no attempt.
+   */
+  perDestination?: number
+  /**
+   * With `perDestination`: the caller's attempts in flight per destination. A caller may pass a
+   * lower count (below 0, even) to give a destination it trusts more room; a probe is one task
+   * whatever the count.
+   */
+  inFlight?: ReadonlyMap<string, number>
 }
 
 /** What {@link CallbackStore.list} selects. Every filter given must hold; all are optional but `status`. */
@@ -394,6 +473,11 @@ export interface RetryOptions {
  * - `cancelled`: the receiver answered 410 Gone; the task ends without further attempts.
  * - `lease-lost`: the attempt was made but its lease had run out and another worker had claimed the
  *   task (or it was cancelled meanwhile), so nothing was recorded; the receiver may see a duplicate.
+ * - `destination-unhealthy`: a destination's circuit breaker opened (or a probe failed): its due
+ *   tasks wait, spending no attempts, until one probe is sent at `until`; `reason` is the failure.
+ * - `destination-recovered`: a probe got through; the destination's tasks flow again.
+ * - `destination-throttled`: the receiver answered 429/502/503/504 with `Retry-After`; the
+ *   destination's other tasks wait until `until` without spending attempts.
  * - `error`: the store failed while the worker claimed, released or recorded (the worker backs off
  *   and goes on), or an attempt rejected. With no `onEvent` listener, each distinct cause is
  *   printed to stderr once instead, so a misconfigured worker is never silent.
@@ -417,6 +501,9 @@ export type DeliveryEvent =
   | { type: 'failed'; task: CallbackTask; attempt?: AttemptRecord; reason: string }
   | { type: 'cancelled'; task: CallbackTask; attempt?: AttemptRecord }
   | { type: 'lease-lost'; task: CallbackTask; attempt: AttemptRecord }
+  | { type: 'destination-unhealthy'; destination: string; reason: string; until: Date }
+  | { type: 'destination-recovered'; destination: string }
+  | { type: 'destination-throttled'; destination: string; reason: string; until: Date }
   | { type: 'error'; error: unknown }
 
 /** The `type` of every {@link DeliveryEvent}: `'attempt' | 'delivered' | …`. */
@@ -526,6 +613,17 @@ export interface SenderOptions {
   onEvent?: (event: DeliveryEvent) => void
   /** Tracing and metrics around each attempt, e.g. `createOpenTelemetry()` from `endpoint-callback/otel`. */
   instrumentation?: DeliveryInstrumentation
+  /**
+   * For `createCallbackTask`: which destination a task belongs to, for the worker's
+   * per-destination limits, throttling and circuit breaker. Default: the callback URL's origin
+   * (`https://hooks.example.com`). Return a tenant's id, say, to limit all of a client's URLs as one.
+   *
+   * @example
+   * ```ts
+   * const sender = { store, secret, destination: (task) => String(task.metadata?.tenant ?? new URL(task.callbackUrl).origin) }
+   * ```
+   */
+  destination?: (task: Pick<NewCallbackTask, 'id' | 'callbackUrl' | 'event' | 'idempotencyKey' | 'metadata'>) => string
   /**
    * The caller's open transaction (outbox): `createCallbackTask` inserts the task with it, and
    * `deliver` attaches the result with it and leaves the sending to a worker, after the commit.

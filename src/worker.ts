@@ -3,6 +3,8 @@
  * or any other process that shares the store.
  */
 import { runAttempt } from './deliver.ts'
+import { createDestinationPolicy } from './destinations/policy.ts'
+import type { DestinationOptions } from './destinations/policy.ts'
 import { CallbackError } from './errors.ts'
 import { expirePendingTasks } from './pending-expiry.ts'
 import { resolveSender } from './sender.ts'
@@ -11,7 +13,7 @@ import { createWakeSchedule } from './wake-schedule.ts'
 import type { Lease, SenderOptions } from './types.ts'
 
 /** A sender's options plus how the worker polls. */
-export interface WorkerOptions extends SenderOptions {
+export interface WorkerOptions extends SenderOptions, DestinationOptions {
   /** How often to look for due tasks when the store cannot announce them, ms. Default 1000. */
   pollIntervalMs?: number
   /** Attempts in flight at most. Default 10. */
@@ -67,6 +69,12 @@ function workerSettings(options: WorkerOptions): Required<Pick<WorkerOptions, 'p
  * schema migrated, keys usable). As it polls, the worker also fails the `pending` tasks whose
  * result never came in time (`pendingTimeoutMs`), emitting `failed` for each.
  *
+ * Destinations (on stores with `setDestination`: memory, PostgreSQL, Redis): at most
+ * `perDestination` attempts in flight per destination, a destination that answers with
+ * `Retry-After` held back until then, and one that keeps failing held back by its circuit breaker
+ * (`breaker`) — in each case its other tasks stay in the store, spending no attempt and holding no
+ * slot, so one client's endpoint never holds up another's callbacks.
+ *
  * A running worker keeps the process alive (like a server); `stop()` it for a clean exit.
  *
  * @example
@@ -81,6 +89,8 @@ function workerSettings(options: WorkerOptions): Required<Pick<WorkerOptions, 'p
 export function createWorker(options: WorkerOptions): Worker {
   const sender = resolveSender(options)
   const { pollIntervalMs, concurrency, batchSize } = workerSettings(options)
+  const destinations = createDestinationPolicy(options, concurrency, sender)
+  const { perDestination } = destinations
 
   const { store } = sender
   /** Attempts in flight. */
@@ -154,6 +164,7 @@ export function createWorker(options: WorkerOptions): Worker {
   // adds three promises and two closures to every attempt.
   async function attempt(lease: Lease): Promise<void> {
     active++
+    destinations.started(lease)
     let freed = false
     // The slot is free once the answer is classified: the record is then written while the next
     // attempt is already sending, and records that arrive together share one commit. Only when
@@ -166,7 +177,7 @@ export function createWorker(options: WorkerOptions): Worker {
       slotFreed()
     }
     try {
-      const result = await runAttempt(lease, sender, undefined, answered)
+      const result = await runAttempt(lease, sender, undefined, answered, destinations.afterAttempt)
       // a store that announces nothing still gets this worker back on time for its own retries
       if (result.completed && result.resolution.status === 'scheduled') dueAt(result.resolution.nextAttemptAt.getTime())
     } catch (error) {
@@ -174,6 +185,8 @@ export function createWorker(options: WorkerOptions): Worker {
     } finally {
       if (freed) recording--
       else active--
+      // A destination at its cap may have tasks waiting that the last claim skipped: look again.
+      if (destinations.ended(lease) && running) wake()
       slotFreed()
     }
   }
@@ -225,7 +238,11 @@ export function createWorker(options: WorkerOptions): Worker {
         try {
           const now = sender.now()
           lastClaimAt = now.getTime()
-          leases = await withinDeadline(store.claim({ now, limit, leaseMs: sender.leaseMs }), sender.leaseMs, 'claim')
+          const claim =
+            perDestination === undefined
+              ? { now, limit, leaseMs: sender.leaseMs }
+              : { now, limit, leaseMs: sender.leaseMs, perDestination, inFlight: destinations.claimView() }
+          leases = await withinDeadline(store.claim(claim), sender.leaseMs, 'claim')
           failures = 0
         } catch (error) {
           sender.emit({ type: 'error', error })
@@ -239,6 +256,7 @@ export function createWorker(options: WorkerOptions): Worker {
         }
         for (const lease of leases) void attempt(lease)
         backlog = leases.length === limit
+        if (!backlog) destinations.shortClaim(leases)
         // More may be due right now: claim again while there is room, without waiting for a poll.
         if (backlog && concurrency - active > 0) continue
       } else {

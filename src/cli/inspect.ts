@@ -1,15 +1,15 @@
 /**
- * `endpoint-callback tasks | attempts | redeliver | cancel`: inspecting and repairing deliveries
+ * `endpoint-callback tasks | attempts | redeliver | cancel | destinations`: inspecting and repairing deliveries
  * in a PostgreSQL or Redis store, through the library's inspection calls. The driver (`pg` or
  * `ioredis`, optional peers) is loaded only when a command needs it.
  */
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { cancelTask, listAttempts, listTasks, redeliverFailed, redeliverTask } from '../inspect.ts'
+import { cancelTask, listAttempts, listDestinations, listTasks, redeliverFailed, redeliverTask } from '../inspect.ts'
 import { createPostgresStore } from '../stores/postgres.ts'
 import type { PostgresPool } from '../stores/postgres.ts'
 import { createRedisStore } from '../stores/redis.ts'
 import type { RedisClient } from '../stores/redis.ts'
-import type { AttemptRecord, CallbackStore, CallbackTask, TaskListQuery, TaskStatus } from '../types.ts'
+import type { AttemptRecord, CallbackStore, CallbackTask, DestinationState, TaskListQuery, TaskStatus } from '../types.ts'
 import { CliError, EXIT, printLine } from './exit.ts'
 
 /** The exit codes of the inspection commands, as `--help` shows them. */
@@ -310,6 +310,19 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
       exit(EXIT.ok)
     })
 
+  storeCommand(
+    program,
+    'destinations',
+    'List the destinations (callback URL origins, or what the sender maps tasks to) that are held back, have attempts in ' +
+      'flight or tasks due, most due first, one per line: destination, state (closed, throttled, open, probing), until when, ' +
+      'attempts in flight, tasks due and the last error.'
+  ).action(async (flags: StoreFlags) => {
+    await withStore(location(flags), async (store) => {
+      for (const one of await listDestinations({ store })) printLine(flags.json ? JSON.stringify(destinationJson(one)) : destinationLine(one))
+    })
+    exit(EXIT.ok)
+  })
+
   storeCommand(program, 'cancel', 'Cancel a task that has not ended: it is never attempted again.')
     .argument('<task-id>', 'the task to cancel')
     .action(async (id: string, flags: StoreFlags) => {
@@ -319,4 +332,13 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
       })
       exit(EXIT.ok)
     })
+}
+
+function destinationJson(one: DestinationState): Record<string, unknown> {
+  return { ...one, ...(one.until === undefined ? {} : { until: one.until.toISOString() }) }
+}
+
+function destinationLine(one: DestinationState): string {
+  const until = one.until === undefined ? '-' : one.until.toISOString()
+  return [one.destination, one.state, until, `in-flight=${one.inFlight}`, `due=${one.due}`, one.lastError ?? ''].join('\t').trimEnd()
 }

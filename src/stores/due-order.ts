@@ -37,6 +37,11 @@ export interface DueOrder {
   takeDue(at: number, limit: number): number[]
   /** How many pairs are due at or before `at`, in O(leaves due + log). */
   countDue(at: number): number
+  /**
+   * Calls `visit` with the number of each pair due at or before `at`, earliest first, without
+   * taking any out, until it returns `false`. The order must not change meanwhile.
+   */
+  scanDue(at: number, visit: (number: number) => boolean): void
 }
 
 const before = (due: number, number: number, otherDue: number, otherNumber: number) =>
@@ -236,6 +241,16 @@ export function createDueOrder(leafCapacity = LEAF_CAPACITY): DueOrder {
       }
       size -= taken.length
       return taken
+    },
+
+    scanDue(at, visit) {
+      for (let index = head; index < leaves.length; index++) {
+        const leaf = leaves[index]!
+        const pairs = leaf.pairs
+        for (let i = leaf.start; i < leaf.end; i++) {
+          if (pairs[2 * i]! > at || !visit(pairs[2 * i + 1]!)) return
+        }
+      }
     },
 
     countDue(at) {

@@ -8,6 +8,7 @@ import type {
   AttemptRecord,
   AttemptResolution,
   CallbackStore,
+  DestinationState,
   CallbackTask,
   Lease,
   NewCallbackTask,
@@ -55,6 +56,8 @@ interface Entry {
   lastError: string | undefined
   /** Its index in `byNumber` and, times `ROW`, in `rows`; the due order refers to it by it. */
   readonly number: number
+  /** Its destination, when it has one (see `claim` with `perDestination`). */
+  readonly destination: string | undefined
   /** One attempt on its own (most tasks make only one), several in an array. */
   history: StoredAttempt | StoredAttempt[] | undefined
 }
@@ -259,6 +262,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     const deadline = rows[row + DEADLINE]!
     if (!Number.isNaN(deadline)) task.deadline = new Date(deadline)
     if (entry.lastError !== undefined) task.lastError = entry.lastError
+    if (entry.destination !== undefined) task.destination = entry.destination
     return task
   }
 
@@ -294,6 +298,66 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   const heldBy = (held: Lease): Entry | undefined => {
     const entry = tasks.get(held.task.id)
     return entry !== undefined && entry.status === 'delivering' && tokenOf(entry.number) === held.token ? entry : undefined
+  }
+
+  // ---- destinations ----------------------------------------------------------------------------
+  // Holds (throttled, open, probing) by destination; attempts in flight are counted by the caller.
+
+  const holds = new Map<string, { state: 'throttled' | 'open' | 'probing'; until: number; reason: string; openings: number }>()
+
+  /** How many more of `destination`'s tasks a claim at `at` may take, and whether the next is a probe. */
+  function roomFor(destination: string, at: number, perDestination: number, inFlight: number): { left: number; probe: boolean } {
+    const hold = holds.get(destination)
+    let cap = perDestination
+    let probe = false
+    if (hold !== undefined) {
+      if (hold.until > at) return { left: 0, probe }
+      if (hold.state === 'throttled') holds.delete(destination)
+      else {
+        // open with its cool-down over, or a probe whose lease ran out: one (more) probe
+        cap = 1
+        probe = true
+      }
+    }
+    // A count below 0 gives a destination the caller trusts more room; never a second probe.
+    return { left: Math.max(0, cap - (probe ? Math.max(0, inFlight) : inFlight)), probe }
+  }
+
+  /**
+   * Claims with per-destination limits: reads the due order from its front without taking
+   * anything out, and takes out only the tasks chosen, so skipped tasks keep their place.
+   */
+  function takeLimited(
+    at: number,
+    limit: number,
+    perDestination: number,
+    inFlight: ReadonlyMap<string, number> | undefined
+  ): { numbers: number[]; probes: Set<number> } {
+    const numbers: number[] = []
+    const probes = new Set<number>()
+    const room = new Map<string, { left: number; probe: boolean }>()
+    let skipped = 0
+    order.scanDue(at, (number) => {
+      const entry = byNumber[number]!
+      const destination = entry.destination
+      // A task past its deadline is claimed whatever its destination: it fails without sending.
+      if (destination === undefined || rows[number * ROW + DEADLINE]! < at) {
+        numbers.push(number)
+      } else {
+        let left = room.get(destination)
+        if (left === undefined) room.set(destination, (left = roomFor(destination, at, perDestination, inFlight?.get(destination) ?? 0)))
+        if (left.left > 0) {
+          left.left--
+          numbers.push(number)
+          if (left.probe) probes.add(number)
+        } else if (++skipped >= MAX_SKIPPED_PER_CLAIM) {
+          return false
+        }
+      }
+      return numbers.length < limit
+    })
+    for (const number of numbers) order.delete(rows[number * ROW + DUE]!, number)
+    return { numbers, probes }
   }
 
   /** A task became due sooner: let subscribed workers look now rather than at their next poll. */
@@ -341,7 +405,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         attempts: 0,
         lastError: undefined,
         number,
-        history: undefined
+        history: undefined,
+        destination: task.destination
       }
       const row = number * ROW
       rows[row + DUE] = NaN
@@ -409,10 +474,29 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       return expired
     },
 
-    async claim({ now, limit, leaseMs }) {
+    async claim({ now, limit, leaseMs, perDestination, inFlight }) {
       const at = now.getTime()
       letGo(at)
       const expires = at + leaseMs
+      if (perDestination !== undefined) {
+        const { numbers, probes } = takeLimited(at, limit, perDestination, inFlight)
+        const taken = numbers.map((number) => byNumber[number]!)
+        for (const entry of taken) entry.status = 'delivering'
+        for (const number of numbers) writeLease(number, at, expires)
+        for (const number of numbers) order.add(expires, number)
+        return taken.map((entry) => {
+          const leased = toLease(entry)
+          if (entry.destination !== undefined) {
+            const hold = holds.get(entry.destination)
+            if (probes.has(entry.number) && hold !== undefined) {
+              leased.probe = { openings: hold.openings }
+              hold.state = 'probing'
+              hold.until = expires
+            }
+          }
+          return leased
+        })
+      }
       // One step at a time over the whole batch, each in a loop of its own: with a million tasks
       // they lie far apart in memory and the first touch of each misses the CPU's caches; in a
       // tight loop of independent touches the CPU waits for many such misses at once, where
@@ -558,6 +642,39 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       return true
     },
 
+    async setDestination(destination, hold, now) {
+      void now
+      if (hold === null) holds.delete(destination)
+      else holds.set(destination, { state: hold.state, until: hold.until.getTime(), reason: hold.reason, openings: hold.openings })
+    },
+
+    async listDestinations(now) {
+      const at = now.getTime()
+      const due = new Map<string, number>()
+      const inFlight = new Map<string, number>()
+      for (const entry of tasks.values()) {
+        if (entry.destination === undefined || (entry.status !== 'scheduled' && entry.status !== 'delivering')) continue
+        const counted = rows[entry.number * ROW + DUE]! <= at ? due : entry.status === 'delivering' ? inFlight : undefined
+        counted?.set(entry.destination, (counted.get(entry.destination) ?? 0) + 1)
+      }
+      const names = new Set([...holds.keys(), ...inFlight.keys(), ...due.keys()])
+      const found: DestinationState[] = []
+      for (const destination of names) {
+        const hold = holds.get(destination)
+        const state: DestinationState = {
+          destination,
+          state: hold === undefined || (hold.state === 'throttled' && hold.until <= at) ? 'closed' : hold.state,
+          openings: hold?.openings ?? 0,
+          inFlight: inFlight.get(destination) ?? 0,
+          due: due.get(destination) ?? 0
+        }
+        if (hold !== undefined && state.state !== 'closed') state.until = new Date(hold.until)
+        if (hold !== undefined) state.lastError = hold.reason
+        if (state.state !== 'closed' || state.inFlight > 0 || state.due > 0) found.push(state)
+      }
+      return found.sort((a, b) => b.due - a.due || (a.destination < b.destination ? -1 : 1))
+    },
+
     async countDue(now) {
       return order.countDue(now.getTime())
     },
@@ -576,6 +693,9 @@ function refuseTransaction(options: StoreCallOptions | undefined): void {
 }
 
 const MEMORY_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['maxAttemptHistory', 'retentionSeconds'])
+
+/** Due tasks a limited claim looks past (held or capped destinations) before it stops looking. */
+const MAX_SKIPPED_PER_CLAIM = 10_000
 
 /** Numbers per task in the store's `rows`: eight, 64 bytes. */
 const ROW = 8

@@ -124,6 +124,29 @@ CREATE INDEX IF NOT EXISTS attempts_started_idx ON ${s}.attempts (started_at) IN
   },
   {
     version: 5,
+    description: "each task's destination, the attempts in flight per destination, and the destinations held back",
+    sql: (schema) => {
+      const s = quoteIdentifier(schema)
+      // Nullable: rows stored before this version keep no destination and are not limited.
+      return `ALTER TABLE ${s}.tasks ADD COLUMN IF NOT EXISTS destination text;
+
+-- Counting a destination's attempts in flight reads only the rows being delivered.
+CREATE INDEX IF NOT EXISTS tasks_delivering_idx ON ${s}.tasks (destination) WHERE status = 'delivering';
+
+-- Destinations held back (throttled, or their circuit breaker open), shared by every worker. A
+-- healthy destination has no row.
+CREATE TABLE IF NOT EXISTS ${s}.destinations (
+  destination  text PRIMARY KEY,
+  state        text NOT NULL CHECK (state IN ('throttled', 'open', 'probing')),
+  until        timestamptz NOT NULL,
+  openings     integer NOT NULL DEFAULT 0,
+  reason       text,
+  updated_at   timestamptz NOT NULL
+);`
+    }
+  },
+  {
+    version: 6,
     // A pending task's next_attempt_at is when it expires unless its result comes first; only
     // pending rows are in it, so delivering costs it nothing.
     description: 'an index of pending tasks by when they expire, for the workers that fail them',
@@ -174,22 +197,23 @@ export function currentVersionSql(schema: string): string {
 
 // json columns as text, parsed by the store, so a pool with its own type parsers reads them alike
 const taskColumns = `id, status, callback_url, event, idempotency_key, secret::text AS secret, metadata::text AS metadata, body, content_type,
-  attempts, next_attempt_at, deadline, lease_token, last_error, created_at, updated_at, encryption_key::text AS encryption_key, verify_intent`
+  attempts, next_attempt_at, deadline, lease_token, last_error, created_at, updated_at, encryption_key::text AS encryption_key, verify_intent,
+  destination`
 
 /**
  * $1 id, $2 callback_url, $3 event, $4 idempotency_key, $5 secret (json), $6 metadata (json),
  * $7 deadline, $8 created_at, $9 encryption_key (json), $10 verify_intent (true or null),
  * $11 body (null: pending), $12 content_type, $13 next_attempt_at (due, or a pending task's
- * expiry), $14 due channel. Returns the row only when it was inserted. A task with its body is
+ * expiry), $14 due channel, $15 destination. Returns the row only when it was inserted. A task with its body is
  * `scheduled` and announced; inside the caller's transaction the notification goes out at commit.
  */
 export function insertTaskSql(schema: string): string {
   return `WITH inserted AS (
 INSERT INTO ${quoteIdentifier(schema)}.tasks
   (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at, encryption_key, verify_intent,
-   body, content_type, next_attempt_at)
+   body, content_type, next_attempt_at, destination)
 VALUES ($1, CASE WHEN $11::text IS NULL THEN 'pending' ELSE 'scheduled' END, $2, $3, $4, $5::json, $6::json, $7::timestamptz,
-  $8::timestamptz, $8::timestamptz, $9::json, $10::boolean, $11::text, $12::text, $13::timestamptz)
+  $8::timestamptz, $8::timestamptz, $9::json, $10::boolean, $11::text, $12::text, $13::timestamptz, $15::text)
 ON CONFLICT DO NOTHING
 RETURNING ${taskColumns}
 )
@@ -510,4 +534,122 @@ WHERE status IN ('failed', 'scheduled') AND last_error IS NOT NULL AND updated_a
 GROUP BY 1
 ORDER BY tasks DESC, last_failed_at DESC
 LIMIT $2`
+}
+
+// ---- destinations -------------------------------------------------------------------------------
+
+/**
+ * A claim that limits destinations (see `CallbackStore.claim` with `perDestination`).
+ * $1 now, $2 limit, $3 lease expiry, $4 token prefix, $5 perDestination, $6 the caller's attempts
+ * in flight per destination (a JSON object). It looks at the earliest due tasks of destinations
+ * neither held back nor at the caller's cap (those are left out before the scan, so a dead
+ * destination's backlog costs nothing), ranks each destination's tasks among a few times `limit`
+ * of them, and takes those within the destination's room.
+ * A probe of an open breaker is leased only if this claim is the one that moved its destination
+ * to `probing`: two workers claiming at once cannot both probe. Up to three times each
+ * destination's room is chosen and locked with `SKIP LOCKED` (a window function cannot be), and
+ * the room is taken from the rows that could be locked, so claims side by side pass over each
+ * other's rows instead of coming back empty.
+ */
+export function claimLimitedSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH held AS (
+  SELECT destination FROM ${s}.destinations WHERE until > $1::timestamptz
+), probe AS (
+  SELECT destination, openings FROM ${s}.destinations WHERE state IN ('open', 'probing') AND until <= $1::timestamptz
+), busy AS (
+  SELECT key AS destination, value::int AS n FROM json_each_text($6::json)
+), candidates AS (
+  SELECT id, destination, next_attempt_at, (deadline IS NOT NULL AND deadline < $1::timestamptz) AS expired
+  FROM ${s}.tasks
+  WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz
+    AND (destination IS NULL OR deadline < $1::timestamptz OR (
+      destination NOT IN (SELECT destination FROM held)
+      AND destination NOT IN (SELECT destination FROM busy WHERE n >= $5::int)))
+  ORDER BY next_attempt_at, id
+  LIMIT 4 * $2 + 100
+), ranked AS (
+  SELECT c.*, row_number() OVER (PARTITION BY c.destination, c.expired ORDER BY c.next_attempt_at, c.id) AS rank
+  FROM candidates AS c
+), chosen AS (
+  -- up to three times each destination's room, so rows that another claim holds can be passed over
+  SELECT r.id, r.next_attempt_at AS due_at, r.destination, r.expired,
+    (p.destination IS NOT NULL AND NOT r.expired) AS probe, p.openings AS probe_openings,
+    CASE WHEN r.expired OR r.destination IS NULL THEN NULL
+      WHEN p.destination IS NULL THEN $5::int - COALESCE(b.n, 0)
+      ELSE 1 - GREATEST(COALESCE(b.n, 0), 0) END AS room
+  FROM ranked AS r
+  LEFT JOIN busy AS b ON b.destination = r.destination
+  LEFT JOIN probe AS p ON p.destination = r.destination
+  WHERE r.expired OR r.destination IS NULL
+    OR r.rank <= 3 * (CASE WHEN p.destination IS NULL THEN $5::int - COALESCE(b.n, 0) ELSE 1 - GREATEST(COALESCE(b.n, 0), 0) END)
+  ORDER BY r.next_attempt_at, r.id
+  LIMIT 3 * $2
+), locked AS (
+  SELECT t.id FROM ${s}.tasks AS t
+  WHERE t.id IN (SELECT id FROM chosen) AND t.status IN ('scheduled', 'delivering') AND t.next_attempt_at <= $1::timestamptz
+  FOR UPDATE SKIP LOCKED
+), picked AS (
+  SELECT c.*, row_number() OVER (PARTITION BY c.destination, c.expired ORDER BY c.due_at, c.id) AS taken
+  FROM chosen AS c WHERE c.id IN (SELECT id FROM locked)
+), final AS (
+  SELECT * FROM picked WHERE room IS NULL OR taken <= room ORDER BY due_at, id LIMIT $2
+), probed AS (
+  UPDATE ${s}.destinations AS d SET state = 'probing', until = $3::timestamptz, updated_at = $1::timestamptz
+  FROM final
+  WHERE final.probe AND d.destination = final.destination
+    AND d.state IN ('open', 'probing') AND d.until <= $1::timestamptz
+  RETURNING d.destination
+), claimed AS (
+  UPDATE ${s}.tasks AS t
+  SET status = 'delivering', next_attempt_at = $3::timestamptz, lease_token = $4 || ':' || t.id,
+      leased_at = $1::timestamptz, updated_at = $1::timestamptz
+  FROM final
+  WHERE t.id = final.id
+    AND (NOT final.probe OR final.destination IN (SELECT destination FROM probed))
+  RETURNING final.due_at, final.probe, final.probe_openings, ${taskColumns
+    .split(',')
+    .map((column) => `t.${column.trim()}`)
+    .join(', ')}
+)
+-- A probe another claim took comes back with no task (id NULL): the caller may claim again.
+SELECT claimed.* FROM final LEFT JOIN claimed ON claimed.id = final.id`
+}
+
+/** $1 destination, $2 state, $3 until, $4 reason, $5 openings, $6 now. */
+export function holdDestinationSql(schema: string): string {
+  return `INSERT INTO ${quoteIdentifier(schema)}.destinations (destination, state, until, reason, openings, updated_at)
+VALUES ($1, $2, $3::timestamptz, $4, $5, $6::timestamptz)
+ON CONFLICT (destination) DO UPDATE
+SET state = EXCLUDED.state, until = EXCLUDED.until, reason = EXCLUDED.reason, openings = EXCLUDED.openings,
+    updated_at = EXCLUDED.updated_at`
+}
+
+/** $1 destination. A healthy destination has no row. */
+export function clearDestinationSql(schema: string): string {
+  return `DELETE FROM ${quoteIdentifier(schema)}.destinations WHERE destination = $1`
+}
+
+/** $1 now. Destinations held back, with attempts in flight or with tasks due; most due first. */
+export function listDestinationsSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH due AS (
+  SELECT destination, count(*)::int AS due FROM ${s}.tasks
+  WHERE status IN ('scheduled', 'delivering') AND next_attempt_at <= $1::timestamptz AND destination IS NOT NULL
+  GROUP BY destination
+), busy AS (
+  SELECT destination, count(*)::int AS in_flight FROM ${s}.tasks
+  WHERE status = 'delivering' AND next_attempt_at > $1::timestamptz AND destination IS NOT NULL
+  GROUP BY destination
+), names AS (
+  SELECT destination FROM due UNION SELECT destination FROM busy UNION SELECT destination FROM ${s}.destinations
+)
+SELECT n.destination, d.state, d.until, d.openings, d.reason,
+  COALESCE(due.due, 0) AS due, COALESCE(busy.in_flight, 0) AS in_flight
+FROM names AS n
+LEFT JOIN due USING (destination)
+LEFT JOIN busy USING (destination)
+LEFT JOIN ${s}.destinations AS d USING (destination)
+ORDER BY COALESCE(due.due, 0) DESC, n.destination
+LIMIT 1000`
 }

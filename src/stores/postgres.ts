@@ -19,6 +19,8 @@ import type {
   AttemptResolution,
   CallbackStore,
   CallbackTask,
+  DestinationHold,
+  DestinationState,
   Lease,
   NewCallbackTask,
   StoreCallOptions,
@@ -32,7 +34,11 @@ import {
   attemptRecordedSql,
   attachSql,
   cancelSql,
+  claimLimitedSql,
   claimSql,
+  clearDestinationSql,
+  holdDestinationSql,
+  listDestinationsSql,
   completeBatchSql,
   completeSql,
   countDueSql,
@@ -142,7 +148,7 @@ export interface PostgresStore extends CallbackStore {
  * `payload`) or `deliver`: the task is written with that client, so it commits or rolls back
  * together with your own write, and a worker, woken by `NOTIFY` at the commit, sends it. Pass the
  * client you ran `BEGIN` on, never the pool (refused with a `TypeError`). Run `migratePostgres`
- * again after upgrading: version 5 adds the index of pending tasks by expiry.
+ * again after upgrading: version 6 adds the index of pending tasks by expiry.
  *
  * @example
  * ```ts
@@ -214,6 +220,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     get: selectTaskSql(schema),
     attach: attachSql(schema),
     claim: claimSql(schema),
+    claimLimited: claimLimitedSql(schema),
     complete: completeSql(schema),
     completeBatch: completeBatchSql(schema),
     attemptRecorded: attemptRecordedSql(schema),
@@ -227,6 +234,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     summaryAttempts: summaryAttemptsSql(schema),
     summaryHosts: summaryFailingHostsSql(schema),
     summaryEstimates: summaryEstimatesSql(schema),
+    holdDestination: holdDestinationSql(schema),
+    clearDestination: clearDestinationSql(schema),
+    listDestinations: listDestinationsSql(schema),
   }
   const listeners = createDueListeners()
   // Workers in this process need not wait for the notification's round trip through the server.
@@ -284,7 +294,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         task.body ?? null,
         task.body === undefined ? null : (task.contentType ?? null),
         task.nextAttemptAt?.toISOString() ?? (task.body === undefined ? null : task.createdAt.toISOString()),
-        channel
+        channel,
+        task.destination ?? null
       ]
       // ON CONFLICT waits for a racing insert of the same key to commit, then yields: the row the
       // other caller stored is then visible to the lookup that follows.
@@ -351,9 +362,48 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       }
     },
 
-    async claim({ now, limit, leaseMs }) {
+    async claim({ now, limit, leaseMs, perDestination, inFlight }) {
       if (limit <= 0) return []
       const expiresAt = new Date(now.getTime() + leaseMs)
+      if (perDestination !== undefined) {
+        const busy = new Map(inFlight)
+        const leased: any[] = []
+        // Workers claiming side by side may choose the same rows; the one that finds them taken
+        // claims again (a few times at most) rather than leaving its slots idle until its next poll.
+        for (let round = 0; round < 4 && leased.length < limit; round++) {
+          const { rows } = await run('claim', pool, sql.claimLimited, [
+            now.toISOString(),
+            limit - leased.length,
+            expiresAt.toISOString(),
+            randomUUID(),
+            perDestination,
+            JSON.stringify(Object.fromEntries(busy))
+          ])
+          let contended = false
+          for (const row of rows) {
+            if (row.id == null) {
+              contended = true
+              continue
+            }
+            leased.push(row)
+            if (row.destination != null) busy.set(row.destination, (busy.get(row.destination) ?? 0) + 1)
+          }
+          if (!contended) break
+          if (round === 3) {
+            // Still taken: look again soon rather than at the next poll.
+            setTimeout(wakeHere, 20).unref?.()
+            break
+          }
+          // The other claim commits within milliseconds; after it, its rows are no longer due.
+          await new Promise((resolve) => setTimeout(resolve, 5 * (round + 1)))
+        }
+        leased.sort((a, b) => time(a.due_at) - time(b.due_at) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+        return leased.map((row): Lease => {
+          const lease: Lease = { task: toTask(row), token: row.lease_token, expiresAt: new Date(expiresAt) }
+          if (row.probe === true) lease.probe = { openings: Number(row.probe_openings ?? 0) }
+          return lease
+        })
+      }
       const { rows } = await run('claim', pool, sql.claim, [
         now.toISOString(),
         limit,
@@ -441,6 +491,39 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       const redelivered = rows[0]?.redelivered === 1
       if (redelivered) wakeHere()
       return redelivered
+    },
+
+    async setDestination(destination: string, hold: DestinationHold | null, now: Date) {
+      if (hold === null) await run('setDestination', pool, sql.clearDestination, [destination])
+      else {
+        await run('setDestination', pool, sql.holdDestination, [
+          destination,
+          hold.state,
+          hold.until.toISOString(),
+          hold.reason,
+          hold.openings,
+          now.toISOString()
+        ])
+      }
+    },
+
+    async listDestinations(now: Date) {
+      const { rows } = await run('listDestinations', pool, sql.listDestinations, [now.toISOString()])
+      const at = now.getTime()
+      return rows.map((row): DestinationState => {
+        const until = row.until == null ? undefined : date(row.until)
+        const held = row.state != null && !(row.state === 'throttled' && until!.getTime() <= at)
+        const found: DestinationState = {
+          destination: row.destination,
+          state: held ? row.state : 'closed',
+          openings: Number(row.openings ?? 0),
+          inFlight: Number(row.in_flight),
+          due: Number(row.due)
+        }
+        if (held) found.until = until!
+        if (row.reason != null) found.lastError = row.reason
+        return found
+      })
     },
 
     async countDue(now: Date) {
@@ -989,6 +1072,7 @@ function toTask(row: Record<string, any>): CallbackTask {
   if (row.next_attempt_at != null) task.nextAttemptAt = date(row.next_attempt_at)
   if (row.deadline != null) task.deadline = date(row.deadline)
   if (row.last_error != null) task.lastError = row.last_error
+  if (row.destination != null) task.destination = row.destination
   return task
 }
 

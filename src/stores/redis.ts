@@ -25,6 +25,8 @@ import type {
   AttemptResolution,
   CallbackStore,
   CallbackTask,
+  DestinationHold,
+  DestinationState,
   Lease,
   NewCallbackTask,
   ReplayGuard,
@@ -253,6 +255,152 @@ return leased
 `)
 
 /**
+ * A claim that limits destinations (see `CallbackStore.claim` with `perDestination`). Leases are
+ * also noted in their destination's in-flight set, scored by lease expiry, for listing (a member
+ * whose task no longer holds that lease is not counted there). Tasks are chosen in a first pass
+ * and leased in a second, since leasing moves them within the due set being read.
+ * KEYS: due. ARGV: task key prefix, now, limit, lease expiry, token base, perDestination,
+ * destination hold prefix, in-flight prefix, how many due tasks to look past at most, destinations
+ * set, the caller's attempts in flight per destination (JSON object).
+ * Returns { leased task hashes, probe openings per lease (-1: not a probe) }.
+ */
+const claimLimitedScript = script(`
+local now = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local cap = tonumber(ARGV[6])
+local busy = cjson.decode(ARGV[11])
+local room = {}
+local probeOf = {}
+local function roomFor(d)
+  local holdKey = ARGV[7] .. d
+  local hold = redis.call('HMGET', holdKey, 'state', 'until', 'openings')
+  local c = cap
+  if hold[1] then
+    if tonumber(hold[2]) > now then return 0 end
+    if hold[1] == 'throttled' then
+      redis.call('DEL', holdKey)
+    else
+      c = 1
+      probeOf[d] = tonumber(hold[3]) or 0
+    end
+  end
+  local n = busy[d] or 0
+  if probeOf[d] and n < 0 then n = 0 end
+  return math.max(0, c - n)
+end
+local chosen = {}
+local stale = {}
+local offset = 0
+local maxScan = tonumber(ARGV[9]) + limit
+-- tasks passed over because their destination used up its room in this claim: a few times
+-- limit of them is enough; a destination without room from the start (held, at its cap) is
+-- looked past up to maxScan, so its backlog does not hide the others
+local over = 0
+local overMax = 4 * limit + 100
+local hadRoom = {}
+while #chosen < limit and offset < maxScan and over < overMax do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, 200)
+  if #ids == 0 then break end
+  offset = offset + #ids
+  for _, id in ipairs(ids) do
+    if #chosen >= limit then break end
+    local task = redis.call('HMGET', ARGV[1] .. id, 'status', 'destination', 'deadline')
+    if task[1] == 'scheduled' or task[1] == 'delivering' then
+      local d = task[2]
+      if not d or (task[3] and tonumber(task[3]) < now) then
+        chosen[#chosen + 1] = { id, false }
+      else
+        if room[d] == nil then
+          room[d] = roomFor(d)
+          hadRoom[d] = room[d] > 0
+        end
+        if room[d] > 0 then
+          room[d] = room[d] - 1
+          chosen[#chosen + 1] = { id, d }
+        elseif hadRoom[d] then
+          over = over + 1
+        end
+      end
+    else
+      stale[#stale + 1] = id
+    end
+  end
+end
+for _, id in ipairs(stale) do redis.call('ZREM', KEYS[1], id) end
+local leased = {}
+local probes = {}
+for i, pick in ipairs(chosen) do
+  local id = pick[1]
+  local key = ARGV[1] .. id
+  redis.call('HSET', key, 'status', 'delivering', 'nextAttemptAt', ARGV[4],
+    'token', ARGV[5] .. ':' .. i, 'leasedAt', ARGV[2], 'updatedAt', ARGV[2])
+  redis.call('ZADD', KEYS[1], ARGV[4], id)
+  local probe = -1
+  local d = pick[2]
+  if d then
+    redis.call('ZADD', ARGV[8] .. d, ARGV[4], id)
+    redis.call('ZREMRANGEBYSCORE', ARGV[8] .. d, '-inf', now)
+    redis.call('SADD', ARGV[10], d)
+    if probeOf[d] then
+      probe = probeOf[d]
+      probeOf[d] = nil
+      redis.call('HSET', ARGV[7] .. d, 'state', 'probing', 'until', ARGV[4], 'updatedAt', ARGV[2])
+    end
+  end
+  leased[#leased + 1] = redis.call('HGETALL', key)
+  probes[#probes + 1] = probe
+end
+return { leased, probes }
+`)
+
+/** KEYS: hold, destinations set. ARGV: destination, state ('' = healthy again), until, reason, openings, now. */
+const setDestinationScript = script(`
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'until', ARGV[3], 'reason', ARGV[4], 'openings', ARGV[5], 'updatedAt', ARGV[6])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+`)
+
+/**
+ * KEYS: due, destinations set. ARGV: task key prefix, now, hold prefix, in-flight prefix.
+ * Destinations that are held, have leases in flight or tasks due; the others leave the set.
+ */
+const listDestinationsScript = script(`
+local now = tonumber(ARGV[2])
+local due = {}
+local names = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  local d = redis.call('HGET', ARGV[1] .. id, 'destination')
+  if d then
+    if not due[d] then names[#names + 1] = d end
+    due[d] = (due[d] or 0) + 1
+  end
+end
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if not due[d] then names[#names + 1] = d end
+end
+local out = {}
+for _, d in ipairs(names) do
+  local hold = redis.call('HMGET', ARGV[3] .. d, 'state', 'until', 'openings', 'reason')
+  local n = 0
+  local members = redis.call('ZRANGEBYSCORE', ARGV[4] .. d, '(' .. now, '+inf', 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local held = redis.call('HMGET', ARGV[1] .. members[i], 'status', 'nextAttemptAt')
+    if held[1] == 'delivering' and tonumber(held[2]) == tonumber(members[i + 1]) then n = n + 1 end
+  end
+  if not hold[1] and n == 0 and not due[d] then
+    redis.call('SREM', KEYS[2], d)
+  else
+    out[#out + 1] = { d, hold[1] or '', hold[2] or '', hold[3] or '0', hold[4] or '', n, due[d] or 0 }
+  end
+end
+return out
+`)
+
+/**
  * Lua that lets a finished task, its attempt history and its idempotency key expire after the
  * retention, shared by every script that ends a task. `ttl` and `keyPrefix` are Lua expressions.
  */
@@ -456,6 +604,9 @@ return found
 /** KEYS: due. ARGV: now ms. The earliest due score, when one is due. */
 const oldestDueScript = script(`return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, 1)`)
 
+/** Due tasks a limited claim looks past (held or capped destinations) before it stops looking. */
+const MAX_SKIPPED_PER_CLAIM = 10_000
+
 /** KEYS: due. ARGV: now ms. A delivering task's score is its lease expiry, so expired leases count. */
 const countDueScript = script(`return redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])`)
 
@@ -502,6 +653,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const pendingExpiryKey = `${prefix}:pending-expiry`
   const pendingKey = `${prefix}:pending`
   const channel = `${prefix}:due`
+  const holdPrefix = `${prefix}:destination:`
+  const inFlightPrefix = `${prefix}:in-flight:`
+  const destinationsKey = `${prefix}:destinations`
   const taskKey = (id: string) => `${taskPrefix}${id}`
   const attemptsKey = (id: string) => `${prefix}:attempts:${id}`
   const listeners = createDueListeners()
@@ -555,6 +709,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       if (task.verifyIntent === true) fields.push('verifyIntent', '1')
       if (task.metadata !== undefined) fields.push('metadata', JSON.stringify(task.metadata))
       if (task.deadline !== undefined) fields.push('deadline', String(task.deadline.getTime()))
+      if (task.destination !== undefined) fields.push('destination', task.destination)
       if (withBody) {
         fields.push('body', task.body!, 'nextAttemptAt', String(due))
         if (task.contentType !== undefined) fields.push('contentType', task.contentType)
@@ -642,21 +797,36 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       }
     },
 
-    async claim({ now, limit, leaseMs }) {
+    async claim({ now, limit, leaseMs, perDestination, inFlight }) {
       if (limit <= 0) return []
       const expiresAt = now.getTime() + leaseMs
-      const leased = (await run('claim', claimScript, [dueKey], [
-        taskPrefix,
-        now.getTime(),
-        limit,
-        expiresAt,
-        randomUUID()
-      ])) as string[][]
+      let leased: string[][]
+      let probes: number[] | undefined
+      if (perDestination === undefined) {
+        leased = (await run('claim', claimScript, [dueKey], [taskPrefix, now.getTime(), limit, expiresAt, randomUUID()])) as string[][]
+      } else {
+        ;[leased, probes] = (await run('claim', claimLimitedScript, [dueKey], [
+          taskPrefix,
+          now.getTime(),
+          limit,
+          expiresAt,
+          randomUUID(),
+          perDestination,
+          holdPrefix,
+          inFlightPrefix,
+          MAX_SKIPPED_PER_CLAIM,
+          destinationsKey,
+          JSON.stringify(inFlight === undefined || inFlight.size === 0 ? {} : Object.fromEntries(inFlight))
+        ])) as [string[][], number[]]
+      }
       const leases: Lease[] = []
-      for (const fields of leased) {
+      for (const [index, fields] of leased.entries()) {
         const token = field(fields, 'token') ?? ''
         try {
-          leases.push({ task: toTask(fields), token, expiresAt: new Date(expiresAt) })
+          const lease: Lease = { task: toTask(fields), token, expiresAt: new Date(expiresAt) }
+          const openings = probes?.[index] ?? -1
+          if (openings >= 0) lease.probe = { openings }
+          leases.push(lease)
         } catch (error) {
           // A hash that no longer parses would fail every claim that meets it and starve the
           // tasks leased with it: end it as failed, with the reason, and hand out the others.
@@ -796,6 +966,41 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       ])
       if (reply === 1) wakeHere()
       return reply === 1
+    },
+
+    async setDestination(destination: string, hold: DestinationHold | null, now: Date) {
+      await run('setDestination', setDestinationScript, [`${holdPrefix}${destination}`, destinationsKey], [
+        destination,
+        hold?.state ?? '',
+        hold?.until.getTime() ?? '',
+        hold?.reason ?? '',
+        hold?.openings ?? 0,
+        now.getTime()
+      ])
+    },
+
+    async listDestinations(now: Date) {
+      const at = now.getTime()
+      const rows = (await run('listDestinations', listDestinationsScript, [dueKey, destinationsKey], [
+        taskPrefix,
+        at,
+        holdPrefix,
+        inFlightPrefix
+      ])) as [string, string, string, string, string, number, number][]
+      const found = rows.map(([destination, state, until, openings, reason, inFlight, due]): DestinationState => {
+        const held = state !== '' && !(state === 'throttled' && Number(until) <= at)
+        const one: DestinationState = {
+          destination,
+          state: held ? (state as DestinationState['state']) : 'closed',
+          openings: Number(openings),
+          inFlight: Number(inFlight),
+          due: Number(due)
+        }
+        if (held) one.until = new Date(Number(until))
+        if (reason !== '') one.lastError = reason
+        return one
+      })
+      return found.sort((a, b) => b.due - a.due || (a.destination < b.destination ? -1 : 1)).slice(0, 1000)
     },
 
     async countDue(now: Date) {
@@ -1023,6 +1228,7 @@ function toTask(fields: string[]): CallbackTask {
   if (hash.nextAttemptAt !== undefined) task.nextAttemptAt = new Date(Number(hash.nextAttemptAt))
   if (hash.deadline !== undefined) task.deadline = new Date(Number(hash.deadline))
   if (hash.lastError !== undefined) task.lastError = hash.lastError
+  if (hash.destination !== undefined) task.destination = hash.destination
   return task
 }
 

@@ -1014,6 +1014,106 @@ export function storeContract(
       })
     })
 
+    describe('destinations (optional)', () => {
+      /** A due task of `destination` (none: unlimited), due at `dueAt`. Its id. */
+      const destinationTask = async (store: CallbackStore, destination: string | undefined, dueAt: number, extra: Partial<NewCallbackTask> = {}) => {
+        const input = newTask(destination === undefined ? extra : { ...extra, destination })
+        await store.insert(input)
+        const held = await attachNow(store, input.id, base)
+        assert.equal(await store.release(held, new Date(dueAt)), true)
+        return input.id
+      }
+      const claimAt = (store: CallbackStore, at: number, limit = 10, inFlight: Record<string, number> = {}) =>
+        store.claim({ now: new Date(at), limit, leaseMs, perDestination: 2, inFlight: new Map(Object.entries(inFlight)) })
+      const ids = (leases: Lease[]) => leases.map((held) => held.task.id)
+
+      it("keeps a task's destination", async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'setDestination')) return
+        const input = newTask({ destination: 'https://client.example' })
+        await store.insert(input)
+        assert.equal((await store.get(input.id))?.destination, 'https://client.example')
+      })
+
+      it('leases at most perDestination tasks of a destination, less those in flight; the others keep their place and attempts', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'setDestination')) return
+        const a1 = await destinationTask(store, 'a', base + 1)
+        const a2 = await destinationTask(store, 'a', base + 2)
+        const a3 = await destinationTask(store, 'a', base + 3)
+        const b1 = await destinationTask(store, 'b', base + 4)
+        const b2 = await destinationTask(store, 'b', base + 5)
+        const free = await destinationTask(store, undefined, base + 6)
+        const first = await claimAt(store, base + 10, 10, { b: 1 })
+        assert.deepEqual(ids(first), [a1, a2, b1, free])
+        assert.deepEqual(await claimAt(store, base + 10, 10, { a: 2, b: 2 }), [], 'both at their cap')
+        for (const id of [a3, b2]) {
+          const waiting = await store.get(id)
+          assert.equal(waiting?.status, 'scheduled')
+          assert.equal(waiting?.attempts, 0)
+        }
+        assert.deepEqual(ids(await claimAt(store, base + 11, 10, { a: 1, b: 2 })), [a3], 'a slot of a is free again')
+      })
+
+      it('skips a held destination until its hold ends, spending nothing', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'setDestination')) return
+        const a1 = await destinationTask(store, 'a', base + 1)
+        const b1 = await destinationTask(store, 'b', base + 2)
+        await store.setDestination('a', { state: 'throttled', until: new Date(base + 20_000), reason: 'HTTP 429', openings: 0 }, new Date(base))
+        assert.deepEqual(ids(await claimAt(store, base + 10)), [b1])
+        assert.deepEqual(await claimAt(store, base + 19_999), [])
+        const task = await store.get(a1)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 0)
+        assert.deepEqual(ids(await claimAt(store, base + 20_000)), [a1])
+      })
+
+      it('gives a single probe of an open destination once its cool-down is over, then none until it is settled', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'setDestination')) return
+        const a1 = await destinationTask(store, 'a', base + 1)
+        const a2 = await destinationTask(store, 'a', base + 2)
+        const a3 = await destinationTask(store, 'a', base + 3)
+        await store.setDestination('a', { state: 'open', until: new Date(base + 10_000), reason: 'HTTP 503', openings: 2 }, new Date(base))
+        assert.deepEqual(await claimAt(store, base + 9_999), [])
+        const probe = await claimAt(store, base + 10_000)
+        assert.deepEqual(ids(probe), [a1])
+        assert.deepEqual(probe[0]?.probe, { openings: 2 })
+        assert.deepEqual(await claimAt(store, base + 10_001), [], 'one probe at a time')
+        await store.setDestination('a', null, new Date(base + 10_002))
+        const rest = await claimAt(store, base + 10_003, 10, { a: 1 })
+        assert.deepEqual(ids(rest), [a2], 'the probe still holds one of the two slots')
+        assert.equal((await store.get(a3))?.attempts, 0)
+        assert.equal(rest[0]?.probe, undefined)
+      })
+
+      it('hands out a task of a held destination once its deadline has passed, so it can fail', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'setDestination')) return
+        const late = await destinationTask(store, 'a', base + 1, { deadline: new Date(base + 5) })
+        await destinationTask(store, 'a', base + 2)
+        await store.setDestination('a', { state: 'open', until: new Date(base + 600_000), reason: 'HTTP 503', openings: 1 }, new Date(base))
+        assert.deepEqual(ids(await claimAt(store, base + 10)), [late])
+      })
+
+      it('lists destinations with their state, attempts in flight, due tasks and last error', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'listDestinations')) return
+        await destinationTask(store, 'a', base + 1)
+        await destinationTask(store, 'a', base + 2)
+        await destinationTask(store, 'a', base + 3)
+        await destinationTask(store, 'b', base + 4)
+        assert.equal((await claimAt(store, base + 10, 1)).length, 1)
+        await store.setDestination!('b', { state: 'open', until: new Date(base + 30_000), reason: 'ERR_CALLBACK_TIMEOUT: no answer', openings: 1 }, new Date(base))
+        const listed = await store.listDestinations(new Date(base + 10))
+        assert.deepEqual(listed.map(defined), [
+          { destination: 'a', state: 'closed', openings: 0, inFlight: 1, due: 2 },
+          { destination: 'b', state: 'open', until: new Date(base + 30_000), openings: 1, inFlight: 0, due: 1, lastError: 'ERR_CALLBACK_TIMEOUT: no answer' }
+        ])
+      })
+    })
+
     lifecycleContract(fresh)
   })
 }
@@ -1341,7 +1441,7 @@ async function failedTask(store: CallbackStore, at: number, reason: string): Pro
 }
 
 /** Whether the store has the optional `method`; skips the test when it has not. */
-function skipUnless<M extends 'list' | 'redeliver' | 'countDue'>(
+function skipUnless<M extends 'list' | 'redeliver' | 'countDue' | 'setDestination' | 'listDestinations'>(
   t: TestContext,
   store: CallbackStore,
   method: M

@@ -216,6 +216,21 @@ for (const backend of backends) {
       assert.equal((await run('tasks')).stdout, '', 'no failed task is left')
     })
 
+    test('destinations lists a destination held back, with its state, until when and why', async () => {
+      const until = new Date('2030-05-01T11:00:00.000Z')
+      await opened.store.setDestination!('https://client.example', { state: 'open', until, reason: 'ERR_CALLBACK_TIMEOUT: no answer', openings: 2 }, clock.now())
+      const json = await run('destinations', '--json')
+      assert.equal(json.code, 0, json.stderr)
+      const listed = jsonLines(json.stdout).find((one) => one.destination === 'https://client.example')
+      assert.deepEqual(
+        { state: listed?.state, until: listed?.until, openings: listed?.openings, lastError: listed?.lastError },
+        { state: 'open', until: until.toISOString(), openings: 2, lastError: 'ERR_CALLBACK_TIMEOUT: no answer' }
+      )
+      const text = await run('destinations')
+      assert.match(text.stdout, /^https:\/\/client\.example\topen\t2030-05-01T11:00:00\.000Z\tin-flight=0\tdue=\d+\tERR_CALLBACK_TIMEOUT: no answer$/m)
+      await opened.store.setDestination!('https://client.example', null, clock.now())
+    })
+
     test('cancel ends a task waiting for its retry; cancelling it again is exit 1', async () => {
       const cancelled = await run('cancel', ids.waiting)
       assert.equal(cancelled.code, 0, cancelled.stderr)

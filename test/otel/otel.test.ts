@@ -66,7 +66,10 @@ interface Setup {
   close(): Promise<void>
 }
 
-async function setup(script: ReceiverScript, options: { propagate?: boolean; propagator?: TextMapPropagator; schedule?: number[] } = {}): Promise<Setup> {
+async function setup(
+  script: ReceiverScript,
+  options: { propagate?: boolean; propagator?: TextMapPropagator; schedule?: number[]; destinationMetrics?: boolean } = {}
+): Promise<Setup> {
   const receiver = await startReceiver(script)
   const telemetry = sdk()
   // Starts at the real time (the receiver verifies timestamps against it) and moves only when told.
@@ -82,6 +85,7 @@ async function setup(script: ReceiverScript, options: { propagate?: boolean; pro
     now: clock.now,
     ...(options.propagate === undefined ? {} : { propagate: options.propagate }),
     ...(options.propagator === undefined ? {} : { propagator: options.propagator }),
+    ...(options.destinationMetrics === undefined ? {} : { destinationMetrics: options.destinationMetrics }),
   })
   const sender: SenderOptions = {
     store,
@@ -162,6 +166,7 @@ describe('createOpenTelemetry', () => {
       'server.port': port,
       'callback.task.id': task.id,
       'callback.event': 'report.ready',
+      'callback.destination': receiver.origin,
     }
     assert.deepEqual(attributesOf(failed), {
       ...common,
@@ -198,6 +203,25 @@ describe('createOpenTelemetry', () => {
     ])
     assert.deepEqual(await telemetry.points('callback.deliveries'), [{ attributes: { 'callback.event': 'report.ready' }, value: 1 }])
     assert.deepEqual(await telemetry.points('callback.failures'), [])
+  })
+
+  test('with destinationMetrics the attempt counter carries each destination', async () => {
+    const s = await setup(failOnceThenSucceed, { destinationMetrics: true })
+    open.push(s)
+    const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'report.ready' }, s.sender)
+    assert.equal((await deliver(task, {}, s.sender)).status, 'retrying')
+    assert.deepEqual(await s.telemetry.points('callback.attempts'), [
+      {
+        attributes: {
+          'callback.event': 'report.ready',
+          'callback.outcome': 'retry',
+          'http.response.status_code': 500,
+          'error.type': '500',
+          'callback.destination': s.receiver.origin,
+        },
+        value: 1,
+      },
+    ])
   })
 
   test('sends no traceparent or tracestate when propagation is off, the default', async () => {

@@ -120,3 +120,19 @@ describe('the due order of the memory store', () => {
     for (const leafCapacity of [0, 6, 9, 8.5]) assert.throws(() => createDueOrder(leafCapacity), RangeError)
   })
 })
+
+it('scanDue reads the due pairs in order without taking them out, and stops when told', () => {
+  const order = createDueOrder(8)
+  for (let number = 0; number < 40; number++) order.add(1000 + (number % 20), number)
+  const seen: number[] = []
+  order.scanDue(1009, (number) => {
+    seen.push(number)
+    return true
+  })
+  assert.deepEqual(seen, [0, 20, 1, 21, 2, 22, 3, 23, 4, 24, 5, 25, 6, 26, 7, 27, 8, 28, 9, 29])
+  assert.equal(order.size, 40)
+  const first: number[] = []
+  order.scanDue(2000, (number) => first.push(number) < 3)
+  assert.deepEqual(first, [0, 20, 1])
+  assert.deepEqual(order.takeDue(1000, 10), [0, 20])
+})

@@ -1,0 +1,134 @@
+/**
+ * The circuit breaker's policy: when a destination counts as failing, and how long it rests.
+ * Pure and clock-free (instants are passed in), so it is tested without waiting.
+ *
+ * Thresholds (defaults): the breaker opens after 5 failures in a row, or when at least half of at
+ * least 10 attempts in the last minute failed. A failure is an attempt that got no answer (timeout,
+ * refused or reset connection, DNS, TLS) or an answer 408 or 5xx without `Retry-After`; any other
+ * answer (2xx, 4xx, 410) shows the destination is up. Once open, a single probe is sent after a
+ * cool-down of 30 s that doubles each time the probe fails, up to 10 min; the first probe that
+ * gets through closes it.
+ */
+import type { AttemptRecord } from '../types.ts'
+
+/** Thresholds of the circuit breaker; see the module's defaults. */
+export interface BreakerOptions {
+  /** Failures in a row that open the breaker. Default 5. */
+  failures?: number
+  /** Share of failed attempts within `windowMs` that opens it (0 to 1). Default 0.5. */
+  failureRate?: number
+  /** Attempts within `windowMs` before `failureRate` applies. Default 10. */
+  minAttempts?: number
+  /** The window of `failureRate`, ms. Default 60 000. */
+  windowMs?: number
+  /** The first cool-down before a probe, ms; it doubles with each failed probe. Default 30 000. */
+  cooldownMs?: number
+  /** The longest cool-down, ms. Default 600 000. */
+  maxCooldownMs?: number
+}
+
+export interface ResolvedBreaker {
+  readonly failures: number
+  readonly failureRate: number
+  readonly minAttempts: number
+  readonly windowMs: number
+  readonly cooldownMs: number
+  readonly maxCooldownMs: number
+}
+
+const positiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
+
+/** Checks `breaker` once (TypeError naming the option) and fills the defaults. */
+export function resolveBreakerOptions(breaker: BreakerOptions | undefined): ResolvedBreaker {
+  if (breaker === undefined) breaker = {}
+  else if (breaker === null || typeof breaker !== 'object') throw new TypeError('breaker must be an object')
+  let { failures, failureRate, minAttempts, windowMs, cooldownMs, maxCooldownMs } = breaker
+  failures ??= 5
+  failureRate ??= 0.5
+  minAttempts ??= 10
+  windowMs ??= 60_000
+  cooldownMs ??= 30_000
+  maxCooldownMs ??= Math.max(600_000, cooldownMs)
+  if (!positiveInteger(failures)) throw new TypeError('breaker.failures must be a positive integer')
+  if (typeof failureRate !== 'number' || !(failureRate > 0 && failureRate <= 1)) throw new TypeError('breaker.failureRate must be a number above 0 and at most 1')
+  if (!positiveInteger(minAttempts)) throw new TypeError('breaker.minAttempts must be a positive integer')
+  if (!positiveInteger(windowMs)) throw new TypeError('breaker.windowMs must be a positive integer of milliseconds')
+  if (!positiveInteger(cooldownMs)) throw new TypeError('breaker.cooldownMs must be a positive integer of milliseconds')
+  if (!positiveInteger(maxCooldownMs) || maxCooldownMs < cooldownMs) {
+    throw new TypeError('breaker.maxCooldownMs must be an integer of milliseconds, at least breaker.cooldownMs')
+  }
+  return Object.freeze({ failures, failureRate, minAttempts, windowMs, cooldownMs, maxCooldownMs })
+}
+
+/** The cool-down after the breaker opened `openings` times in a row (1 for the first). */
+export function cooldownAfter(breaker: ResolvedBreaker, openings: number): number {
+  const doubled = breaker.cooldownMs * 2 ** Math.min(Math.max(openings - 1, 0), 30)
+  return Math.min(doubled, breaker.maxCooldownMs)
+}
+
+const FAILURE_CODES = ['ERR_CALLBACK_TIMEOUT', 'ERR_CALLBACK_CONNECTION', 'ERR_CALLBACK_DNS', 'ERR_CALLBACK_TLS']
+
+/** Whether an attempt says its destination is failing (see the module's comment). */
+export function isDestinationFailure(record: AttemptRecord): boolean {
+  if (record.status !== undefined) return record.status === 408 || record.status >= 500
+  const { error } = record
+  return error !== undefined && FAILURE_CODES.some((code) => error.startsWith(code))
+}
+
+/** The outcomes one worker saw per destination, to decide when a breaker opens. */
+export interface FailureCounter {
+  /** Counts an attempt at `at` (epoch ms); `true` when the destination now crosses a threshold. */
+  record(destination: string, failed: boolean, at: number): boolean
+  /** Forgets a destination (its breaker opened or closed: counting starts afresh). */
+  reset(destination: string): void
+  /** Destinations tracked. */
+  readonly size: number
+}
+
+interface Tally {
+  inARow: number
+  /** Instants of the attempts in the window, and whether each failed; oldest first. */
+  at: number[]
+  failed: boolean[]
+}
+
+/** Attempts remembered per destination for the failure rate; older ones leave first. */
+const MAX_WINDOW_ENTRIES = 512
+
+/** A failure counter; `maxDestinations` bounds its memory (the least recently seen are dropped). */
+export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations = 10_000): FailureCounter {
+  const tallies = new Map<string, Tally>()
+  return {
+    record(destination, failed, at) {
+      let tally = tallies.get(destination)
+      if (tally === undefined) {
+        tally = { inARow: 0, at: [], failed: [] }
+        if (tallies.size >= maxDestinations) tallies.delete(tallies.keys().next().value!)
+      } else {
+        tallies.delete(destination)
+      }
+      tallies.set(destination, tally)
+      tally.inARow = failed ? tally.inARow + 1 : 0
+      tally.at.push(at)
+      tally.failed.push(failed)
+      let drop = 0
+      while (drop < tally.at.length && (tally.at[drop]! <= at - breaker.windowMs || tally.at.length - drop > MAX_WINDOW_ENTRIES)) drop++
+      if (drop > 0) {
+        tally.at.splice(0, drop)
+        tally.failed.splice(0, drop)
+      }
+      if (!failed) return false
+      if (tally.inARow >= breaker.failures) return true
+      if (tally.at.length < breaker.minAttempts) return false
+      let failures = 0
+      for (const one of tally.failed) if (one) failures++
+      return failures / tally.at.length >= breaker.failureRate
+    },
+    reset(destination) {
+      tallies.delete(destination)
+    },
+    get size() {
+      return tallies.size
+    },
+  }
+}

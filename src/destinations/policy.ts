@@ -1,0 +1,174 @@
+/**
+ * The worker's side of destinations: what its claims ask of the store, and what each attempt's
+ * outcome changes (a throttle, a breaker opening, a probe closing it). The state itself lives in
+ * the store, so every worker on a durable store sees the same holds; each worker counts the
+ * failures it sees itself, and the first one to cross a threshold opens the breaker for all.
+ */
+import type { ResolvedSender } from '../sender.ts'
+import type { AttemptRecord, DestinationHold, Lease, TransportResponse } from '../types.ts'
+import { cooldownAfter, createFailureCounter, isDestinationFailure, resolveBreakerOptions } from './breaker.ts'
+import type { BreakerOptions } from './breaker.ts'
+import { throttleFor } from './throttle.ts'
+
+/** The worker options about destinations. */
+export interface DestinationOptions {
+  /**
+   * Attempts in flight per destination at most, in this worker (a task over the cap stays in the
+   * store, keeping its place, and spends no attempt), so a destination that is slow or never
+   * answers can hold only that many of the worker's `concurrency` slots. Default: a fifth of
+   * `concurrency`, at least 2 — 2 with the default concurrency of 10.
+   *
+   * A destination that answers fast gets more: while its last attempt took under a second and none
+   * of its attempts in flight has been running for a second, it may have up to half of
+   * `concurrency` in flight (never less than `perDestination`). One that turns slow thus holds at
+   * most half the slots, for at most one transport timeout, before the cap applies again.
+   */
+  perDestination?: number
+  /** The circuit breaker's thresholds, or `false` for none. See {@link BreakerOptions} for the defaults. */
+  breaker?: BreakerOptions | false
+}
+
+export interface DestinationPolicy {
+  /** What the worker's claims pass to the store; `undefined` when the store cannot limit destinations. */
+  readonly perDestination: number | undefined
+  /** The worker's attempts in flight per destination, as its next claim passes them. */
+  claimView(): ReadonlyMap<string, number>
+  /**
+   * A claim came back with fewer tasks than asked: the store may have passed over more tasks of
+   * these leases' destinations, at their room. They count as capped until they drain to half.
+   */
+  shortClaim(leases: readonly Lease[]): void
+  /** Counts an attempt on `lease` as started. */
+  started(lease: Lease): void
+  /**
+   * Counts it as over; `true` when its destination had reached its cap (a claim may have skipped
+   * tasks of it) and has now come down to half of it: time to claim again, a batch at a time.
+   */
+  ended(lease: Lease): boolean
+  /**
+   * Applies an attempt's outcome to its destination, before the attempt is recorded (so no
+   * worker claims the destination's next task in between). Never rejects: store errors are emitted.
+   */
+  afterAttempt(lease: Lease, record: AttemptRecord, response: TransportResponse | undefined): Promise<void>
+}
+
+/** Checks the options once and returns the policy the worker calls. */
+/** An attempt quicker than this, with none of its destination's running longer, counts as fast. */
+const FAST_ATTEMPT_MS = 1_000
+/** Destinations whose speed is remembered; the least recently seen are forgotten first. */
+const MAX_REMEMBERED = 10_000
+
+export function createDestinationPolicy(options: DestinationOptions, concurrency: number, sender: ResolvedSender): DestinationPolicy {
+  let { perDestination } = options
+  perDestination ??= Math.max(2, Math.floor(concurrency / 5))
+  if (!Number.isSafeInteger(perDestination) || perDestination <= 0) throw new TypeError('perDestination must be a positive integer')
+  const breaker = options.breaker === false ? undefined : resolveBreakerOptions(options.breaker)
+  const { store } = sender
+  const setDestination = store.setDestination?.bind(store)
+  const inFlight = new Map<string, number>()
+  const reachedCap = new Set<string>()
+  if (setDestination === undefined) {
+    return { perDestination: undefined, claimView: () => inFlight, shortClaim() {}, started() {}, ended: () => false, afterAttempt: async () => {} }
+  }
+  /** Extra room of a fast destination over `perDestination`. */
+  const bonus = Math.max(0, Math.floor(concurrency / 2) - perDestination)
+  /** Destinations whose last attempt was fast. */
+  const fast = new Set<string>()
+  /** When each attempt in flight started (performance.now()). */
+  const startedAt = new Map<Lease, number>()
+  const capOf = (destination: string) => perDestination! + (fast.has(destination) ? bonus : 0)
+  const counter = breaker === undefined ? undefined : createFailureCounter(breaker)
+
+  async function hold(destination: string, value: DestinationHold | null, now: Date): Promise<boolean> {
+    try {
+      await setDestination!(destination, value, now)
+      return true
+    } catch (error) {
+      sender.emit({ type: 'error', error })
+      return false
+    }
+  }
+
+  return {
+    perDestination,
+    claimView() {
+      if (bonus === 0 || fast.size === 0) return inFlight
+      const slowSince = performance.now() - FAST_ATTEMPT_MS
+      const stuck = new Set<string>()
+      for (const [lease, at] of startedAt) if (at < slowSince && lease.task.destination !== undefined) stuck.add(lease.task.destination)
+      const view = new Map(inFlight)
+      for (const [destination, count] of inFlight) if (fast.has(destination) && !stuck.has(destination)) view.set(destination, count - bonus)
+      return view
+    },
+    shortClaim(leases) {
+      for (const lease of leases) if (lease.task.destination !== undefined) reachedCap.add(lease.task.destination)
+    },
+    started(lease) {
+      const { destination } = lease.task
+      if (destination === undefined) return
+      startedAt.set(lease, performance.now())
+      const count = (inFlight.get(destination) ?? 0) + 1
+      inFlight.set(destination, count)
+      if (count >= capOf(destination)) reachedCap.add(destination)
+    },
+    ended(lease) {
+      const { destination } = lease.task
+      if (destination === undefined) return false
+      startedAt.delete(lease)
+      const count = inFlight.get(destination) ?? 0
+      const capped = reachedCap.has(destination) && count - 1 <= Math.floor(capOf(destination) / 2)
+      if (capped) reachedCap.delete(destination)
+      if (count <= 1) {
+        inFlight.delete(destination)
+        reachedCap.delete(destination)
+      } else {
+        inFlight.set(destination, count - 1)
+      }
+      return capped
+    },
+    async afterAttempt(lease, record, response) {
+      const { destination } = lease.task
+      if (destination === undefined) return
+      const now = sender.now()
+      fast.delete(destination)
+      if (record.durationMs < FAST_ATTEMPT_MS && response !== undefined && response.status < 500) {
+        if (fast.size >= MAX_REMEMBERED) fast.delete(fast.values().next().value!)
+        fast.add(destination)
+      }
+      const wait = throttleFor(response, now, sender.retry.maxRetryAfterMs)
+      if (wait !== undefined) {
+        // The receiver is up and said how long to wait: a throttle, not a failure.
+        const until = new Date(now.getTime() + wait)
+        const reason = `HTTP ${record.status}: Retry-After asked to wait ${Math.ceil(wait / 1000)} s`
+        counter?.reset(destination)
+        if (await hold(destination, { state: 'throttled', until, reason, openings: 0 }, now)) {
+          sender.emit({ type: 'destination-throttled', destination, reason, until })
+        }
+        return
+      }
+      if (breaker === undefined || counter === undefined) return
+      const failed = isDestinationFailure(record)
+      const reason = record.error ?? `HTTP ${record.status}`
+      if (lease.probe !== undefined) {
+        if (failed) {
+          const openings = lease.probe.openings + 1
+          const until = new Date(now.getTime() + cooldownAfter(breaker, openings))
+          if (await hold(destination, { state: 'open', until, reason, openings }, now)) {
+            sender.emit({ type: 'destination-unhealthy', destination, reason, until })
+          }
+        } else if (await hold(destination, null, now)) {
+          counter.reset(destination)
+          sender.emit({ type: 'destination-recovered', destination })
+        }
+        return
+      }
+      if (counter.record(destination, failed, now.getTime())) {
+        counter.reset(destination)
+        const until = new Date(now.getTime() + cooldownAfter(breaker, 1))
+        if (await hold(destination, { state: 'open', until, reason, openings: 1 }, now)) {
+          sender.emit({ type: 'destination-unhealthy', destination, reason, until })
+        }
+      }
+    },
+  }
+}
