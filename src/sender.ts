@@ -61,10 +61,13 @@ export const SENDER_OPTION_NAMES: ReadonlySet<string> = new Set([
   'pendingTimeoutMs',
   'requireTaskSecret',
   'intentSubscriber',
+  'destination',
   // createWorker
   'pollIntervalMs',
   'concurrency',
   'batchSize',
+  'perDestination',
+  'breaker',
 ])
 
 /** A `SenderOptions` object after validation. Internal: the public surface is the plain object. */

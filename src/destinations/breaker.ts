@@ -9,6 +9,7 @@
  * cool-down of 30 s that doubles each time the probe fails, up to 10 min; the first probe that
  * gets through closes it.
  */
+import { checkOptionNames } from '../option-names.ts'
 import type { AttemptRecord } from '../types.ts'
 
 /** Thresholds of the circuit breaker; see the module's defaults. */
@@ -36,12 +37,15 @@ export interface ResolvedBreaker {
   readonly maxCooldownMs: number
 }
 
+const BREAKER_OPTION_NAMES: ReadonlySet<string> = new Set(['failures', 'failureRate', 'minAttempts', 'windowMs', 'cooldownMs', 'maxCooldownMs'])
+
 const positiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
 
 /** Checks `breaker` once (TypeError naming the option) and fills the defaults. */
 export function resolveBreakerOptions(breaker: BreakerOptions | undefined): ResolvedBreaker {
   if (breaker === undefined) breaker = {}
   else if (breaker === null || typeof breaker !== 'object') throw new TypeError('breaker must be an object')
+  checkOptionNames(breaker, BREAKER_OPTION_NAMES, 'breaker')
   let { failures, failureRate, minAttempts, windowMs, cooldownMs, maxCooldownMs } = breaker
   failures ??= 5
   failureRate ??= 0.5

@@ -1,7 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CallbackError, createCallbackTask, createMemoryStore, createWorker, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
-import type { CallbackStore, NewCallbackTask, SenderOptions } from 'endpoint-callback'
+import type { CallbackStore, NewCallbackTask, SenderOptions, WorkerOptions } from 'endpoint-callback'
+import { SENDER_OPTION_NAMES } from '../../src/sender.ts'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
 import { createPostgresStore } from 'endpoint-callback/postgres'
 import { createRedisStore } from 'endpoint-callback/redis'
@@ -95,6 +96,24 @@ test('unknown option keys are TypeErrors naming the nearest known option', async
   assert.throws(() => createPostgresStore({ pool, shema: 'callbacks' } as never), /createPostgresStore: unknown option `shema` \(did you mean `schema`\?\)/)
   const client = { eval: async () => null, evalsha: async () => null }
   assert.throws(() => createRedisStore({ client, prefx: 'callbacks' } as never), /createRedisStore: unknown option `prefx` \(did you mean `prefix`\?\)/)
+})
+
+test('every option of WorkerOptions (sender, worker, destinations) is a known option; misspelt ones name it', async () => {
+  // Record<keyof ...>: adding an option to the interfaces without listing it here fails typecheck,
+  // and the set must then list it too, or the option would be refused as unknown.
+  const workerOptions: Record<keyof WorkerOptions, true> = {
+    store: true, transport: true, secret: true, signingKey: true, keyRing: true, verifyIntent: true, intentSubscriber: true,
+    urlPolicy: true, retry: true, leaseMs: true, now: true, onEvent: true, instrumentation: true, destination: true,
+    transaction: true, pendingTimeoutMs: true, requireTaskSecret: true, pollIntervalMs: true, concurrency: true,
+    batchSize: true, perDestination: true, breaker: true,
+  }
+  assert.deepEqual(new Set(Object.keys(workerOptions)), SENDER_OPTION_NAMES)
+  const { sender } = setup()
+  const worker = createWorker({ ...sender, destination: (task) => new URL(task.callbackUrl).host, perDestination: 3, breaker: { failures: 3 } })
+  assert.equal(worker.running, false)
+  await createCallbackTask({ callbackUrl, event: 'e' }, { ...sender, destination: () => 'tenant-1' })
+  assert.throws(() => createWorker(Object.assign({}, sender, { perDestinaton: 3 })), /unknown option `perDestinaton` \(did you mean `perDestination`\?\)/)
+  assert.throws(() => createWorker(Object.assign({}, sender, { breaker: { windowMS: 1000 } as never })), /breaker: unknown option `windowMS` \(did you mean `windowMs`\?\)/)
 })
 
 test('the memory store refuses a transaction it cannot join, storing nothing', async () => {
