@@ -126,6 +126,33 @@ describe('postgres store', { skip }, () => {
       assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: latestVersion, to: latestVersion })
     })
 
+    it('upgrades a version 5 schema (destinations) to 6 (pending expiry index); a store says so until then', async () => {
+      assert.deepEqual(migrations.map(({ version }) => version), [1, 2, 3, 4, 5, 6])
+      assert.match(migrations[4]!.description, /destination/)
+      assert.match(migrations[5]!.description, /pending/)
+      const schema = uniqueName('ec_pg_v5')
+      schemas.push(schema)
+      const s = quoteIdentifier(schema)
+      // The schema as version 5 (per-destination fairness) left it, holding a pending task.
+      await pool.query(`CREATE SCHEMA ${s}; CREATE TABLE ${s}.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+        ${migrations
+          .filter(({ version }) => version <= 5)
+          .map((migration) => `${migration.sql(schema)}\nINSERT INTO ${s}.migrations (version) VALUES (${migration.version});`)
+          .join('\n')}
+        INSERT INTO ${s}.tasks (id, status, callback_url, event, created_at, updated_at, destination)
+          VALUES ('old-task', 'pending', 'https://client.example/cb', 'report.ready', now(), now(), 'https://client.example');`)
+      const store = track(createPostgresStore({ pool, schema, listen: false }))
+      await assert.rejects(store.check!(), /is at version 5, this version of endpoint-callback needs 6: run migratePostgres/)
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 5, to: 6 })
+      await store.check!()
+      const { rows } = await pool.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexname = 'tasks_pending_idx'`, [schema])
+      assert.equal(rows.length, 1)
+      const old = await store.get('old-task')
+      assert.equal(old?.status, 'pending')
+      assert.equal(old?.destination, 'https://client.example')
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 6, to: 6 })
+    })
+
     it('lets several processes migrate one schema at the same time', async () => {
       const schema = uniqueName('ec_pg_race')
       schemas.push(schema)
