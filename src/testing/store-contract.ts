@@ -1146,6 +1146,30 @@ function lifecycleContract(fresh: () => Promise<CallbackStore>): void {
       await store.insert(input)
       assert.equal((await store.get(input.id))?.contentType, 'application/jose')
     })
+
+    it("counts against its destination's cap like any due task, whether inserted with its body or scheduled later", async (t) => {
+      const store = await fresh()
+      if (!skipUnless(t, store, 'setDestination')) return
+      const outbox = [1, 2, 3].map((offset) => newTask({ body: `{"n":${offset}}`, nextAttemptAt: new Date(base + offset), destination: 'a' }))
+      for (const input of outbox) await store.insert(input)
+      const later = newTask({ destination: 'b' })
+      await store.insert(later)
+      if (typeof store.schedule === 'function') assert.equal((await store.schedule(later.id, { body: '{}' }, { now: new Date(base + 4) }))?.destination, 'b')
+      else await store.release(await attachNow(store, later.id, base), new Date(base + 4))
+      const leases = await store.claim({ now: new Date(base + 10), limit: 10, leaseMs, perDestination: 2, inFlight: new Map() })
+      assert.deepEqual(leases.map((held) => held.task.id), [outbox[0]!.id, outbox[1]!.id, later.id])
+      assert.equal(leases[0]?.task.destination, 'a')
+      const waiting = await store.get(outbox[2]!.id)
+      assert.equal(waiting?.status, 'scheduled')
+      assert.equal(waiting?.attempts, 0)
+      if (typeof store.listDestinations === 'function') {
+        const listed = await store.listDestinations(new Date(base + 10))
+        assert.deepEqual(listed.map(({ destination, inFlight, due }) => ({ destination, inFlight, due })), [
+          { destination: 'a', inFlight: 2, due: 1 },
+          { destination: 'b', inFlight: 1, due: 0 }
+        ])
+      }
+    })
   })
 
   describe('schedule (optional): a result attached without a lease', () => {
