@@ -61,7 +61,6 @@
  * @module endpoint-callback/testing
  */
 import { afterEach, describe, it } from 'node:test'
-import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask, TaskListQuery } from '../types.ts'
@@ -104,7 +103,44 @@ export function storeContract(
   if (options.cleanup !== undefined && typeof options.cleanup !== 'function') {
     throw new TypeError('cleanup must be a function')
   }
-  const cleanup = options.cleanup
+  // Skipped test by test, not as a whole describe: the run's summary then counts every skipped case.
+  const skip = options.skip || false
+  defineStoreContract(
+    {
+      describe: (title, body) => void describe(title, body),
+      it: (title, body) => void it(title, { skip }, body),
+      afterEach: (body) => afterEach(body),
+    },
+    name,
+    factory,
+    options.cleanup
+  )
+}
+
+/**
+ * What the contract needs of a test runner: `node:test`'s shape, so the cases can also be
+ * collected and run one by one (this repository runs them against deliberately broken stores).
+ *
+ * @internal
+ */
+export interface ContractRunner {
+  describe(title: string, body: () => void): void
+  it(title: string, body: (t: { skip(reason?: string): void }) => Promise<void>): void
+  afterEach(body: () => Promise<void>): void
+}
+
+/**
+ * Registers the contract's cases through `runner`; {@link storeContract} is this with `node:test`.
+ *
+ * @internal
+ */
+export function defineStoreContract(
+  runner: ContractRunner,
+  name: string,
+  factory: () => CallbackStore | Promise<CallbackStore>,
+  cleanup?: (store: CallbackStore) => void | Promise<void>
+): void {
+  const { describe, it, afterEach } = runner
   const made: CallbackStore[] = []
 
   const fresh = async (): Promise<CallbackStore> => {
@@ -113,7 +149,7 @@ export function storeContract(
     return store
   }
 
-  describe(`${name} store contract`, { skip: options.skip || false }, () => {
+  describe(`${name} store contract`, () => {
     afterEach(async () => {
       for (const store of made.splice(0)) {
         await cleanup?.(store)
@@ -487,6 +523,25 @@ export function storeContract(
         }
       })
 
+      it('gives a task a new token at every claim, however it came due again', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        const tokens: string[] = []
+        const claimAt = async (now: number, after: string): Promise<Lease> => {
+          const [held] = await store.claim({ now: new Date(now), limit: 1, leaseMs })
+          assert.equal(held?.task.id, id, `claimed again after ${after}`)
+          tokens.push(held!.token)
+          return held!
+        }
+        let held = await claimAt(base, 'being released')
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 503 }), retryAt(base + 1000, 'HTTP 503')), true)
+        held = await claimAt(base + 1000, 'a completion that scheduled a retry')
+        assert.equal(await store.release(held, new Date(base + 2000)), true)
+        held = await claimAt(base + 2000, 'a release')
+        await claimAt(base + 2000 + leaseMs, 'its lease expired')
+        assert.equal(new Set(tokens).size, tokens.length, `successive claims of one task handed out a token twice: ${tokens.length} claims, ${new Set(tokens).size} tokens`)
+      })
+
       it('hands out whole tasks, body and secret included', async () => {
         const store = await fresh()
         const input = newTask({ secret: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], metadata: { a: 1 } })
@@ -662,6 +717,33 @@ export function storeContract(
         assert.equal(task?.status, 'delivered')
         assert.equal(task?.attempts, 1)
         assert.equal((await store.attempts(input.id)).length, 1)
+      })
+
+      it('refuses a completion and a release with the lease of an earlier claim while a newer claim holds the task', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        const [stale] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+        assert.ok(stale, 'the first claim')
+        // the first holder stalls past its lease; a second worker claims the task and is still sending
+        const [current] = await store.claim({ now: new Date(base + leaseMs), limit: 1, leaseMs })
+        assert.equal(current?.task.id, id, 'claimed again once the first lease expired')
+        assert.equal(
+          await store.complete(stale, attemptAt(1, base, { status: 200, outcome: 'delivered' }), { status: 'delivered' }),
+          false,
+          'the stale holder completed over the newer claim'
+        )
+        assert.equal(await store.release(stale, new Date(base)), false, 'the stale holder released the newer claim')
+        let task = await store.get(id)
+        assert.equal(task?.status, 'delivering')
+        assert.equal(task?.attempts, 0)
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 2 * leaseMs))
+        assert.deepEqual(await store.attempts(id), [])
+        assert.deepEqual(await store.claim({ now: new Date(base + leaseMs + 1), limit: 10, leaseMs }), [], 'the newer lease still holds')
+        assert.equal(await store.complete(current!, attemptAt(1, base + leaseMs, { status: 503 }), retryAt(base + leaseMs + 1000, 'HTTP 503')), true)
+        task = await store.get(id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 1)
+        assert.equal(task?.lastError, 'HTTP 503')
       })
 
       it('refuses a second completion with the same lease', async () => {
@@ -1011,6 +1093,36 @@ export function storeContract(
         await woken.called
         woken.unsubscribe()
       })
+
+      it('calls the listener again after each release, completion that schedules a retry, and redelivery', async (t) => {
+        const store = await fresh()
+        if (!skipUnlessSubscribe(t, store)) return
+        const wakes = wakeCounter(store)
+        try {
+          // a store may call the listener once its subscription holds; that call answers none of the steps
+          await wakes.quiet()
+          const input = newTask()
+          await store.insert(input)
+          let seen = wakes.calls
+          const held = await attachNow(store, input.id, base)
+          assert.equal(await store.release(held, new Date(base)), true)
+          seen = await wakes.after(seen, 'a release')
+          const [claimed] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+          assert.ok(claimed)
+          assert.equal(await store.complete(claimed, attemptAt(1, base, { status: 503 }), retryAt(base, 'HTTP 503')), true)
+          seen = await wakes.after(seen, 'a completion that scheduled a retry')
+          if (typeof store.redeliver !== 'function') return
+          const [again] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+          assert.ok(again)
+          assert.equal(await store.complete(again, attemptAt(2, base, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400' }), true)
+          await wakes.quiet()
+          seen = wakes.calls
+          assert.equal(await store.redeliver(input.id, { now: new Date(base) }), true)
+          await wakes.after(seen, 'a redelivery')
+        } finally {
+          wakes.unsubscribe()
+        }
+      })
     })
 
     describe('destinations (optional)', () => {
@@ -1299,7 +1411,7 @@ async function failedTask(store: CallbackStore, at: number, reason: string): Pro
 
 /** Whether the store has the optional `method`; skips the test when it has not. */
 function skipUnless<M extends 'list' | 'redeliver' | 'countDue' | 'setDestination' | 'listDestinations'>(
-  t: TestContext,
+  t: { skip(reason?: string): void },
   store: CallbackStore,
   method: M
 ): store is CallbackStore & Required<Pick<CallbackStore, M>> {
@@ -1308,7 +1420,7 @@ function skipUnless<M extends 'list' | 'redeliver' | 'countDue' | 'setDestinatio
   return false
 }
 
-function skipUnlessSubscribe(t: TestContext, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
+function skipUnlessSubscribe(t: { skip(reason?: string): void }, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
   if (typeof store.subscribe === 'function') return true
   t.skip('the store has no subscribe')
   return false
@@ -1325,4 +1437,38 @@ function nextWake(store: CallbackStore & Required<Pick<CallbackStore, 'subscribe
     })
   })
   return { called, unsubscribe }
+}
+
+/**
+ * Counts a subscribed listener's calls. `after(seen, what)` waits (5 s at most, then fails naming
+ * `what`) for a call beyond the `seen` first ones; `quiet()` lets calls already on their way land.
+ */
+function wakeCounter(store: CallbackStore & Required<Pick<CallbackStore, 'subscribe'>>) {
+  let calls = 0
+  let waiting: (() => void) | undefined
+  const unsubscribe = store.subscribe(() => {
+    calls++
+    waiting?.()
+  })
+  return {
+    get calls() {
+      return calls
+    },
+    unsubscribe,
+    quiet: () => new Promise<void>((resolve) => setTimeout(resolve, 200)),
+    after(seen: number, what: string): Promise<number> {
+      if (calls > seen) return Promise.resolve(calls)
+      return new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiting = undefined
+          reject(new Error(`the listener was not called after ${what} within 5 s`))
+        }, 5000)
+        waiting = () => {
+          clearTimeout(timer)
+          waiting = undefined
+          resolve(calls)
+        }
+      })
+    },
+  }
 }
