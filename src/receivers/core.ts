@@ -99,7 +99,8 @@ export interface ReceiverAcceptance {
   guarded: boolean
   /**
    * Tells the replay guard how the handler answered: a 2xx status remembers the id, anything else
-   * (or `undefined`: it threw, or the connection closed first) forgets it. Never rejects.
+   * (or `undefined`: it threw) forgets it. A client hanging up is no answer: until the handler
+   * answers, the id stays in flight and a retry meets 409. Never rejects.
    */
   settle(status: number | undefined): Promise<void>
 }
@@ -455,19 +456,41 @@ export function rawBodyUnavailable(how: string): ReceiverError {
 }
 
 /**
- * Settles an acceptance when the Node response is done: the status it finished with, or a failure
- * when the connection closed before it finished.
+ * Settles an acceptance when the handler answers on the Node response: with the status it ends
+ * the response with. A client hanging up first settles nothing: the handler still runs, so a retry
+ * must meet 409 until it answers — a 2xx then remembers the id, anything else (Express's error
+ * handler ends with a 500) forgets it. A handler that never answers is bounded by the guard's own
+ * in-flight timeout.
  */
 export function settleOnResponse(response: ServerResponse, acceptance: ReceiverAcceptance): void {
   if (!acceptance.guarded) return
   let settled = false
-  const settle = (status: number | undefined) => {
+  const settle = () => {
     if (settled) return
     settled = true
-    void acceptance.settle(status)
+    void acceptance.settle(response.statusCode)
   }
-  response.once('finish', () => settle(response.statusCode))
-  response.once('close', () => settle(response.writableFinished ? response.statusCode : undefined))
+  // Ending the response is the handler's answer; after a hang-up Node emits no 'finish' for it.
+  const end = response.end
+  response.end = function (this: ServerResponse, ...args: unknown[]) {
+    settle()
+    return (end as (...rest: unknown[]) => ServerResponse).apply(this, args)
+  } as ServerResponse['end']
+  response.once('finish', settle)
+}
+
+/**
+ * Runs the rest of a middleware chain (Koa's `next`) and settles an acceptance with the status it
+ * left, or as failed when it threw; a client hanging up meanwhile changes nothing.
+ */
+export async function settleAfter(acceptance: ReceiverAcceptance, run: () => Promise<unknown>, status: () => number): Promise<void> {
+  try {
+    await run()
+  } catch (error) {
+    await acceptance.settle(undefined)
+    throw error
+  }
+  await acceptance.settle(status())
 }
 
 /**

@@ -15,8 +15,8 @@ export interface MemoryReplayGuardOptions {
   maxEntries?: number
   /**
    * How long an id may stay in flight before it is treated as abandoned, ms. Default 10 minutes.
-   * Receivers settle every id when the response finishes or the connection closes; this only
-   * bounds what a crashed handler could leave behind.
+   * Receivers settle every id when the handler answers (or throws), also after the client hung up;
+   * this only bounds what a handler that never answers could leave behind.
    */
   inFlightTimeoutMs?: number
   /** The clock. Default `() => new Date()`. */
