@@ -255,6 +255,14 @@ describe('redis replay guard', { skip }, () => {
     assert.equal(await replay.begin('msg_crashed'), 'new')
   })
 
+  it('remembers a processed id for 3 days by default', async () => {
+    const { prefix, guard: replay } = guard()
+    await replay.begin('msg_done')
+    await replay.remember('msg_done')
+    const ttl = await client.ttl(`${prefix}:msg_done`)
+    assert.ok(ttl > 3 * 86_400 - 60 && ttl <= 3 * 86_400, `a processed id is kept ${ttl} s, not 3 days`)
+  })
+
   it('refuses bad options, naming the option', () => {
     assert.throws(() => createRedisReplayGuard({ client: {} as never }), { name: 'TypeError', message: /`client`/ })
     assert.throws(() => createRedisReplayGuard({ client, ttlSeconds: 0 }), { name: 'TypeError', message: /`ttlSeconds`/ })
