@@ -15,19 +15,22 @@
  *   status `delivering`, lease until `now + leaseMs`, which `nextAttemptAt` also shows.
  * - **Claim** leases tasks that are due — `scheduled` with `nextAttemptAt <= now`, or `delivering`
  *   with an expired lease (`expiresAt <= now`) — earliest due first, at most `limit`, each with a
- *   fresh token. Concurrent claims never hand out one task twice. Pending and terminal tasks are
- *   never claimed.
+ *   fresh token: every claim of a task hands out a token it never handed out before. Concurrent
+ *   claims never hand out one task twice. Pending and terminal tasks are never claimed.
  * - **Complete** is fenced by the lease token: while the token holds it appends the attempt,
  *   increments `attempts`, and applies the resolution — the status; `nextAttemptAt` for `scheduled`
  *   (none for terminal states); `lastError` replaced when the resolution has one and kept when it
  *   has none (it is the reason of the last *failed* attempt). Once the lease is void (reclaimed
- *   after expiry, completed, released or cancelled) it answers `false` and changes nothing.
+ *   after expiry, completed, released or cancelled) it answers `false` and changes nothing — also
+ *   for the lease of an earlier claim while a newer claim of the task still holds it.
  * - **Release** hands a leased task back unattempted: `scheduled` at the given instant, or, without
  *   one, due at once — at the instant its lease was taken. Fenced like `complete`.
  * - **Cancel** ends any task not yet terminal, `delivering` included (its lease is void from then
  *   on); terminal or unknown tasks answer `false`.
  * - **Attempt history** keeps at least 20 attempts per task, oldest first, every field intact.
- * - **Subscribe**, when a store offers it, calls its listener after a release or a reschedule.
+ * - **Subscribe**, when a store offers it, calls its listener after every release, every completion
+ *   that schedules a retry and every redelivery — not just once (a call at subscription proves
+ *   nothing).
  * - **Inspection**, when a store offers it: `list({ status: 'failed' })` pages through failed tasks
  *   newest first (`since`, `limit`, `cursor`), and `list` finds tasks in any state by status,
  *   event, callback host, id, idempotency key and time range, every filter combined; `redeliver` makes a failed task — and only a failed
@@ -67,7 +70,7 @@ import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask, TaskListQuer
 
 /** Options of {@link storeContract}. */
 export interface StoreContractOptions {
-  /** A reason to skip the whole suite (e.g. the database is unreachable), or false. */
+  /** A reason to skip the suite (e.g. the database is unreachable), or false; each case is reported skipped. */
   skip?: string | false
   /** Called after each test with the store the factory made (drop the schema, delete the keys). */
   cleanup?: (store: CallbackStore) => void | Promise<void>

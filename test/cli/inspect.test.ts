@@ -18,7 +18,7 @@ import { createRedisStore } from 'endpoint-callback/redis'
 import { buildCli, runCli } from '../support/cli-binary.ts'
 import type { BuiltCli } from '../support/cli-binary.ts'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
-import { DATABASE_URL, REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, REDIS_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const postgresSkip = await serviceSkip('postgres')
 const redisSkip = await serviceSkip('redis')
@@ -96,7 +96,9 @@ const backends: Backend[] = [
 ]
 
 for (const backend of backends) {
-  describe(`inspection commands on ${backend.name}`, { skip: backend.skip }, () => {
+  // shadows node:test's: with the service down (and skipping asked for) each test is reported skipped
+  const { before, after, test } = serviceTests(backend.skip)
+  describe(`inspection commands on ${backend.name}`, () => {
     let opened: Awaited<ReturnType<Backend['open']>>
     let sender: SenderOptions
     const clientSecret = generateSecret()

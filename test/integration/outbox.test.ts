@@ -2,18 +2,18 @@
  * The outbox: a callback task written with the caller's own PostgreSQL transaction commits or rolls
  * back together with the caller's business write.
  */
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import { createCallbackTask, createWorker, deliver, generateSecret } from 'endpoint-callback'
 import type { CallbackTask } from 'endpoint-callback'
 import { openDurableStore, type DurableStore } from '../support/durable-stores.ts'
 import { startLoopbackReceiver, type LoopbackReceiver } from '../support/loopback-receiver.ts'
-import { DATABASE_URL, serviceSkip } from '../support/services.ts'
+import { DATABASE_URL, serviceSkip, serviceTests } from '../support/services.ts'
 
 const skip = await serviceSkip('postgres')
+const { after, before, describe, it } = serviceTests(skip)
 
-describe('outbox on PostgreSQL', { skip }, () => {
+describe('outbox on PostgreSQL', () => {
   let durable: DurableStore
   let receiver: LoopbackReceiver
   let pool: pg.Pool

@@ -1,4 +1,3 @@
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { newTask, scheduleOneRetry, t0 } from '../support/durable-stores.ts'
 import pg from 'pg'
@@ -13,9 +12,10 @@ import {
   type PostgresStore
 } from 'endpoint-callback/postgres'
 import { claimSql, latestVersion, migrations, quoteIdentifier } from '../../src/stores/postgres-sql.ts'
-import { DATABASE_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const skip = await serviceSkip('postgres')
+const { after, before, describe, it } = serviceTests(skip)
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
 // an idle connection the server closes must not take the test process down
 pool.on('error', () => {})
@@ -56,7 +56,7 @@ storeContract(
 
 const day = 86_400_000
 
-describe('postgres store', { skip }, () => {
+describe('postgres store', () => {
   const schemas: string[] = []
   const stores: CallbackStore[] = []
   const track = (store: PostgresStore) => {

@@ -1,4 +1,3 @@
-import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { newTask, scheduleOneRetry, t0 } from '../support/durable-stores.ts'
@@ -6,9 +5,10 @@ import { Redis } from 'ioredis'
 import { CallbackError } from 'endpoint-callback'
 import { storeContract } from 'endpoint-callback/testing'
 import { createRedisReplayGuard, createRedisStore, type RedisStore } from 'endpoint-callback/redis'
-import { REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { REDIS_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const skip = await serviceSkip('redis')
+const { after, describe, it } = serviceTests(skip)
 const client = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 3 })
 client.on('error', () => {})
 after(() => client.disconnect())
@@ -34,7 +34,7 @@ storeContract('redis', () => freshStore(), {
 
 
 
-describe('redis store', { skip }, () => {
+describe('redis store', () => {
   const stores: RedisStore[] = []
   const track = (store: RedisStore) => {
     stores.push(store)
@@ -195,7 +195,7 @@ describe('redis store', { skip }, () => {
   })
 })
 
-describe('redis replay guard', { skip }, () => {
+describe('redis replay guard', () => {
   const prefixes: string[] = []
   const guard = (options: { ttlSeconds?: number; inFlightSeconds?: number } = {}) => {
     const prefix = uniqueName('ec_replay')
