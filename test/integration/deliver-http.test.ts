@@ -11,6 +11,7 @@ import type { DeliveryEvent, SenderOptions, Transport } from 'endpoint-callback'
 import { answer, startReceiver } from '../support/callback-receiver.ts'
 import type { ReceiverScript, TestReceiver } from '../support/callback-receiver.ts'
 import { createTestClock } from '../support/sender.ts'
+import { within } from '../support/waits.ts'
 
 // Loopback over plain http is refused by default; these tests opt in explicitly.
 const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
@@ -57,7 +58,7 @@ async function setup(script: ReceiverScript, options: { transport?: Transport; s
 async function until(condition: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
   const end = Date.now() + ms
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${String(condition)}`)
     await sleep(5)
   }
 }
@@ -180,7 +181,7 @@ test('a receiver that hangs is cut off by the transport timeout and the task is 
   await using s = await setup(() => {}, { transport })
   const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
   const start = s.clock.now().getTime()
-  const report = await deliver(task.id, {}, s.sender)
+  const report = await within(deliver(task.id, {}, s.sender), 'the 300 ms transport timeout did not end the attempt', 10_000)
   assert.equal(report.status, 'retrying')
   assert.equal(report.nextAttemptAt?.getTime(), start + 5_000)
   assert.equal(s.receiver.received.length, 1, 'a timeout is not retried inside the attempt')

@@ -16,7 +16,7 @@ const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 async function until(condition: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
   const end = Date.now() + ms
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${String(condition)}`)
     await sleep(10)
   }
 }

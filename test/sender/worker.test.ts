@@ -111,7 +111,7 @@ test('stop waits for the attempts in flight and gives back tasks it claimed but 
   assert.equal(done, false, 'stop waits for the attempt in flight')
   answer()
   releaseClaim()
-  await stopped
+  await within(stopped, 'stop() did not resolve once the attempt and the claim had ended')
   assert.equal(worker.active, 0)
   const states = [(await store.get(first.id))?.status, (await store.get(second.id))?.status].sort()
   assert.deepEqual(states, ['delivered', 'scheduled'])
@@ -148,7 +148,7 @@ test('a worker whose lease ran out does not record over the new holder and only 
   await fresh.stop()
 
   stall()
-  await stopping
+  await within(stopping, 'the slow worker did not stop once its attempt ended')
   assert.deepEqual(slowEvents.map((event) => event.type), ['lease-lost'])
   const history = await store.attempts(task.id)
   assert.deepEqual(history.map((attempt) => attempt.status), [500, 204])

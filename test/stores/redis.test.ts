@@ -276,7 +276,7 @@ describe('redis replay guard', () => {
 async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs
   while (!condition()) {
-    if (Date.now() > until) throw new Error('timed out waiting for a condition')
+    if (Date.now() > until) throw new Error(`not within ${timeoutMs} ms: ${String(condition)}`)
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
