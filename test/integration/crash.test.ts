@@ -86,15 +86,18 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
       const pool = await Promise.all([startWorker(), startWorker(), startWorker()])
       let victim = pool[0]!
       const killedAt: number[] = []
+      const arrivedAtKill: number[] = []
       for (const threshold of [TASKS * 0.25, TASKS * 0.6]) {
         await until(() => receiver.seen.size >= threshold, `${threshold} callbacks arrived`)
         // a kill while the victim has deliveries in flight: it never records their outcome
         victim.kill('SIGKILL')
         killedAt.push(Date.now())
+        arrivedAtKill.push(receiver.seen.size)
         await once(victim, 'exit')
         victim = await startWorker()
       }
-      assert.ok(receiver.seen.size < TASKS, 'the second kill came before the last callback arrived')
+      // checked at the kill: while a worker restarts, the other two may well finish the rest
+      assert.ok(arrivedAtKill.at(-1)! < TASKS, `the second kill came after all ${TASKS} callbacks had arrived`)
 
       await until(() => ids.every((id) => receiver.seen.has(id)), 'every webhook-id arrived')
       await until(
