@@ -484,6 +484,10 @@ export function settleOnResponse(response: ServerResponse, acceptance: ReceiverA
  * left, or as failed when it threw; a client hanging up meanwhile changes nothing.
  */
 export async function settleAfter(acceptance: ReceiverAcceptance, run: () => Promise<unknown>, status: () => number): Promise<void> {
+  if (!acceptance.guarded) {
+    await run()
+    return
+  }
   try {
     await run()
   } catch (error) {
