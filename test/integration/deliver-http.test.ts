@@ -107,7 +107,7 @@ test('a receiver answering 500 then 200 gets the same webhook-id and body twice,
     s.clock.advance(1)
     await until(async () => (await s.sender.store.get(task.id))?.status === 'delivered')
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
 
   const [a, b] = s.receiver.received
@@ -171,7 +171,7 @@ test('a 429 with Retry-After puts the next attempt at the hint when it is later 
     s.clock.advance(60_000)
     await until(async () => (await s.sender.store.get(task.id))?.status === 'delivered')
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
   assert.equal(s.receiver.received[1]!.headers['webhook-id'], task.id)
 })
@@ -227,7 +227,7 @@ test('a task whose receivers keep failing fails after schedule.length + 1 attemp
     s.clock.advance(3_600_000)
     await sleep(50)
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
   assert.equal(s.receiver.received.length, 3)
   const stored = await s.sender.store.get(task.id)

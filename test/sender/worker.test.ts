@@ -35,7 +35,7 @@ test('the worker makes the retry once it is due by the injected clock, and not b
     assert.equal(transport.requests[1]!.headers['webhook-id'], task.id)
     assert.equal(transport.requests[1]!.body, transport.requests[0]!.body)
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
 })
 
@@ -65,7 +65,7 @@ test('store errors while claiming are reported as error events and the worker ke
     assert.equal(errors.length, 3)
     assert.ok(errors.every((event) => event.type === 'error' && event.error instanceof StoreError))
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
 })
 
@@ -118,7 +118,7 @@ test('stop waits for the attempts in flight and gives back tasks it claimed but 
   assert.equal(transport.requests.length, 3, 'the task given back was not sent')
   worker.start()
   assert.equal(worker.running, true, 'a stopped worker starts again')
-  await worker.stop()
+  await within(worker.stop(), 'stop() did not resolve')
 })
 
 test('a worker whose lease ran out does not record over the new holder and only reports lease-lost', async () => {
@@ -145,7 +145,7 @@ test('a worker whose lease ran out does not record over the new holder and only 
   const fresh = createWorker({ ...base, pollIntervalMs: 5 })
   fresh.start()
   await until(async () => (await store.get(task.id))?.status === 'delivered')
-  await fresh.stop()
+  await within(fresh.stop(), 'stop() did not resolve')
 
   stall()
   await within(stopping, 'the slow worker did not stop once its attempt ended')
@@ -193,7 +193,7 @@ test('attempts in flight never exceed concurrency: 10 due tasks, a transport tha
   } finally {
     const stopped = worker.stop()
     for (const answer of hanging.splice(0)) answer()
-    await stopped
+    await within(stopped, 'stop() did not resolve once the hanging sends were answered')
   }
 })
 
@@ -258,6 +258,6 @@ test('a stale completion arriving while the newer holder is still sending is ref
     assert.deepEqual((await store.attempts(task.id)).map((attempt) => attempt.status), [500, 204])
   } finally {
     stallCurrent()
-    await current.stop()
+    await within(current.stop(), 'stop() did not resolve')
   }
 })
