@@ -356,19 +356,3 @@ test('a challenge answered 503 with Retry-After is retried at the hinted time ra
   const cancelled = await deliver(await createCallbackTask({ callbackUrl, event: 'report.ready' }, gone.sender), {}, gone.sender)
   assert.equal(cancelled.status, 'cancelled')
 })
-
-test('a refused connection is not retried inside the attempt when the lease leaves no room past the transport timeout', async () => {
-  const clock = createTestClock()
-  const transport = createTestTransport(
-    () => {
-      throw new DeliveryError('ERR_CALLBACK_CONNECTION', 'connection refused by client.example.com')
-    },
-    { timeoutMs: 2_000 }
-  )
-  // a quick retry could start up to a second after the first try and then take the whole timeout
-  const sender = { store: createMemoryStore(), secret: generateSecret(), transport, now: clock.now, leaseMs: 3_000, retry: { jitter: 0 } }
-  const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
-  const report = await deliver(task.id, {}, sender)
-  assert.equal(report.status, 'retrying')
-  assert.equal(transport.requests.length, 1, 'a quick retry could have outlived the lease')
-})
