@@ -1069,7 +1069,7 @@ export function defineStoreContract(
       })
     })
 
-    searchCases(fresh)
+    searchCases(runner, fresh)
 
     describe('subscribe (optional)', () => {
       it('returns an unsubscribe function and calls the listener when a released task is due', async (t) => {
@@ -1251,7 +1251,8 @@ async function searchFixture(store: CallbackStore) {
   return { pending, delivered, failed, scheduled, cancelled }
 }
 
-function searchCases(fresh: () => Promise<CallbackStore>): void {
+function searchCases(runner: ContractRunner, fresh: () => Promise<CallbackStore>): void {
+  const { describe, it } = runner
   describe('search (optional list filters)', () => {
     const ids = async (store: CallbackStore & Required<Pick<CallbackStore, 'list'>>, query: TaskListQuery) =>
       (await store.list(query)).tasks.map((task) => task.id)
