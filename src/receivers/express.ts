@@ -13,11 +13,39 @@ export type { ReceiverOptions } from './core.ts'
 declare global {
   namespace Express {
     interface Request {
-      /** The callback verified by `callbackReceiver` from `endpoint-callback/express`. */
-      callback?: VerifiedCallback
+      /**
+       * The callback verified by `callbackReceiver` from `endpoint-callback/express`. Its `data`
+       * is `unknown`: name the type you expect with {@link CallbackRequest}.
+       */
+      callback?: VerifiedCallback | undefined
     }
   }
 }
+
+declare module 'http' {
+  interface IncomingMessage {
+    /**
+     * The raw body bytes, for a body parser that keeps them for `callbackReceiver`:
+     * `express.json({ verify: (req, res, buf) => { req.rawBody = buf } })`.
+     */
+    rawBody?: Buffer | string | undefined
+  }
+}
+
+/**
+ * An Express request that `callbackReceiver` let through, with the callback's `data` typed as `T`
+ * (not checked at run time: the signature proves who sent it, not its shape).
+ *
+ * @example
+ * ```ts
+ * app.post('/callbacks', callbackReceiver({ secret }), (req, res) => {
+ *   const { data } = (req as CallbackRequest<{ reportUrl: string }>).callback
+ *   console.log(data.reportUrl)
+ *   res.sendStatus(204)
+ * })
+ * ```
+ */
+export type CallbackRequest<T = unknown> = Request & { callback: VerifiedCallback<T> }
 
 /**
  * Express 5 middleware: verifies the Standard Webhooks signature over the raw body and puts the
@@ -57,7 +85,7 @@ export function callbackReceiver(options: ReceiverOptions): RequestHandler {
 }
 
 function rawBody(req: Request, limit: number): BodyLike | Promise<Buffer> {
-  const stashed = (req as { rawBody?: unknown }).rawBody
+  const stashed: unknown = req.rawBody
   if (typeof stashed === 'string' || Buffer.isBuffer(stashed)) return stashed
   if (Buffer.isBuffer(req.body)) return req.body
   if (!nodeBodyConsumed(req)) return readNodeBody(req, limit)

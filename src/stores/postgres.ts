@@ -82,6 +82,15 @@ export interface PostgresListenConnection extends PostgresQueryable {
   release(destroy?: boolean | Error): void
 }
 
+/**
+ * Whether `connect()` hands out a connection of its own (a pool), rather than connecting the object
+ * itself (a `pg` Client or PoolClient, which carry `connectionParameters`, and which LISTEN could
+ * only reconnect in a loop).
+ */
+function handsOutConnections(pool: PostgresPool | PostgresQueryable): pool is Required<PostgresPool> {
+  return typeof (pool as PostgresPool).connect === 'function' && !('connectionParameters' in pool) && typeof (pool as { release?: unknown }).release !== 'function'
+}
+
 /** A `pg` Pool: queries, and (for `LISTEN`) hands out a connection of its own. */
 export interface PostgresPool extends PostgresQueryable {
   connect?(): Promise<PostgresListenConnection>
@@ -95,8 +104,11 @@ export interface PostgresPool extends PostgresQueryable {
 
 /** Options of {@link createPostgresStore}. */
 export interface PostgresStoreOptions {
-  /** The user's `pg` Pool. The store never ends it. */
-  pool: PostgresPool
+  /**
+   * The user's `pg` Pool, or a connected `pg` Client (then the store does not `LISTEN`: workers
+   * poll). The store never ends it.
+   */
+  pool: PostgresPool | PostgresQueryable
   /** Schema holding the tables (created by {@link migratePostgres}). Default `endpoint_callback`. */
   schema?: string
   /**
@@ -173,10 +185,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     throw new TypeError('createPostgresStore: `pool` must have a query(text, values) method (a pg Pool)')
   }
   const schema = checkSchema(options.schema, 'createPostgresStore')
-  const listen = options.listen ?? typeof pool.connect === 'function'
+  const listen = options.listen ?? handsOutConnections(pool)
   if (typeof listen !== 'boolean') throw new TypeError('createPostgresStore: `listen` must be a boolean')
-  if (listen && typeof pool.connect !== 'function') {
-    throw new TypeError('createPostgresStore: `listen` needs a `pool` with connect() (a pg Pool)')
+  if (listen && !handsOutConnections(pool)) {
+    throw new TypeError('createPostgresStore: `listen` needs a `pool` whose connect() hands out a connection (a pg Pool, not a Client)')
   }
   // The LISTEN connection is held for as long as a worker runs: in a pool of one, every query would
   // wait for it forever.
