@@ -19,9 +19,9 @@ import type {
 export interface MemoryStoreOptions {
   /**
    * How many attempts each task keeps in its history; the oldest are dropped first. Default 100
-   * (the default retry schedule makes at most 8).
+   * (the default retry schedule makes at most 8). The same option as the Redis store's.
    */
-  maxAttemptHistory?: number
+  attemptHistory?: number
   /**
    * How long a finished (delivered, failed, cancelled) task, its attempt history and its
    * idempotency key stay readable, in seconds from when it finished; 0 keeps them until the
@@ -92,9 +92,9 @@ interface StoredAttempt {
  * ```
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackStore {
-  const maxAttemptHistory = options.maxAttemptHistory ?? 100
-  if (!Number.isSafeInteger(maxAttemptHistory) || maxAttemptHistory < 1) {
-    throw new TypeError('maxAttemptHistory must be a positive integer')
+  const attemptHistory = options.attemptHistory ?? 100
+  if (!Number.isSafeInteger(attemptHistory) || attemptHistory < 1) {
+    throw new TypeError('attemptHistory must be a positive integer')
   }
   const retentionSeconds = options.retentionSeconds ?? 7 * 86_400
   if (typeof retentionSeconds !== 'number' || !Number.isFinite(retentionSeconds) || retentionSeconds < 0) {
@@ -464,11 +464,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         outcome: attempt.outcome
       }
       const history = entry.history
-      if (history === undefined || maxAttemptHistory === 1) entry.history = stored
+      if (history === undefined || attemptHistory === 1) entry.history = stored
       else if (!Array.isArray(history)) entry.history = [history, stored]
       else {
         history.push(stored)
-        if (history.length > maxAttemptHistory) history.splice(0, history.length - maxAttemptHistory)
+        if (history.length > attemptHistory) history.splice(0, history.length - attemptHistory)
       }
       entry.attempts += 1
       entry.status = resolution.status

@@ -906,10 +906,13 @@ export function postgresSchemaSql(options: PostgresSchemaOptions = {}): string {
   return migrationScript(checkSchema(options.schema, 'postgresSchemaSql'), 0)
 }
 
-/** Options of {@link pruneDelivered}. */
+/** Options of {@link pruneTasks}. */
 export interface PruneOptions extends PostgresSchemaOptions {
-  /** Delete tasks that finished more than this many days ago. */
-  olderThanDays: number
+  /**
+   * Delete tasks that finished more than this many seconds ago, as the memory and Redis stores'
+   * `retentionSeconds` does (30 days: `30 * 86_400`).
+   */
+  retentionSeconds: number
   /** Which finished tasks to delete. Default `['delivered']`. */
   statuses?: TerminalStatus[]
   /** Rows per DELETE, so a large backlog never holds locks for long. Default 1000. */
@@ -919,25 +922,26 @@ export interface PruneOptions extends PostgresSchemaOptions {
 }
 
 /**
- * Retention: deletes delivered tasks (and their attempt history) that finished more than
- * `olderThanDays` days ago, in batches. Returns how many tasks were deleted. Run it from a cron.
+ * Retention: deletes finished tasks (and their attempt history) of the given `statuses` (by default
+ * delivered ones only) that finished more than `retentionSeconds` ago, in batches. Returns how
+ * many tasks were deleted. Run it from a cron.
  *
  * @example
  * ```ts
- * const deleted = await pruneDelivered(pool, { schema: 'callbacks', olderThanDays: 30 })
+ * const deleted = await pruneTasks(pool, { schema: 'callbacks', retentionSeconds: 30 * 86_400 })
  * ```
  */
-export async function pruneDelivered(pool: PostgresQueryable, options: PruneOptions): Promise<number> {
+export async function pruneTasks(pool: PostgresQueryable, options: PruneOptions): Promise<number> {
   if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
-    throw new TypeError('pruneDelivered: `pool` must have a query(text, values) method (a pg Pool)')
+    throw new TypeError('pruneTasks: `pool` must have a query(text, values) method (a pg Pool)')
   }
   if (options === null || typeof options !== 'object') {
-    throw new TypeError('pruneDelivered: options must be an object with `olderThanDays`')
+    throw new TypeError('pruneTasks: options must be an object with `retentionSeconds`')
   }
-  const schema = checkSchema(options.schema, 'pruneDelivered')
-  const { olderThanDays } = options
-  if (typeof olderThanDays !== 'number' || !Number.isFinite(olderThanDays) || olderThanDays < 0) {
-    throw new TypeError('pruneDelivered: `olderThanDays` must be a number >= 0')
+  const schema = checkSchema(options.schema, 'pruneTasks')
+  const { retentionSeconds } = options
+  if (typeof retentionSeconds !== 'number' || !Number.isFinite(retentionSeconds) || retentionSeconds < 0) {
+    throw new TypeError('pruneTasks: `retentionSeconds` must be a number >= 0')
   }
   const statuses = options.statuses ?? ['delivered']
   if (
@@ -945,14 +949,14 @@ export async function pruneDelivered(pool: PostgresQueryable, options: PruneOpti
     statuses.length === 0 ||
     !statuses.every((status) => status === 'delivered' || status === 'failed' || status === 'cancelled')
   ) {
-    throw new TypeError("pruneDelivered: `statuses` must list some of 'delivered', 'failed', 'cancelled'")
+    throw new TypeError("pruneTasks: `statuses` must list some of 'delivered', 'failed', 'cancelled'")
   }
   const batchSize = options.batchSize ?? 1000
   if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new TypeError('pruneDelivered: `batchSize` must be a positive integer')
+    throw new TypeError('pruneTasks: `batchSize` must be a positive integer')
   }
   const now = (options.now ?? (() => new Date()))()
-  const cutoff = new Date(now.getTime() - olderThanDays * 86_400_000).toISOString()
+  const cutoff = new Date(now.getTime() - retentionSeconds * 1000).toISOString()
   const text = pruneSql(schema)
   let deleted = 0
   for (;;) {

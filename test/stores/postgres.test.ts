@@ -8,7 +8,7 @@ import {
   createPostgresStore,
   migratePostgres,
   postgresSchemaSql,
-  pruneDelivered,
+  pruneTasks,
   type PostgresStore
 } from 'endpoint-callback/postgres'
 import { claimSql, latestVersion, migrations, quoteIdentifier } from '../../src/stores/postgres-sql.ts'
@@ -264,7 +264,7 @@ describe('postgres store', () => {
   })
 
   describe('retention', () => {
-    it('deletes delivered tasks older than N days with their attempts, and keeps the rest', async () => {
+    it('deletes delivered tasks finished more than retentionSeconds ago with their attempts, and keeps the rest', async () => {
       const store = track(await freshStore())
       const finish = async (status: 'delivered' | 'failed', at: number) => {
         const input = newTask({ createdAt: new Date(at) })
@@ -281,7 +281,7 @@ describe('postgres store', () => {
       const pending = newTask({ createdAt: new Date(now - 90 * day) })
       await store.insert(pending)
 
-      const deleted = await pruneDelivered(pool, { schema: store.schema, olderThanDays: 30, now: () => new Date(now) })
+      const deleted = await pruneTasks(pool, { schema: store.schema, retentionSeconds: 30 * 86_400, now: () => new Date(now) })
       assert.equal(deleted, 1)
       assert.equal(await store.get(old), undefined)
       assert.deepEqual(await store.attempts(old), [])
@@ -289,9 +289,9 @@ describe('postgres store', () => {
       assert.equal((await store.get(oldFailed))?.status, 'failed')
       assert.equal((await store.get(pending.id))?.status, 'pending')
 
-      const again = await pruneDelivered(pool, {
+      const again = await pruneTasks(pool, {
         schema: store.schema,
-        olderThanDays: 30,
+        retentionSeconds: 30 * 86_400,
         statuses: ['failed'],
         batchSize: 1,
         now: () => new Date(now)
@@ -301,8 +301,8 @@ describe('postgres store', () => {
     })
 
     it('refuses a negative age or an unknown status, naming the option', async () => {
-      await assert.rejects(pruneDelivered(pool, { olderThanDays: -1 }), { name: 'TypeError', message: /`olderThanDays`/ })
-      await assert.rejects(pruneDelivered(pool, { olderThanDays: 1, statuses: ['scheduled' as never] }), {
+      await assert.rejects(pruneTasks(pool, { retentionSeconds: -1 }), { name: 'TypeError', message: /`retentionSeconds`/ })
+      await assert.rejects(pruneTasks(pool, { retentionSeconds: 1, statuses: ['scheduled' as never] }), {
         name: 'TypeError',
         message: /`statuses`/
       })
