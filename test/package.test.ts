@@ -293,7 +293,12 @@ describe('the package as npm pack builds it and npm install installs it', { time
       const text = await readFile(join(unpacked, file), 'utf8')
       const here = posix.dirname(file)
       if (/\.(?:[cm]?js|ts)$/.test(file)) {
-        for (const match of text.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)['"](\.{1,2}\/[^'"]+)['"]/g)) {
+        // Doc comments hold examples that import the reader's own files: only code counts.
+        const code = text
+          .split('\n')
+          .filter((line) => !/^\s*(?:\/\*\*|\*|\/\/(?!#))/.test(line))
+          .join('\n')
+        for (const match of code.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)['"](\.{1,2}\/[^'"]+)['"]/g)) {
           const target = posix.join(here, match[1]!)
           // Declarations name the .ts (or .js) file; the .d.ts beside it is the one that is read.
           use(file.endsWith('.d.ts') ? target.replace(/\.[jt]s$/, '.d.ts') : target, file)
