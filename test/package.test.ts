@@ -147,6 +147,11 @@ const maybe: string | undefined = process.env.CALLBACK_SECRET
 export const sender: SenderOptions = { store: root.createMemoryStore({ retentionSeconds: undefined }), secret: maybe, leaseMs: undefined }
 export const receiving: ReceiverOptions = { secret: maybe, toleranceSeconds: undefined, replayGuard: undefined }
 export const expressReceiver = express.callbackReceiver(receiving)
+export const typedExpressReceiver = (app: import('express').Express) =>
+  app.post('/reports', express.callbackReceiver<{ reportUrl: string }>(receiving), (req, res) => {
+    const url: string = res.locals.callback.data.reportUrl
+    res.json({ url, type: req.callback?.type })
+  })
 export const koaReceiver = koa.callbackReceiver(receiving)
 export const verified = (request: Request): Promise<VerifiedCallback<{ reportUrl: string }>> => fetch.verifyRequest<{ reportUrl: string }>(request, { secret: maybe })
 
