@@ -180,7 +180,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   if (options === null || typeof options !== 'object') {
     throw new TypeError('createPostgresStore: options must be an object with a `pool`')
   }
-  const { pool } = options
+  // A pg Client's connect() has another shape than a Pool's: what it offers is told apart at run
+  // time (handsOutConnections, idleCount), so from here the pool's optional members are all maybe-there.
+  const pool = options.pool as PostgresPool
   if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
     throw new TypeError('createPostgresStore: `pool` must have a query(text, values) method (a pg Pool)')
   }
