@@ -20,12 +20,12 @@ export interface ReceiverOptions extends VerifyOptions {
    * Largest body accepted, bytes. Default 1 MiB. Checked while reading: past it the receiver stops
    * reading and answers 413; a `content-length` above it is refused before reading at all.
    */
-  maxBodyBytes?: number
+  maxBodyBytes?: number | undefined
   /**
    * When given, only these media types are accepted (`application/json`, or `application/*`);
    * anything else, or no `content-type`, is answered 415 before the body is read.
    */
-  contentTypes?: string[]
+  contentTypes?: string[] | undefined
   /**
    * Dedupe on `webhook-id`. `true` keeps ids in this process's memory
    * ({@link createMemoryReplayGuard} with its defaults); or pass any {@link ReplayGuard}, such as
@@ -33,7 +33,7 @@ export interface ReceiverOptions extends VerifyOptions {
    * 2xx is acknowledged without reaching the handler; a duplicate of one still being handled gets
    * 409; a delivery whose handler failed is forgotten, so the sender's retry runs it again.
    */
-  replayGuard?: boolean | ReplayGuard
+  replayGuard?: boolean | ReplayGuard | undefined
   /**
    * The receiver's private key(s) (a private JWK, `KeyObject` or `CryptoKey`; several while
    * rotating) for callbacks sent encrypted (`content-type: application/jose`). They are decrypted
@@ -43,11 +43,11 @@ export interface ReceiverOptions extends VerifyOptions {
    * configured is a receiver misconfiguration (`ERR_CALLBACK_DECRYPTION_KEY_MISSING`, 500, passed to
    * the framework's error handling), so the sender keeps retrying until it is fixed.
    */
-  decryptionKey?: DecryptionKey | DecryptionKey[]
+  decryptionKey?: DecryptionKey | DecryptionKey[] | undefined
   /** Key management algorithms accepted for encrypted callbacks. Default `['ECDH-ES']`. */
-  keyManagementAlgorithms?: JweAlgorithmOptions['keyManagementAlgorithms']
+  keyManagementAlgorithms?: JweAlgorithmOptions['keyManagementAlgorithms'] | undefined
   /** Content encryption algorithms accepted for encrypted callbacks. Default `['A256GCM']`. */
-  contentEncryptionAlgorithms?: JweAlgorithmOptions['contentEncryptionAlgorithms']
+  contentEncryptionAlgorithms?: JweAlgorithmOptions['contentEncryptionAlgorithms'] | undefined
   /**
    * Decides whether to answer a verified intent challenge, from whom the sender says asked for the
    * callbacks (`subscriber`, named by the sender's `intentSubscriber`). Without it every verified
@@ -60,7 +60,7 @@ export interface ReceiverOptions extends VerifyOptions {
    * callbackReceiver({ secret, acceptIntent: (intent) => intent.subscriber === 'acct_42' })
    * ```
    */
-  acceptIntent?: (intent: IntentClaim) => boolean | Promise<boolean>
+  acceptIntent?: ((intent: IntentClaim) => boolean | Promise<boolean>) | undefined
 }
 
 /** The problem document (RFC 9457) a receiver answers with. Never holds a secret or a signature. */

@@ -21,7 +21,7 @@ export interface MemoryStoreOptions {
    * How many attempts each task keeps in its history; the oldest are dropped first. Default 100
    * (the default retry schedule makes at most 8). The same option as the Redis store's.
    */
-  attemptHistory?: number
+  attemptHistory?: number | undefined
   /**
    * How long a finished (delivered, failed, cancelled) task, its attempt history and its
    * idempotency key stay readable, in seconds from when it finished; 0 keeps them until the
@@ -29,7 +29,7 @@ export interface MemoryStoreOptions {
    * until then, so a busy process wants less. Finished tasks are let go while the store inserts
    * and claims, by the clock those calls are given.
    */
-  retentionSeconds?: number
+  retentionSeconds?: number | undefined
 }
 
 /**

@@ -110,20 +110,20 @@ export interface PostgresStoreOptions {
    */
   pool: PostgresPool | PostgresQueryable
   /** Schema holding the tables (created by {@link migratePostgres}). Default `endpoint_callback`. */
-  schema?: string
+  schema?: string | undefined
   /**
    * Send each statement as a named prepared statement (pg's `{ name, text, values }`), so
    * PostgreSQL parses and plans it once per connection: about a third more deliveries per second.
    * Default `true`. Set `false` behind PgBouncer in transaction mode (before 1.21), or when `query`
    * only takes `(text, values)`.
    */
-  prepare?: boolean
+  prepare?: boolean | undefined
   /**
    * Wake subscribed workers through `LISTEN/NOTIFY` on one connection taken from the pool (held
    * while a worker runs, so a pool of `max: 1` is refused with it).
    * Default `true` when `pool.connect` exists. Set `false` when `pool` is a single client.
    */
-  listen?: boolean
+  listen?: boolean | undefined
   /**
    * How long one statement may take, ms, connection included. Default 30 000. A connection whose
    * statement gets no answer in time is closed rather than given back to the pool: when the
@@ -131,13 +131,13 @@ export interface PostgresStoreOptions {
    * sent on it. The call fails with `ERR_CALLBACK_STORE`, which the worker reports as an `error`
    * event before it carries on.
    */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
 }
 
 /** Options naming the schema, for the migration and retention helpers. */
 export interface PostgresSchemaOptions {
   /** Default `endpoint_callback`. */
-  schema?: string
+  schema?: string | undefined
 }
 
 const defaultSchema = 'endpoint_callback'
@@ -916,11 +916,11 @@ export interface PruneOptions extends PostgresSchemaOptions {
    */
   retentionSeconds: number
   /** Which finished tasks to delete. Default `['delivered']`. */
-  statuses?: TerminalStatus[]
+  statuses?: TerminalStatus[] | undefined
   /** Rows per DELETE, so a large backlog never holds locks for long. Default 1000. */
-  batchSize?: number
+  batchSize?: number | undefined
   /** The clock. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
 }
 
 /**

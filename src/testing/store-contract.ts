@@ -71,9 +71,9 @@ import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask, TaskListQuer
 /** Options of {@link storeContract}. */
 export interface StoreContractOptions {
   /** A reason to skip the suite (e.g. the database is unreachable), or false; each case is reported skipped. */
-  skip?: string | false
+  skip?: string | false | undefined
   /** Called after each test with the store the factory made (drop the schema, delete the keys). */
-  cleanup?: (store: CallbackStore) => void | Promise<void>
+  cleanup?: ((store: CallbackStore) => void | Promise<void>) | undefined
 }
 
 /** Two eras: a store that compares with the wall clock gets one of them wrong. */
