@@ -4,7 +4,8 @@
  * of the `exports` map (and `types` / `typesVersions`) through the declarations it imports; a
  * module from the `exports` targets and the bin through its imports. Internal modules keep their
  * .js, but their .d.ts goes when no public declaration mentions them; a module that only holds types
- * keeps its .d.ts, but its empty .js goes. Each removed file takes its map with it.
+ * keeps its .d.ts, but its empty .js goes. Each removed file takes its map with it. It reports on
+ * stderr: stdout is `npm pack --json`'s.
  */
 import { readFileSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join, normalize, relative } from 'node:path'
@@ -69,4 +70,4 @@ for (const file of files(join(root, 'dist'))) {
   rmSync(`${file}.map`, { force: true })
   removed.push(relative(root, file))
 }
-console.log(`prune-dist: removed ${removed.length} files no user can reach${removed.length === 0 ? '' : `: ${removed.join(', ')}`}`)
+console.error(`prune-dist: removed ${removed.length} files no user can reach${removed.length === 0 ? '' : `: ${removed.join(', ')}`}`)
