@@ -123,6 +123,8 @@ declare global {
   /** The reader's own store and its test cleanup. */
   function createMyStore(options: { prefix: string }): CallbackStore
   function dropTestData(store: CallbackStore): Promise<void>
+  /** The reader's own check of who may see the inspector. */
+  function isOperator(cookie: string | null): boolean
 }
 export {}
 `
@@ -137,10 +139,11 @@ import * as postgres from 'endpoint-callback/postgres'
 import * as redis from 'endpoint-callback/redis'
 import * as testing from 'endpoint-callback/testing'
 import * as otel from 'endpoint-callback/otel'
+import * as inspector from 'endpoint-callback/inspector'
 import pg from 'pg'
 import { Redis } from 'ioredis'
 
-export const modules = { root, express, koa, fetch, postgres, redis, testing, otel }
+export const modules = { root, express, koa, fetch, postgres, redis, testing, otel, inspector }
 
 // Optional options take undefined ("use the default"), as exactOptionalPropertyTypes projects pass them.
 const maybe: string | undefined = process.env.CALLBACK_SECRET
