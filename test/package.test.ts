@@ -113,6 +113,8 @@ declare global {
   /** The reader's own work and data. */
   function buildReport(): Promise<string>
   const orderId: string
+  /** The client (account) a task is for. */
+  const client: { id: string }
   const callbackUrl: string
   const event: string
   const handler: RequestHandler
