@@ -12,7 +12,7 @@ import type { AttemptRecord, CallbackStore, CallbackTask, DestinationState, Task
 export interface InspectOptions {
   store: CallbackStore
   /** The clock a redelivered task is due by. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
 }
 
 /** Options of {@link redeliverFailed}: which failed tasks, by the filters of {@link listTasks}. */

@@ -20,28 +20,28 @@ export interface CallbackTaskInput {
   /** The event name, sent as the body's `type` (e.g. `report.ready`). */
   event: string
   /** The same key returns the same task, never a second one (e.g. the client's request id). */
-  idempotencyKey?: string
+  idempotencyKey?: string | undefined
   /** The client's own `whsec_…` secret(s); overrides the sender's for this task (WebSub style). */
-  secret?: string | string[]
+  secret?: string | string[] | undefined
   /**
    * The receiver's public encryption key: a public JWK (EC P-256/384/521 or X25519, `alg`
    * `ECDH-ES` if any) or the https URL of its JWKS (its first `use: "enc"` key is taken, fetched
    * through the sender's URL policy). The body is then sent as a JWE (ECDH-ES + A256GCM,
    * `content-type: application/jose`), signed over the encrypted bytes.
    */
-  encryptionKey?: JWK | string
+  encryptionKey?: JWK | string | undefined
   /**
    * Prove the callback URL wants these callbacks (a signed challenge it must echo) before each
    * attempt sends the payload. Also on for every task when the sender sets `verifyIntent`.
    */
-  verifyIntent?: boolean
+  verifyIntent?: boolean | undefined
   /** Your own data about the task, stored and returned as given (JSON-serialisable). */
-  metadata?: Record<string, unknown>
+  metadata?: Record<string, unknown> | undefined
   /**
    * Fail instead of delivering after this instant. Default: creation + `retry.deadlineMs`, if set.
    * It also ends a `pending` task that is still waiting for its result then.
    */
-  deadline?: Date
+  deadline?: Date | undefined
   /**
    * The result, when it is known already (outbox): the task is stored with its body, `scheduled`
    * and due at once, and a worker sends it — with `transaction`, only after your commit. Without

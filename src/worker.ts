@@ -15,11 +15,11 @@ import type { Lease, SenderOptions } from './types.ts'
 /** A sender's options plus how the worker polls. */
 export interface WorkerOptions extends SenderOptions, DestinationOptions {
   /** How often to look for due tasks when the store cannot announce them, ms. Default 1000. */
-  pollIntervalMs?: number
+  pollIntervalMs?: number | undefined
   /** Attempts in flight at most. Default 10. */
-  concurrency?: number
+  concurrency?: number | undefined
   /** Tasks claimed per store call at most. Default: `concurrency`. */
-  batchSize?: number
+  batchSize?: number | undefined
 }
 
 /** A running (or stopped) worker. */
@@ -48,7 +48,7 @@ export interface Worker {
 
 const MAX_BACKOFF_MS = 30_000
 
-function workerSettings(options: WorkerOptions): Required<Pick<WorkerOptions, 'pollIntervalMs' | 'concurrency' | 'batchSize'>> {
+function workerSettings(options: WorkerOptions): { pollIntervalMs: number; concurrency: number; batchSize: number } {
   let { pollIntervalMs, concurrency, batchSize } = options
   pollIntervalMs ??= 1000
   concurrency ??= 10

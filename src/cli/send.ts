@@ -9,6 +9,7 @@ import { deliver } from '../deliver.ts'
 import { createMemoryStore } from '../stores/memory.ts'
 import { createCallbackTask } from '../task.ts'
 import { createHttpTransport } from '../transports/http.ts'
+import type { HttpTransportOptions } from '../transports/http.ts'
 import type { CallbackStore, DeliveryEvent, UrlPolicy } from '../types.ts'
 import { createWorker } from '../worker.ts'
 import type { WorkerOptions } from '../worker.ts'
@@ -27,6 +28,8 @@ export interface SendCommandOptions {
   timeout: number
   /** Attempts after the first. */
   retries: number
+  /** The resolver and connector of the transport (tests inject them so no socket is opened). */
+  network?: Pick<HttpTransportOptions, 'lookup' | 'connect'>
 }
 
 /**
@@ -72,7 +75,7 @@ export async function sendCommand(options: SendCommandOptions): Promise<number> 
   }
 
   const urlPolicy = allowLocal ? LOCAL_URL_POLICY : undefined
-  const transport = createHttpTransport({ timeoutMs: timeout, ...(urlPolicy === undefined ? {} : { urlPolicy }) })
+  const transport = createHttpTransport({ timeoutMs: timeout, ...(urlPolicy === undefined ? {} : { urlPolicy }), ...options.network })
   const memory = createMemoryStore()
   // The task id is the webhook-id; the store is where it is chosen, so --id replaces it there.
   const store: CallbackStore = id === undefined ? memory : { ...memory, insert: (task, call) => memory.insert({ ...task, id }, call) }

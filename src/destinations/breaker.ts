@@ -15,17 +15,17 @@ import type { AttemptRecord } from '../types.ts'
 /** Thresholds of the circuit breaker; see the module's defaults. */
 export interface BreakerOptions {
   /** Failures in a row that open the breaker. Default 5. */
-  failures?: number
+  failures?: number | undefined
   /** Share of failed attempts within `windowMs` that opens it (0 to 1). Default 0.5. */
-  failureRate?: number
+  failureRate?: number | undefined
   /** Attempts within `windowMs` before `failureRate` applies. Default 10. */
-  minAttempts?: number
+  minAttempts?: number | undefined
   /** The window of `failureRate`, ms. Default 60 000. */
-  windowMs?: number
+  windowMs?: number | undefined
   /** The first cool-down before a probe, ms; it doubles with each failed probe. Default 30 000. */
-  cooldownMs?: number
+  cooldownMs?: number | undefined
   /** The longest cool-down, ms. Default 600 000. */
-  maxCooldownMs?: number
+  maxCooldownMs?: number | undefined
 }
 
 export interface ResolvedBreaker {

@@ -23,9 +23,9 @@ export interface DestinationOptions {
    * `concurrency` in flight (never less than `perDestination`). One that turns slow thus holds at
    * most half the slots, for at most one transport timeout, before the cap applies again.
    */
-  perDestination?: number
+  perDestination?: number | undefined
   /** The circuit breaker's thresholds, or `false` for none. See {@link BreakerOptions} for the defaults. */
-  breaker?: BreakerOptions | false
+  breaker?: BreakerOptions | false | undefined
 }
 
 export interface DestinationPolicy {

@@ -21,9 +21,9 @@ import type {
 export interface MemoryStoreOptions {
   /**
    * How many attempts each task keeps in its history; the oldest are dropped first. Default 100
-   * (the default retry schedule makes at most 8).
+   * (the default retry schedule makes at most 8). The same option as the Redis store's.
    */
-  maxAttemptHistory?: number
+  attemptHistory?: number | undefined
   /**
    * How long a finished (delivered, failed, cancelled) task, its attempt history and its
    * idempotency key stay readable, in seconds from when it finished; 0 keeps them until the
@@ -31,7 +31,7 @@ export interface MemoryStoreOptions {
    * until then, so a busy process wants less. Finished tasks are let go while the store inserts
    * and claims, by the clock those calls are given.
    */
-  retentionSeconds?: number
+  retentionSeconds?: number | undefined
 }
 
 /**
@@ -96,9 +96,9 @@ interface StoredAttempt {
 export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackStore {
   if (options === null || typeof options !== 'object') throw new TypeError('createMemoryStore: options must be an object')
   checkOptionNames(options, MEMORY_STORE_OPTION_NAMES, 'createMemoryStore')
-  const maxAttemptHistory = options.maxAttemptHistory ?? 100
-  if (!Number.isSafeInteger(maxAttemptHistory) || maxAttemptHistory < 1) {
-    throw new TypeError('maxAttemptHistory must be a positive integer')
+  const attemptHistory = options.attemptHistory ?? 100
+  if (!Number.isSafeInteger(attemptHistory) || attemptHistory < 1) {
+    throw new TypeError('attemptHistory must be a positive integer')
   }
   const retentionSeconds = options.retentionSeconds ?? 7 * 86_400
   if (typeof retentionSeconds !== 'number' || !Number.isFinite(retentionSeconds) || retentionSeconds < 0) {
@@ -524,11 +524,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         outcome: attempt.outcome
       }
       const history = entry.history
-      if (history === undefined || maxAttemptHistory === 1) entry.history = stored
+      if (history === undefined || attemptHistory === 1) entry.history = stored
       else if (!Array.isArray(history)) entry.history = [history, stored]
       else {
         history.push(stored)
-        if (history.length > maxAttemptHistory) history.splice(0, history.length - maxAttemptHistory)
+        if (history.length > attemptHistory) history.splice(0, history.length - attemptHistory)
       }
       entry.attempts += 1
       entry.status = resolution.status
@@ -692,7 +692,7 @@ function refuseTransaction(options: StoreCallOptions | undefined): void {
   }
 }
 
-const MEMORY_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['maxAttemptHistory', 'retentionSeconds'])
+const MEMORY_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['attemptHistory', 'retentionSeconds'])
 
 /** Due tasks a limited claim looks past (held or capped destinations) before it stops looking. */
 const MAX_SKIPPED_PER_CLAIM = 10_000

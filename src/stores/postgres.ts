@@ -85,6 +85,15 @@ export interface PostgresListenConnection extends PostgresQueryable {
   release(destroy?: boolean | Error): void
 }
 
+/**
+ * Whether `connect()` hands out a connection of its own (a pool), rather than connecting the object
+ * itself (a `pg` Client or PoolClient, which carry `connectionParameters`, and which LISTEN could
+ * only reconnect in a loop).
+ */
+function handsOutConnections(pool: PostgresPool | PostgresQueryable): pool is Required<PostgresPool> {
+  return typeof (pool as PostgresPool).connect === 'function' && !('connectionParameters' in pool) && typeof (pool as { release?: unknown }).release !== 'function'
+}
+
 /** A `pg` Pool: queries, and (for `LISTEN`) hands out a connection of its own. */
 export interface PostgresPool extends PostgresQueryable {
   connect?(): Promise<PostgresListenConnection>
@@ -98,23 +107,26 @@ export interface PostgresPool extends PostgresQueryable {
 
 /** Options of {@link createPostgresStore}. */
 export interface PostgresStoreOptions {
-  /** The user's `pg` Pool. The store never ends it. */
-  pool: PostgresPool
+  /**
+   * The user's `pg` Pool, or a connected `pg` Client (then the store does not `LISTEN`: workers
+   * poll). The store never ends it.
+   */
+  pool: PostgresPool | PostgresQueryable
   /** Schema holding the tables (created by {@link migratePostgres}). Default `endpoint_callback`. */
-  schema?: string
+  schema?: string | undefined
   /**
    * Send each statement as a named prepared statement (pg's `{ name, text, values }`), so
    * PostgreSQL parses and plans it once per connection: about a third more deliveries per second.
    * Default `true`. Set `false` behind PgBouncer in transaction mode (before 1.21), or when `query`
    * only takes `(text, values)`.
    */
-  prepare?: boolean
+  prepare?: boolean | undefined
   /**
    * Wake subscribed workers through `LISTEN/NOTIFY` on one connection taken from the pool (held
    * while a worker runs, so a pool of `max: 1` is refused with it).
    * Default `true` when `pool.connect` exists. Set `false` when `pool` is a single client.
    */
-  listen?: boolean
+  listen?: boolean | undefined
   /**
    * How long one statement may take, ms, connection included. Default 30 000. A connection whose
    * statement gets no answer in time is closed rather than given back to the pool: when the
@@ -122,13 +134,13 @@ export interface PostgresStoreOptions {
    * sent on it. The call fails with `ERR_CALLBACK_STORE`, which the worker reports as an `error`
    * event before it carries on.
    */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
 }
 
 /** Options naming the schema, for the migration and retention helpers. */
 export interface PostgresSchemaOptions {
   /** Default `endpoint_callback`. */
-  schema?: string
+  schema?: string | undefined
 }
 
 const defaultSchema = 'endpoint_callback'
@@ -175,15 +187,17 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     throw new TypeError('createPostgresStore: options must be an object with a `pool`')
   }
   checkOptionNames(options, POSTGRES_STORE_OPTION_NAMES, 'createPostgresStore')
-  const { pool } = options
+  // A pg Client's connect() has another shape than a Pool's: what it offers is told apart at run
+  // time (handsOutConnections, idleCount), so from here the pool's optional members are all maybe-there.
+  const pool = options.pool as PostgresPool
   if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
     throw new TypeError('createPostgresStore: `pool` must have a query(text, values) method (a pg Pool)')
   }
   const schema = checkSchema(options.schema, 'createPostgresStore')
-  const listen = options.listen ?? typeof pool.connect === 'function'
+  const listen = options.listen ?? handsOutConnections(pool)
   if (typeof listen !== 'boolean') throw new TypeError('createPostgresStore: `listen` must be a boolean')
-  if (listen && typeof pool.connect !== 'function') {
-    throw new TypeError('createPostgresStore: `listen` needs a `pool` with connect() (a pg Pool)')
+  if (listen && !handsOutConnections(pool)) {
+    throw new TypeError('createPostgresStore: `listen` needs a `pool` whose connect() hands out a connection (a pg Pool, not a Client)')
   }
   // The LISTEN connection is held for as long as a worker runs: in a pool of one, every query would
   // wait for it forever.
@@ -943,38 +957,42 @@ export function postgresSchemaSql(options: PostgresSchemaOptions = {}): string {
   return migrationScript(checkSchema(options.schema, 'postgresSchemaSql'), 0)
 }
 
-/** Options of {@link pruneDelivered}. */
+/** Options of {@link pruneTasks}. */
 export interface PruneOptions extends PostgresSchemaOptions {
-  /** Delete tasks that finished more than this many days ago. */
-  olderThanDays: number
+  /**
+   * Delete tasks that finished more than this many seconds ago, as the memory and Redis stores'
+   * `retentionSeconds` does (30 days: `30 * 86_400`).
+   */
+  retentionSeconds: number
   /** Which finished tasks to delete. Default `['delivered']`. */
-  statuses?: TerminalStatus[]
+  statuses?: TerminalStatus[] | undefined
   /** Rows per DELETE, so a large backlog never holds locks for long. Default 1000. */
-  batchSize?: number
+  batchSize?: number | undefined
   /** The clock. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
 }
 
 /**
- * Retention: deletes delivered tasks (and their attempt history) that finished more than
- * `olderThanDays` days ago, in batches. Returns how many tasks were deleted. Run it from a cron.
+ * Retention: deletes finished tasks (and their attempt history) of the given `statuses` (by default
+ * delivered ones only) that finished more than `retentionSeconds` ago, in batches. Returns how
+ * many tasks were deleted. Run it from a cron.
  *
  * @example
  * ```ts
- * const deleted = await pruneDelivered(pool, { schema: 'callbacks', olderThanDays: 30 })
+ * const deleted = await pruneTasks(pool, { schema: 'callbacks', retentionSeconds: 30 * 86_400 })
  * ```
  */
-export async function pruneDelivered(pool: PostgresQueryable, options: PruneOptions): Promise<number> {
+export async function pruneTasks(pool: PostgresQueryable, options: PruneOptions): Promise<number> {
   if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
-    throw new TypeError('pruneDelivered: `pool` must have a query(text, values) method (a pg Pool)')
+    throw new TypeError('pruneTasks: `pool` must have a query(text, values) method (a pg Pool)')
   }
   if (options === null || typeof options !== 'object') {
-    throw new TypeError('pruneDelivered: options must be an object with `olderThanDays`')
+    throw new TypeError('pruneTasks: options must be an object with `retentionSeconds`')
   }
-  const schema = checkSchema(options.schema, 'pruneDelivered')
-  const { olderThanDays } = options
-  if (typeof olderThanDays !== 'number' || !Number.isFinite(olderThanDays) || olderThanDays < 0) {
-    throw new TypeError('pruneDelivered: `olderThanDays` must be a number >= 0')
+  const schema = checkSchema(options.schema, 'pruneTasks')
+  const { retentionSeconds } = options
+  if (typeof retentionSeconds !== 'number' || !Number.isFinite(retentionSeconds) || retentionSeconds < 0) {
+    throw new TypeError('pruneTasks: `retentionSeconds` must be a number >= 0')
   }
   const statuses = options.statuses ?? ['delivered']
   if (
@@ -982,14 +1000,14 @@ export async function pruneDelivered(pool: PostgresQueryable, options: PruneOpti
     statuses.length === 0 ||
     !statuses.every((status) => status === 'delivered' || status === 'failed' || status === 'cancelled')
   ) {
-    throw new TypeError("pruneDelivered: `statuses` must list some of 'delivered', 'failed', 'cancelled'")
+    throw new TypeError("pruneTasks: `statuses` must list some of 'delivered', 'failed', 'cancelled'")
   }
   const batchSize = options.batchSize ?? 1000
   if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new TypeError('pruneDelivered: `batchSize` must be a positive integer')
+    throw new TypeError('pruneTasks: `batchSize` must be a positive integer')
   }
   const now = (options.now ?? (() => new Date()))()
-  const cutoff = new Date(now.getTime() - olderThanDays * 86_400_000).toISOString()
+  const cutoff = new Date(now.getTime() - retentionSeconds * 1000).toISOString()
   const text = pruneSql(schema)
   let deleted = 0
   for (;;) {

@@ -66,16 +66,16 @@ export interface RedisStoreOptions {
    * `endpoint-callback`. On Redis Cluster, put a hash tag in it (`{callbacks}`) so all keys of a
    * store share a slot.
    */
-  prefix?: string
+  prefix?: string | undefined
   /** How many attempts each task's history keeps (the latest). Default 50, at least 20. */
-  attemptHistory?: number
+  attemptHistory?: number | undefined
   /**
    * How long a finished (delivered, failed, cancelled) task, its history and its idempotency key
    * stay readable, in seconds; 0 keeps them forever. Default 7 days.
    */
-  retentionSeconds?: number
+  retentionSeconds?: number | undefined
   /** Wake subscribed workers through pub/sub on `client.duplicate()`. Default `true` when available. */
-  subscribe?: boolean
+  subscribe?: boolean | undefined
   /**
    * How long one store call may wait for Redis, ms. Default 30 000. Past it the call fails with
    * `ERR_CALLBACK_STORE` (the worker reports an `error` event and carries on) and the store asks
@@ -84,7 +84,7 @@ export interface RedisStoreOptions {
    * hours later. ioredis sends the commands still unanswered again on the new connection; the
    * store's scripts are fenced by lease tokens, so a repeated one changes nothing.
    */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
 }
 
 /** The Redis store, with the key prefix it uses. */
@@ -1108,17 +1108,17 @@ export interface RedisReplayGuardOptions {
   /** The user's ioredis client. */
   client: RedisScriptClient
   /** Key prefix. Default `endpoint-callback:replay`. */
-  prefix?: string
+  prefix?: string | undefined
   /**
    * How long a processed `webhook-id` is remembered, seconds. Default 3 days, longer than the
    * default retry schedule (about 28 h) so every redelivery is recognised.
    */
-  ttlSeconds?: number
+  ttlSeconds?: number | undefined
   /**
    * How long an id stays "in flight" when its handler never reports back (the process died),
    * seconds; after that the sender's next retry is processed again. Default 120.
    */
-  inFlightSeconds?: number
+  inFlightSeconds?: number | undefined
 }
 
 const beginScript = script(`

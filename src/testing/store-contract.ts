@@ -16,19 +16,23 @@
  *   status `delivering`, lease until `now + leaseMs`, which `nextAttemptAt` also shows.
  * - **Claim** leases tasks that are due — `scheduled` with `nextAttemptAt <= now`, or `delivering`
  *   with an expired lease (`expiresAt <= now`) — earliest due first, at most `limit`, each with a
- *   fresh token. Concurrent claims never hand out one task twice. Pending and terminal tasks are
- *   never claimed.
+ *   fresh token: every claim of a task hands out a token it never handed out before. Concurrent
+ *   claims never hand out one task twice. Pending and terminal tasks are never claimed.
  * - **Complete** is fenced by the lease token: while the token holds it appends the attempt,
  *   increments `attempts`, and applies the resolution — the status; `nextAttemptAt` for `scheduled`
  *   (none for terminal states); `lastError` replaced when the resolution has one and kept when it
- *   has none (it is the reason of the last *failed* attempt), and cleared once `delivered`. Once the lease is void (reclaimed
- *   after expiry, completed, released or cancelled) it answers `false` and changes nothing.
+ *   has none (it is the reason of the last *failed* attempt), and cleared once `delivered`. Once
+ *   the lease is void (reclaimed after expiry, completed, released or cancelled) it answers `false`
+ *   and changes nothing — also for the lease of an earlier claim while a newer claim of the task
+ *   still holds it.
  * - **Release** hands a leased task back unattempted: `scheduled` at the given instant, or, without
  *   one, due at once — at the instant its lease was taken. Fenced like `complete`.
  * - **Cancel** ends any task not yet terminal, `delivering` included (its lease is void from then
  *   on); terminal or unknown tasks answer `false`.
  * - **Attempt history** keeps at least 20 attempts per task, oldest first, every field intact.
- * - **Subscribe**, when a store offers it, calls its listener after a release or a reschedule.
+ * - **Subscribe**, when a store offers it, calls its listener after every release, every completion
+ *   that schedules a retry and every redelivery — not just once (a call at subscription proves
+ *   nothing).
  * - **Inspection**, when a store offers it: `list({ status: 'failed' })` pages through failed tasks
  *   newest first (`since`, `limit`, `cursor`), and `list` finds tasks in any state by status,
  *   event, callback host, id, idempotency key and time range, every filter combined; `redeliver` makes a failed task — and only a failed
@@ -62,17 +66,16 @@
  * @module endpoint-callback/testing
  */
 import { afterEach, describe, it } from 'node:test'
-import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask, TaskListQuery } from '../types.ts'
 
 /** Options of {@link storeContract}. */
 export interface StoreContractOptions {
-  /** A reason to skip the whole suite (e.g. the database is unreachable), or false. */
-  skip?: string | false
+  /** A reason to skip the suite (e.g. the database is unreachable), or false; each case is reported skipped. */
+  skip?: string | false | undefined
   /** Called after each test with the store the factory made (drop the schema, delete the keys). */
-  cleanup?: (store: CallbackStore) => void | Promise<void>
+  cleanup?: ((store: CallbackStore) => void | Promise<void>) | undefined
 }
 
 /** Two eras: a store that compares with the wall clock gets one of them wrong. */
@@ -105,7 +108,44 @@ export function storeContract(
   if (options.cleanup !== undefined && typeof options.cleanup !== 'function') {
     throw new TypeError('cleanup must be a function')
   }
-  const cleanup = options.cleanup
+  // Skipped test by test, not as a whole describe: the run's summary then counts every skipped case.
+  const skip = options.skip || false
+  defineStoreContract(
+    {
+      describe: (title, body) => void describe(title, body),
+      it: (title, body) => void it(title, { skip }, body),
+      afterEach: (body) => afterEach(body),
+    },
+    name,
+    factory,
+    options.cleanup
+  )
+}
+
+/**
+ * What the contract needs of a test runner: `node:test`'s shape, so the cases can also be
+ * collected and run one by one (this repository runs them against deliberately broken stores).
+ *
+ * @internal
+ */
+export interface ContractRunner {
+  describe(title: string, body: () => void): void
+  it(title: string, body: (t: { skip(reason?: string): void }) => Promise<void>): void
+  afterEach(body: () => Promise<void>): void
+}
+
+/**
+ * Registers the contract's cases through `runner`; {@link storeContract} is this with `node:test`.
+ *
+ * @internal
+ */
+export function defineStoreContract(
+  runner: ContractRunner,
+  name: string,
+  factory: () => CallbackStore | Promise<CallbackStore>,
+  cleanup?: (store: CallbackStore) => void | Promise<void>
+): void {
+  const { describe, it, afterEach } = runner
   const made: CallbackStore[] = []
 
   const fresh = async (): Promise<CallbackStore> => {
@@ -114,7 +154,7 @@ export function storeContract(
     return store
   }
 
-  describe(`${name} store contract`, { skip: options.skip || false }, () => {
+  describe(`${name} store contract`, () => {
     afterEach(async () => {
       for (const store of made.splice(0)) {
         await cleanup?.(store)
@@ -488,6 +528,25 @@ export function storeContract(
         }
       })
 
+      it('gives a task a new token at every claim, however it came due again', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        const tokens: string[] = []
+        const claimAt = async (now: number, after: string): Promise<Lease> => {
+          const [held] = await store.claim({ now: new Date(now), limit: 1, leaseMs })
+          assert.equal(held?.task.id, id, `claimed again after ${after}`)
+          tokens.push(held!.token)
+          return held!
+        }
+        let held = await claimAt(base, 'being released')
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 503 }), retryAt(base + 1000, 'HTTP 503')), true)
+        held = await claimAt(base + 1000, 'a completion that scheduled a retry')
+        assert.equal(await store.release(held, new Date(base + 2000)), true)
+        held = await claimAt(base + 2000, 'a release')
+        await claimAt(base + 2000 + leaseMs, 'its lease expired')
+        assert.equal(new Set(tokens).size, tokens.length, `successive claims of one task handed out a token twice: ${tokens.length} claims, ${new Set(tokens).size} tokens`)
+      })
+
       it('hands out whole tasks, body and secret included', async () => {
         const store = await fresh()
         const input = newTask({ secret: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], metadata: { a: 1 } })
@@ -663,6 +722,33 @@ export function storeContract(
         assert.equal(task?.status, 'delivered')
         assert.equal(task?.attempts, 1)
         assert.equal((await store.attempts(input.id)).length, 1)
+      })
+
+      it('refuses a completion and a release with the lease of an earlier claim while a newer claim holds the task', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        const [stale] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+        assert.ok(stale, 'the first claim')
+        // the first holder stalls past its lease; a second worker claims the task and is still sending
+        const [current] = await store.claim({ now: new Date(base + leaseMs), limit: 1, leaseMs })
+        assert.equal(current?.task.id, id, 'claimed again once the first lease expired')
+        assert.equal(
+          await store.complete(stale, attemptAt(1, base, { status: 200, outcome: 'delivered' }), { status: 'delivered' }),
+          false,
+          'the stale holder completed over the newer claim'
+        )
+        assert.equal(await store.release(stale, new Date(base)), false, 'the stale holder released the newer claim')
+        let task = await store.get(id)
+        assert.equal(task?.status, 'delivering')
+        assert.equal(task?.attempts, 0)
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 2 * leaseMs))
+        assert.deepEqual(await store.attempts(id), [])
+        assert.deepEqual(await store.claim({ now: new Date(base + leaseMs + 1), limit: 10, leaseMs }), [], 'the newer lease still holds')
+        assert.equal(await store.complete(current!, attemptAt(1, base + leaseMs, { status: 503 }), retryAt(base + leaseMs + 1000, 'HTTP 503')), true)
+        task = await store.get(id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 1)
+        assert.equal(task?.lastError, 'HTTP 503')
       })
 
       it('refuses a second completion with the same lease', async () => {
@@ -985,7 +1071,7 @@ export function storeContract(
       })
     })
 
-    searchCases(fresh)
+    searchCases(runner, fresh)
 
     describe('subscribe (optional)', () => {
       it('returns an unsubscribe function and calls the listener when a released task is due', async (t) => {
@@ -1011,6 +1097,36 @@ export function storeContract(
         assert.equal(await store.complete(held, attemptAt(1, base, { status: 503 }), retryAt(base, 'HTTP 503')), true)
         await woken.called
         woken.unsubscribe()
+      })
+
+      it('calls the listener again after each release, completion that schedules a retry, and redelivery', async (t) => {
+        const store = await fresh()
+        if (!skipUnlessSubscribe(t, store)) return
+        const wakes = wakeCounter(store)
+        try {
+          // a store may call the listener once its subscription holds; that call answers none of the steps
+          await wakes.quiet()
+          const input = newTask()
+          await store.insert(input)
+          let seen = wakes.calls
+          const held = await attachNow(store, input.id, base)
+          assert.equal(await store.release(held, new Date(base)), true)
+          seen = await wakes.after(seen, 'a release')
+          const [claimed] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+          assert.ok(claimed)
+          assert.equal(await store.complete(claimed, attemptAt(1, base, { status: 503 }), retryAt(base, 'HTTP 503')), true)
+          seen = await wakes.after(seen, 'a completion that scheduled a retry')
+          if (typeof store.redeliver !== 'function') return
+          const [again] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+          assert.ok(again)
+          assert.equal(await store.complete(again, attemptAt(2, base, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400' }), true)
+          await wakes.quiet()
+          seen = wakes.calls
+          assert.equal(await store.redeliver(input.id, { now: new Date(base) }), true)
+          await wakes.after(seen, 'a redelivery')
+        } finally {
+          wakes.unsubscribe()
+        }
       })
     })
 
@@ -1303,7 +1419,8 @@ async function searchFixture(store: CallbackStore) {
   return { pending, delivered, failed, scheduled, cancelled }
 }
 
-function searchCases(fresh: () => Promise<CallbackStore>): void {
+function searchCases(runner: ContractRunner, fresh: () => Promise<CallbackStore>): void {
+  const { describe, it } = runner
   describe('search (optional list filters)', () => {
     const ids = async (store: CallbackStore & Required<Pick<CallbackStore, 'list'>>, query: TaskListQuery) =>
       (await store.list(query)).tasks.map((task) => task.id)
@@ -1466,7 +1583,7 @@ async function failedTask(store: CallbackStore, at: number, reason: string): Pro
 
 /** Whether the store has the optional `method`; skips the test when it has not. */
 function skipUnless<M extends 'list' | 'redeliver' | 'countDue' | 'setDestination' | 'listDestinations'>(
-  t: TestContext,
+  t: { skip(reason?: string): void },
   store: CallbackStore,
   method: M
 ): store is CallbackStore & Required<Pick<CallbackStore, M>> {
@@ -1475,7 +1592,7 @@ function skipUnless<M extends 'list' | 'redeliver' | 'countDue' | 'setDestinatio
   return false
 }
 
-function skipUnlessSubscribe(t: TestContext, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
+function skipUnlessSubscribe(t: { skip(reason?: string): void }, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
   if (typeof store.subscribe === 'function') return true
   t.skip('the store has no subscribe')
   return false
@@ -1492,4 +1609,38 @@ function nextWake(store: CallbackStore & Required<Pick<CallbackStore, 'subscribe
     })
   })
   return { called, unsubscribe }
+}
+
+/**
+ * Counts a subscribed listener's calls. `after(seen, what)` waits (5 s at most, then fails naming
+ * `what`) for a call beyond the `seen` first ones; `quiet()` lets calls already on their way land.
+ */
+function wakeCounter(store: CallbackStore & Required<Pick<CallbackStore, 'subscribe'>>) {
+  let calls = 0
+  let waiting: (() => void) | undefined
+  const unsubscribe = store.subscribe(() => {
+    calls++
+    waiting?.()
+  })
+  return {
+    get calls() {
+      return calls
+    },
+    unsubscribe,
+    quiet: () => new Promise<void>((resolve) => setTimeout(resolve, 200)),
+    after(seen: number, what: string): Promise<number> {
+      if (calls > seen) return Promise.resolve(calls)
+      return new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiting = undefined
+          reject(new Error(`the listener was not called after ${what} within 5 s`))
+        }, 5000)
+        waiting = () => {
+          clearTimeout(timer)
+          waiting = undefined
+          resolve(calls)
+        }
+      })
+    },
+  }
 }

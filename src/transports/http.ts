@@ -31,17 +31,17 @@ export interface HttpTransportOptions {
    * Time for the whole exchange — DNS, connect, TLS, sending, headers and reading the body — in
    * ms. Default 10 000. A receiver that trickles its answer is cut off when it runs out.
    */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
   /** Response bytes kept (as `body`); the rest is discarded and the connection closed. Default 64 KiB. */
-  maxResponseBytes?: number
+  maxResponseBytes?: number | undefined
   /** The resolver every hostname goes through (default `dns.lookup`); inject one in tests. */
-  lookup?: LookupFunction
+  lookup?: LookupFunction | undefined
   /** Opt-ins past the default SSRF policy: `allowHttp`, `allowHosts`, `allowPorts`. */
-  urlPolicy?: UrlPolicy
+  urlPolicy?: UrlPolicy | undefined
   /** Sockets per origin. Default: unlimited (undici's default). */
-  connections?: number
+  connections?: number | undefined
   /** How long an idle keep-alive socket is kept, ms. Default 4 000 (undici's default). */
-  keepAliveTimeoutMs?: number
+  keepAliveTimeoutMs?: number | undefined
   /**
    * Socket and TLS options for undici's connector (e.g. `ca` for a private CA), or your own undici
    * connector function. Either way the transport resolves and vets the address first and calls the
@@ -49,7 +49,7 @@ export interface HttpTransportOptions {
    * a connector never resolves a name by itself. A function is the documented seam for tests that
    * must see which address would be dialled without opening a socket.
    */
-  connect?: buildConnector.BuildOptions | buildConnector.connector
+  connect?: buildConnector.BuildOptions | buildConnector.connector | undefined
 }
 
 /** The transport {@link createHttpTransport} returns: its timeout is known and it can always be closed. */

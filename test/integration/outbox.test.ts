@@ -2,7 +2,6 @@
  * The outbox: a callback task written with the caller's own PostgreSQL transaction commits or rolls
  * back together with the caller's business write.
  */
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import { readFile } from 'node:fs/promises'
@@ -10,11 +9,13 @@ import { createCallbackTask, createWorker, deliver, generateSecret } from 'endpo
 import type { CallbackTask, Worker, WorkerOptions } from 'endpoint-callback'
 import { openDurableStore, type DurableStore } from '../support/durable-stores.ts'
 import { startLoopbackReceiver, type LoopbackReceiver } from '../support/loopback-receiver.ts'
-import { DATABASE_URL, serviceSkip } from '../support/services.ts'
+import { DATABASE_URL, serviceSkip, serviceTests } from '../support/services.ts'
+import { eventually } from '../support/waits.ts'
 
 const skip = await serviceSkip('postgres')
+const { after, before, describe, it } = serviceTests(skip)
 
-describe('outbox on PostgreSQL', { skip }, () => {
+describe('outbox on PostgreSQL', () => {
   let durable: DurableStore
   let receiver: LoopbackReceiver
   let pool: pg.Pool
@@ -179,20 +180,25 @@ describe('outbox on PostgreSQL', { skip }, () => {
       const task = await placeOrder(`batch-${i}`, fate)
       ;(fate === 'COMMIT' ? committed : rolledBack).push(task)
     }
+    assert.equal(committed.length, 5)
+    assert.equal(rolledBack.length, 5)
+    for (const task of rolledBack) assert.equal(await durable.store.get(task.id), undefined, `rolled-back task ${task.id} is stored`)
+    const seenBefore = new Set(receiver.seen.keys())
     // the first attempts fail, so the worker has to pick the retries up from the store
     const failing = { ...sender, transport: { send: async () => ({ status: 503, headers: {}, body: '', durationMs: 1 }) }, retry: { schedule: [50] } }
     for (const task of committed) assert.equal((await deliver(task.id, { batch: true }, failing)).status, 'retrying')
     const worker = createWorker({ ...sender, pollIntervalMs: 50 })
     worker.start()
     try {
-      const deadline = Date.now() + 15_000
-      while (!committed.every((task) => receiver.seen.has(task.id)) && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 25))
-      }
+      await eventually(() => committed.every((task) => receiver.seen.has(task.id)), 'the worker delivering every committed callback', {
+        ms: 15_000,
+        describe: () => `${committed.filter((task) => receiver.seen.has(task.id)).length} of ${committed.length} arrived`,
+      })
     } finally {
       await worker.stop()
     }
-    assert.ok(committed.every((task) => receiver.seen.get(task.id) === 1))
-    assert.ok(rolledBack.every((task) => !receiver.seen.has(task.id)))
+    for (const task of committed) assert.equal(receiver.seen.get(task.id), 1, `committed task ${task.id} arrived ${receiver.seen.get(task.id) ?? 0} times`)
+    const arrived = [...receiver.seen.keys()].filter((id) => !seenBefore.has(id)).sort()
+    assert.deepEqual(arrived, committed.map((task) => task.id).sort(), 'exactly the committed callbacks arrived')
   })
 })

@@ -3,13 +3,12 @@
  * between them is cut and restored; the shared servers themselves are never touched), and a
  * poisoned task that can never be sent.
  */
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createCallbackTask, createHttpTransport, createWorker, generateSecret } from 'endpoint-callback'
 import type { CallbackStore, DeliveryEvent } from 'endpoint-callback'
 import { inParallel, makeDue, openDurableStore, type DurableKind, type DurableStore } from '../support/durable-stores.ts'
 import { startLoopbackReceiver, type LoopbackReceiver } from '../support/loopback-receiver.ts'
-import { DATABASE_URL, REDIS_URL, serviceSkip } from '../support/services.ts'
+import { DATABASE_URL, REDIS_URL, serviceSkip, serviceTests } from '../support/services.ts'
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts'
 
 const LEASE_MS = 2000
@@ -34,8 +33,9 @@ async function statuses(store: CallbackStore, ids: string[]): Promise<Record<str
 
 for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
   const skip = await serviceSkip(kind)
+  const { after, before, describe, it } = serviceTests(skip)
 
-  describe(`${kind} store under bad conditions`, { skip, timeout: 120_000 }, () => {
+  describe(`${kind} store under bad conditions`, { timeout: 120_000 }, () => {
     let direct: DurableStore
     let receiver: LoopbackReceiver
     const secret = generateSecret()
