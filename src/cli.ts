@@ -99,6 +99,25 @@ const publicKeyOption = () =>
 const toleranceOption = () =>
   new Option('--tolerance <seconds>', 'allowed clock skew of webhook-timestamp, both ways (default: 300)').argParser(seconds)
 
+/** The options that carry a secret key, and the environment variable that is safer for each. */
+const SECRET_OPTIONS = [
+  { option: 'secret', flag: '--secret', variable: 'CALLBACK_SECRET' },
+  { option: 'signingKey', flag: '--signing-key', variable: 'CALLBACK_SIGNING_KEY' },
+] as const
+
+/**
+ * A key typed on the command line shows in `ps` and /proc to every user of the machine, and lands in
+ * shell history: say so once, whatever the number of such flags, and go on.
+ */
+function warnAboutKeysInArguments(command: Command): void {
+  const given = SECRET_OPTIONS.filter(({ option }) => command.getOptionValueSource(option) === 'cli')
+  if (given.length === 0) return
+  printError(
+    `warning: ${given.map(({ flag }) => flag).join(' and ')} on the command line can be read by other users of this machine (ps) ` +
+      `and stays in your shell history; set ${given.map(({ variable }) => variable).join(' / ')} in the environment instead`
+  )
+}
+
 function buildProgram(exit: (code: number) => void): Command {
   const program = new Command('endpoint-callback')
     .description('Sign, send, receive and verify Standard Webhooks callbacks on your machine; inspect and redeliver the tasks of a PostgreSQL or Redis store.')
@@ -108,6 +127,7 @@ function buildProgram(exit: (code: number) => void): Command {
     .configureOutput({ writeErr: () => {}, outputError: () => {} })
     .showSuggestionAfterError(true)
     .addHelpText('after', EXIT_CODES_HELP)
+    .hook('preAction', (_program, command) => warnAboutKeysInArguments(command))
 
   program
     .command('secret')
@@ -144,9 +164,14 @@ function buildProgram(exit: (code: number) => void): Command {
     )
     .option('--allow-http', 'allow a plain http: --jwks URL (local development)')
     .option('--json', 'print one JSON line per request (the first line is {"listening": url})')
+    .option(
+      '--save <dir>',
+      'write each request to <dir> as two files, its raw header lines (.headers) and its body byte for byte (.body), ' +
+        'and print their paths: `verify --headers <file> --body <file>` checks them as they are'
+    )
     .addOption(toleranceOption())
     .addHelpText('after', EXIT_CODES_HELP)
-    .action(async (options: { port: number; host: string; secret?: string[]; publicKey?: string[]; jwks?: string; allowHttp?: boolean; json?: boolean; tolerance?: number }) => {
+    .action(async (options: { port: number; host: string; secret?: string[]; publicKey?: string[]; jwks?: string; allowHttp?: boolean; json?: boolean; tolerance?: number; save?: string }) => {
       exit(
         await listenCommand({
           port: options.port,
@@ -157,6 +182,7 @@ function buildProgram(exit: (code: number) => void): Command {
           ...(options.publicKey === undefined ? {} : { publicKey: options.publicKey }),
           ...(options.jwks === undefined ? {} : { jwks: options.jwks }),
           ...(options.tolerance === undefined ? {} : { tolerance: options.tolerance }),
+          ...(options.save === undefined ? {} : { save: options.save }),
         })
       )
     })

@@ -55,9 +55,22 @@ export interface AttemptResult {
  *
  * Resolves with what happened: `delivered`, `retrying` (the next attempt is stored as due at
  * `nextAttemptAt`; a worker picks it up), `failed` or `cancelled` (410 Gone). A receiver's failure
- * never rejects; an unknown task (`ERR_CALLBACK_TASK_NOT_FOUND`), a task that already has its result
- * (`ERR_CALLBACK_TASK_STATE`), a payload that is not JSON-serialisable
- * (`ERR_CALLBACK_PAYLOAD_INVALID`) or bad options do, before anything is stored.
+ * never rejects; an unknown task (`ERR_CALLBACK_TASK_NOT_FOUND`), a payload that is not
+ * JSON-serialisable (`ERR_CALLBACK_PAYLOAD_INVALID`) or bad options do, before anything is stored,
+ * and so does a task that ended without a result (`ERR_CALLBACK_TASK_STATE`: a pending task that
+ * expired, or was cancelled).
+ *
+ * Idempotent: called again for a task that already has its result (a replayed request, a retried
+ * job), it sends nothing and resolves with the task's current report (`delivered`, `retrying` with
+ * `nextAttemptAt`, `failed` or `cancelled`). The payload of the first call stands; a different
+ * payload given later is ignored, never sent.
+ *
+ * Outbox: with `transaction` in the options, the result is attached inside that transaction and the
+ * task scheduled, due now; nothing is sent inline. It resolves `retrying` with `attempts: 0`, and a
+ * worker sends the task once the transaction commits (nothing, if it rolls back). The store must
+ * offer `schedule` (the PostgreSQL store does; memory and Redis refuse a transaction). For a task
+ * created in that same transaction, pass the task rather than its id (or give `createCallbackTask`
+ * the `payload` directly): its id cannot be looked up outside the transaction before the commit.
  *
  * @example
  * ```ts
@@ -85,18 +98,11 @@ export async function deliver(
     event = task.event
     encryptionKey = task.encryptionKey
   }
-  const body = buildBody(event, payload, sender.now())
-  // Encrypted once, so the store holds (and every attempt sends) the ciphertext. When that cannot
-  // be done now (the receiver's JWKS does not answer), the plaintext is attached and each attempt
-  // encrypts it before sending, retrying as for a receiver that is down: the task is never lost,
-  // and the payload is never sent unencrypted.
-  const attached = encryptionKey === undefined ? { body } : await encryptOrDefer(body, encryptionKey, sender)
+  const attached = await attachableBody(event, encryptionKey, payload, sender)
+  const { transaction } = options
+  if (transaction !== undefined) return scheduleInTransaction(id, attached, transaction, sender)
   const lease = await sender.store.attach(id, attached, { now: sender.now(), leaseMs: sender.leaseMs })
-  if (lease === undefined) {
-    const current = await sender.store.get(id)
-    if (current === undefined) throw new TaskError('ERR_CALLBACK_TASK_NOT_FOUND', `task ${id} does not exist`)
-    throw new TaskError('ERR_CALLBACK_TASK_STATE', `task ${id} is ${current.status}, not pending: its result is already attached`)
-  }
+  if (lease === undefined) return currentReport(id, sender)
 
   const result = await runAttempt(lease, sender)
   const report: DeliveryReport = { status: reportStatus(result), attempts: result.record.attempt }
@@ -106,6 +112,57 @@ export async function deliver(
     report.response = { status, body: responseBody, durationMs }
   }
   if (result.resolution.lastError !== undefined) report.error = result.resolution.lastError
+  return report
+}
+
+/**
+ * The body a task's result is stored with. Encrypted once, so the store holds (and every attempt
+ * sends) the ciphertext. When that cannot be done now (the receiver's JWKS does not answer), the
+ * plaintext is attached and each attempt encrypts it before sending, retrying as for a receiver
+ * that is down: the task is never lost, and the payload is never sent unencrypted.
+ */
+export async function attachableBody(
+  event: string,
+  encryptionKey: CallbackTask['encryptionKey'],
+  payload: unknown,
+  sender: ResolvedSender
+): Promise<{ body: string; contentType?: string }> {
+  const body = buildBody(event, payload, sender.now())
+  return encryptionKey === undefined ? { body } : encryptOrDefer(body, encryptionKey, sender)
+}
+
+/** Outbox: the result attached and the task made due inside the caller's transaction, sent by a worker after it commits. */
+async function scheduleInTransaction(
+  id: string,
+  attached: { body: string; contentType?: string },
+  transaction: unknown,
+  sender: ResolvedSender
+): Promise<DeliveryReport> {
+  const { store } = sender
+  if (typeof store.schedule !== 'function') {
+    throw new TypeError('transaction: this store cannot attach a result inside a transaction (it has no schedule method); the PostgreSQL store can')
+  }
+  const now = sender.now()
+  const task = await store.schedule(id, attached, { now }, { transaction })
+  if (task === undefined) return currentReport(id, sender)
+  return { status: 'retrying', attempts: 0, nextAttemptAt: task.nextAttemptAt ?? now }
+}
+
+/**
+ * The report of a task whose result was attached before: `deliver` called again sends nothing. A
+ * task that never had a result (expired or cancelled while pending) is a state error.
+ */
+async function currentReport(id: string, sender: ResolvedSender): Promise<DeliveryReport> {
+  const current = await sender.store.get(id)
+  if (current === undefined) throw new TaskError('ERR_CALLBACK_TASK_NOT_FOUND', `task ${id} does not exist`)
+  if (current.body === undefined) {
+    const why = current.lastError === undefined ? '' : ` (${current.lastError})`
+    throw new TaskError('ERR_CALLBACK_TASK_STATE', `task ${id} is ${current.status} and never got its result${why}`)
+  }
+  const status = current.status === 'scheduled' || current.status === 'delivering' || current.status === 'pending' ? 'retrying' : current.status
+  const report: DeliveryReport = { status, attempts: current.attempts }
+  if (status === 'retrying' && current.nextAttemptAt !== undefined) report.nextAttemptAt = current.nextAttemptAt
+  if (current.lastError !== undefined && status !== 'delivered') report.error = current.lastError
   return report
 }
 
@@ -379,9 +436,9 @@ function encryptionVerdict(error: unknown): AttemptVerdict {
 }
 
 /**
- * Proves the callback URL's intent; `undefined` when it did. A receiver that is down or busy
- * (408, 425, 429, 5xx, no answer) is retried like any attempt; one that answers without echoing
- * the challenge is refused for good, and 410 cancels the task.
+ * Proves the callback URL's intent; `undefined` when it did. A non-2xx answer is classified as an
+ * attempt's would be (retried unless listed in `retry.failStatuses`; 410 cancels the task), as is no
+ * answer at all; a 2xx that does not echo the challenge is refused for good.
  */
 async function intentVerdict(
   task: CallbackTask,

@@ -5,13 +5,14 @@
  * Redis stores have.
  */
 import { TaskError } from './errors.ts'
+import { withoutSecret } from './pending-expiry.ts'
 import type { AttemptRecord, CallbackStore, CallbackTask, DestinationState, TaskListQuery, TaskPage } from './types.ts'
 
 /** What the inspection calls read of a sender's options; a whole `SenderOptions` object will do. */
 export interface InspectOptions {
   store: CallbackStore
   /** The clock a redelivered task is due by. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
 }
 
 /** Options of {@link redeliverFailed}: which failed tasks, by the filters of {@link listTasks}. */
@@ -50,8 +51,8 @@ async function existing(store: CallbackStore, id: string): Promise<CallbackTask>
 /**
  * A page of the tasks matching every filter given — `status`, `event`, callback `host`, `id`,
  * `idempotencyKey`, `since`/`until` (when last updated) — most recently updated first. Pass the
- * page's `cursor` back for the next one. The tasks are whole, as the store keeps them (a per-task `secret` included): keep
- * them out of logs.
+ * page's `cursor` back for the next one. A task's own `secret` is left out, so a page can go to a
+ * response or a log as it is.
  *
  * @example
  * ```ts
@@ -62,7 +63,9 @@ async function existing(store: CallbackStore, id: string): Promise<CallbackTask>
  * ```
  */
 export function listTasks(query: TaskListQuery, options: InspectOptions): Promise<TaskPage> {
-  return storeWith(options, 'list').list(query)
+  return storeWith(options, 'list')
+    .list(query)
+    .then((page) => ({ ...page, tasks: page.tasks.map(withoutSecret) }))
 }
 
 /**

@@ -49,18 +49,18 @@ export interface VerifyIntentOptions {
    * endpoint-callback receivers answer only challenges that verify, so leave it out only for
    * endpoints that do not check signatures.
    */
-  sign?: (message: IntentMessage) => Record<string, string>
+  sign?: ((message: IntentMessage) => Record<string, string>) | undefined
   /** Bound on the whole exchange, ms. Default 10 000. */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
   /** The clock. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
   /** Aborts the exchange (a worker stopping); the rejection is the signal's reason. */
-  signal?: AbortSignal
+  signal?: AbortSignal | undefined
   /**
    * Who asked for the callbacks (e.g. the client's account id), sent as `data.subscriber` in the
    * signed challenge, so a receiver can refuse a challenge meant for somebody else (`acceptIntent`).
    */
-  subscriber?: string
+  subscriber?: string | undefined
 }
 
 /** What a receiver's `acceptIntent` is shown of a verified intent challenge. */

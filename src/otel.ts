@@ -14,36 +14,36 @@ import type { AttemptInstrumentation, AttemptRecord, CallbackStore, CallbackTask
 /** Options of {@link createOpenTelemetry}. */
 export interface OpenTelemetryOptions {
   /** Where spans go. Default: the global tracer provider's tracer `endpoint-callback`. */
-  tracer?: Tracer
+  tracer?: Tracer | undefined
   /** Where the counters and the gauge go. Default: the global meter provider's meter `endpoint-callback`. */
-  meter?: Meter
+  meter?: Meter | undefined
   /**
    * Send the trace context (`traceparent`, `tracestate`) to the receiver with every attempt, so its
    * spans join the sender's trace. Default `false`: receivers are often other companies, and a
    * trace id tells them about your traces. The headers are outside the signature, which covers
    * only `webhook-id`, `webhook-timestamp` and the body, so adding them never breaks verification.
    */
-  propagate?: boolean
+  propagate?: boolean | undefined
   /**
    * How the context is written when `propagate` is on. Default: the global propagator
    * (`propagation`, W3C trace context and baggage under the Node SDK), or, when none is
    * registered, W3C trace context (`traceparent`, `tracestate`) alone.
    */
-  propagator?: TextMapPropagator
+  propagator?: TextMapPropagator | undefined
   /**
    * The sender's store, for the `callback.tasks.due` gauge: each collection asks it
    * `countDue(now)` (one indexed count in PostgreSQL, one `ZCOUNT` in Redis). Without a store there
    * is no gauge.
    */
-  store?: CallbackStore
+  store?: CallbackStore | undefined
   /** The clock the gauge counts with; pass the sender's `now` if it has one. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
   /**
    * Add `callback.destination` to the attempt and failure counters. Default `false`: each
    * destination becomes a series of its own, which suits tens of clients, not thousands. Spans
    * always carry it.
    */
-  destinationMetrics?: boolean
+  destinationMetrics?: boolean | undefined
 }
 
 /** The sender's `instrumentation`, with a way to stop observing the gauge. */

@@ -33,23 +33,22 @@ export function parseRetryAfter(value: string | string[] | undefined, now: Date)
 }
 
 /**
- * Classifies a response: 2xx delivered; 3xx failed (never followed); 408, 425, 429 and 5xx retried;
- * 410 cancels; other 4xx fail unless listed in `retry.retryStatuses`.
+ * Classifies a response: 2xx delivered; 410 cancels; every other status (3xx, never followed; 4xx;
+ * 5xx) is retried on the schedule, as Svix and Stripe do, unless listed in `retry.failStatuses`.
  */
 export function classifyResponse(response: TransportResponse, retry: ResolvedRetry, now: Date): AttemptVerdict {
   const { status } = response
   if (status >= 200 && status <= 299) return { outcome: 'delivered' }
   const reason = `HTTP ${status}`
-  if (status >= 300 && status <= 399) return { outcome: 'failed', reason: `${reason}: redirects are not followed` }
   if (status === 410) return { outcome: 'cancelled', reason: `${reason}: the receiver asked to stop` }
+  const redirect = status >= 300 && status <= 399
+  const described = redirect ? `${reason}: redirects are not followed` : reason
+  if (retry.failStatuses.has(status)) return { outcome: 'failed', reason: described }
   if (status === 429 || status === 503) {
     const retryAfterMs = parseRetryAfter(response.headers['retry-after'], now)
     return retryAfterMs === undefined ? { outcome: 'retry', reason } : { outcome: 'retry', reason, retryAfterMs }
   }
-  if (status === 408 || status === 425 || (status >= 500 && status <= 599)) return { outcome: 'retry', reason }
-  if (status >= 400 && status <= 499) {
-    return retry.retryStatuses.has(status) ? { outcome: 'retry', reason } : { outcome: 'failed', reason }
-  }
+  if (status >= 300 && status <= 599) return { outcome: 'retry', reason: described }
   return { outcome: 'failed', reason: `${reason}: not a valid final status` }
 }
 

@@ -2,6 +2,7 @@
  * When the next attempt of a task is due. Pure functions over resolved options, so the worker and
  * `deliver` share one schedule and tests can drive it with a fixed clock and a fixed random source.
  */
+import { checkOptionNames } from './option-names.ts'
 import type { RetryOptions } from './types.ts'
 
 /** 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over about 28 hours. */
@@ -10,6 +11,7 @@ export const DEFAULT_RETRY_SCHEDULE: readonly number[] = Object.freeze([
 ])
 
 const DEFAULT_JITTER = 0.2
+const RETRY_OPTION_NAMES: ReadonlySet<string> = new Set(['schedule', 'jitter', 'deadlineMs', 'maxRetryAfterMs', 'failStatuses'])
 const DEFAULT_MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000
 
 /** `RetryOptions` checked once, defaults filled. */
@@ -18,7 +20,8 @@ export interface ResolvedRetry {
   readonly jitter: number
   readonly deadlineMs: number | undefined
   readonly maxRetryAfterMs: number
-  readonly retryStatuses: ReadonlySet<number>
+  /** Statuses that fail at once; every other non-2xx but 410 is retried. */
+  readonly failStatuses: ReadonlySet<number>
 }
 
 function isDuration(value: unknown): value is number {
@@ -30,7 +33,13 @@ export function resolveRetryOptions(retry: RetryOptions | undefined): ResolvedRe
   if (retry === undefined) retry = {}
   else if (typeof retry !== 'object' || retry === null) throw new TypeError('retry must be an object')
   const { schedule = DEFAULT_RETRY_SCHEDULE, jitter = DEFAULT_JITTER, deadlineMs } = retry
-  const { maxRetryAfterMs = DEFAULT_MAX_RETRY_AFTER_MS, retryStatuses = [] } = retry
+  if ('retryStatuses' in retry) {
+    throw new TypeError(
+      'retry.retryStatuses is gone: every answer but 2xx and 410 is now retried; list the statuses that should fail at once in retry.failStatuses'
+    )
+  }
+  checkOptionNames(retry, RETRY_OPTION_NAMES, 'retry')
+  const { maxRetryAfterMs = DEFAULT_MAX_RETRY_AFTER_MS, failStatuses = [] } = retry
 
   if (!Array.isArray(schedule) || !schedule.every(isDuration)) {
     throw new TypeError('retry.schedule must be an array of delays in milliseconds (finite numbers >= 0)')
@@ -45,17 +54,17 @@ export function resolveRetryOptions(retry: RetryOptions | undefined): ResolvedRe
     throw new TypeError('retry.maxRetryAfterMs must be a number of milliseconds >= 0')
   }
   if (
-    !Array.isArray(retryStatuses) ||
-    !retryStatuses.every((status) => Number.isInteger(status) && status >= 400 && status <= 499)
+    !Array.isArray(failStatuses) ||
+    !failStatuses.every((status) => Number.isInteger(status) && status >= 300 && status <= 599 && status !== 410)
   ) {
-    throw new TypeError('retry.retryStatuses must be an array of 4xx status codes')
+    throw new TypeError('retry.failStatuses must be an array of HTTP status codes from 300 to 599 (410 always cancels)')
   }
   return Object.freeze({
     schedule: Object.freeze([...schedule]),
     jitter,
     deadlineMs,
     maxRetryAfterMs,
-    retryStatuses: new Set(retryStatuses),
+    failStatuses: new Set(failStatuses),
   })
 }
 

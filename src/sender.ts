@@ -16,6 +16,8 @@ import { createHttpTransport } from './transports/http.ts'
 import type { HttpTransport } from './transports/http.ts'
 import { resolveRetryOptions } from './retry.ts'
 import { attemptBudgetMs, minimumLeaseMs } from './attempt-budget.ts'
+import { checkOptionNames } from './option-names.ts'
+import { describeError } from './outcome.ts'
 import { resolveDestinationOf } from './destinations/destination.ts'
 import type { DestinationTask } from './destinations/destination.ts'
 import type { ResolvedRetry } from './retry.ts'
@@ -35,6 +37,39 @@ const ENCRYPTION_KEY_CACHE_SIZE = 1000
 // Callback URLs the policy accepted; cleared when full.
 const CHECKED_URL_CACHE_SIZE = 1000
 
+/** How long a pending task waits for its result unless `pendingTimeoutMs` says otherwise: 24 h. */
+export const DEFAULT_PENDING_TIMEOUT_MS = 24 * 60 * 60 * 1000
+
+/**
+ * Every option a sender's object may carry: `createCallbackTask`, `deliver` and `createWorker` take
+ * the same object, so the worker's own options are known here too.
+ */
+export const SENDER_OPTION_NAMES: ReadonlySet<string> = new Set([
+  'store',
+  'transport',
+  'secret',
+  'signingKey',
+  'keyRing',
+  'verifyIntent',
+  'urlPolicy',
+  'retry',
+  'leaseMs',
+  'now',
+  'onEvent',
+  'instrumentation',
+  'transaction',
+  'pendingTimeoutMs',
+  'requireTaskSecret',
+  'intentSubscriber',
+  'destination',
+  // createWorker
+  'pollIntervalMs',
+  'concurrency',
+  'batchSize',
+  'perDestination',
+  'breaker',
+])
+
 /** A `SenderOptions` object after validation. Internal: the public surface is the plain object. */
 export interface ResolvedSender {
   readonly store: CallbackStore
@@ -44,6 +79,10 @@ export interface ResolvedSender {
   readonly transportTimeoutMs: number | undefined
   /** Whether the sender itself can sign (a task without its own secret needs this). */
   readonly canSign: boolean
+  /** Whether every task must bring its own secret (`requireTaskSecret`). */
+  readonly requireTaskSecret: boolean
+  /** How long a pending task waits for its result, ms (`Infinity`: for ever). */
+  readonly pendingTimeoutMs: number
   readonly urlPolicy: CompiledUrlPolicy
   /**
    * The callback URL's normalised text (`href`) once the URL policy accepts it; throws as
@@ -114,7 +153,9 @@ export function resolveSender(options: SenderOptions): ResolvedSender {
 }
 
 function buildSender(options: SenderOptions): ResolvedSender {
-  const { store, transport: givenTransport, secret, signingKey, keyRing, urlPolicy, retry, onEvent } = options
+  checkOptionNames(options, SENDER_OPTION_NAMES, 'sender options')
+  const { store, transport: givenTransport, secret, signingKey, keyRing, retry, onEvent } = options
+  let { urlPolicy } = options
   let { verifyIntent } = options
   let { leaseMs, now } = options
 
@@ -134,6 +175,19 @@ function buildSender(options: SenderOptions): ResolvedSender {
       throw new TypeError('keyRing: no key of the ring signs now, and there is no secret or signingKey to sign with')
     }
   }
+  const requireTaskSecret = options.requireTaskSecret ?? false
+  if (typeof requireTaskSecret !== 'boolean') throw new TypeError('requireTaskSecret must be a boolean')
+  if (signer === undefined && keyRing === undefined && !requireTaskSecret) {
+    // Found now rather than as a failed attempt after every retry of the schedule.
+    throw new TypeError(
+      'secret, signingKey or keyRing is required to sign callbacks (or set requireTaskSecret: true when every task brings its own secret)'
+    )
+  }
+  const pendingTimeoutMs = options.pendingTimeoutMs ?? DEFAULT_PENDING_TIMEOUT_MS
+  if (typeof pendingTimeoutMs !== 'number' || !(pendingTimeoutMs > 0) || (Number.isFinite(pendingTimeoutMs) && !Number.isSafeInteger(pendingTimeoutMs))) {
+    throw new TypeError('pendingTimeoutMs must be a positive integer of milliseconds, or Infinity')
+  }
+  urlPolicy = agreedUrlPolicy(urlPolicy, givenTransport)
   verifyIntent ??= false
   if (typeof verifyIntent !== 'boolean') throw new TypeError('verifyIntent must be a boolean')
   const { intentSubscriber } = options
@@ -166,7 +220,7 @@ function buildSender(options: SenderOptions): ResolvedSender {
     )
   }
 
-  let transport = givenTransport
+  let transport = governedTransport(givenTransport, urlPolicy)
   const taskSigners = new Map<string, Signer>()
   const listener = onEvent
   const staticSigningKeys = signingKey === undefined ? [] : typeof signingKey === 'string' ? [signingKey] : signingKey
@@ -213,6 +267,8 @@ function buildSender(options: SenderOptions): ResolvedSender {
     },
     transportTimeoutMs,
     canSign: signer !== undefined || keyRing !== undefined,
+    requireTaskSecret,
+    pendingTimeoutMs,
     verifyIntent,
     intentSubscriber,
     urlPolicy: compiledPolicy,
@@ -233,7 +289,9 @@ function buildSender(options: SenderOptions): ResolvedSender {
     instrumentation,
     emit:
       listener === undefined
-        ? () => {}
+        ? (event) => {
+            if (event.type === 'error') reportUnheard(event.error)
+          }
         : (event) => {
             try {
               const result: unknown = listener(event)
@@ -288,4 +346,60 @@ function signingKeyOptions(secret: string | string[] | undefined, signingKey: st
 function declaredTimeout(transport: Transport): number | undefined {
   const { timeoutMs } = transport
   return typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) ? timeoutMs : undefined
+}
+
+/**
+ * One URL policy per sender. A transport that declares its own (`createHttpTransport({ urlPolicy })`)
+ * must agree with the sender's, which then is that one when the sender names none: a URL accepted
+ * at creation must never be refused by the transport at delivery.
+ */
+function agreedUrlPolicy(urlPolicy: UrlPolicy | undefined, transport: Transport | undefined): UrlPolicy | undefined {
+  const own = transport === undefined ? undefined : (transport as Partial<HttpTransport>).urlPolicy
+  if (own === undefined) return urlPolicy
+  if (urlPolicy === undefined) return own
+  if (policyText(urlPolicy) !== policyText(own)) {
+    throw new TypeError(
+      'urlPolicy: the transport was created with a different urlPolicy than the sender; give the policy to one of them, or the same to both'
+    )
+  }
+  return urlPolicy
+}
+
+function policyText(policy: UrlPolicy): string {
+  const sorted = (list: readonly unknown[] | undefined) => (list === undefined ? undefined : [...list].map(String).sort())
+  return JSON.stringify([policy.allowHttp === true, sorted(policy.allowHosts) ?? [], sorted(policy.allowPorts) ?? null])
+}
+
+/**
+ * The transport the sender sends through: a transport made by `createHttpTransport` without a policy
+ * of its own obeys the sender's `urlPolicy` (a sibling with the same settings, closed with it); any
+ * other transport as given.
+ */
+function governedTransport(transport: Transport | undefined, urlPolicy: UrlPolicy | undefined): Transport | undefined {
+  if (transport === undefined || urlPolicy === undefined) return transport
+  const http = transport as Partial<HttpTransport>
+  if (http.urlPolicy !== undefined || typeof http.withUrlPolicy !== 'function') return transport
+  // One twin per transport and policy object: `{ ...sender, transaction }` must not open a new pool.
+  let twins = governedTwins.get(transport)
+  if (twins === undefined) governedTwins.set(transport, (twins = new WeakMap()))
+  let twin = twins.get(urlPolicy)
+  if (twin === undefined) twins.set(urlPolicy, (twin = http.withUrlPolicy(urlPolicy)))
+  return twin
+}
+
+const governedTwins = new WeakMap<Transport, WeakMap<UrlPolicy, HttpTransport>>()
+
+// Causes already printed, so a worker that fails on every poll prints each one once.
+const reported = new Set<string>()
+const MAX_REPORTED = 100
+
+/**
+ * An `error` event nobody listens to, printed to stderr once per distinct cause, as Node prints an
+ * unhandled `'error'`: a worker on a schema that was never migrated must not fail in silence.
+ */
+function reportUnheard(error: unknown): void {
+  const cause = describeError(error)
+  if (reported.has(cause) || reported.size >= MAX_REPORTED) return
+  reported.add(cause)
+  process.stderr.write(`endpoint-callback: ${cause}\n  (printed once per cause because no onEvent listener is set; pass onEvent to see every error event)\n`)
 }

@@ -1,13 +1,16 @@
 /**
  * Recording a callback task: the moment a service accepts a job and promises to call back.
  */
-import { randomFillSync } from 'node:crypto'
+import { createHash, randomFillSync, timingSafeEqual } from 'node:crypto'
 import { TaskError, UrlPolicyError } from './errors.ts'
+import { attachableBody } from './deliver.ts'
+import { pendingExpiry, withoutSecret } from './pending-expiry.ts'
 import { resolveSender } from './sender.ts'
 import { checkEncryptionKey } from './signing/jwe.ts'
 import { createSigner } from './signing/standard-webhooks.ts'
 import { checkCallbackUrl } from './transports/url-policy.ts'
 import type { CallbackTask, NewCallbackTask, SenderOptions } from './types.ts'
+import { checkOptionNames } from './option-names.ts'
 import type { JWK } from 'jose'
 
 /** What a service knows when it accepts a job. */
@@ -17,39 +20,69 @@ export interface CallbackTaskInput {
   /** The event name, sent as the body's `type` (e.g. `report.ready`). */
   event: string
   /** The same key returns the same task, never a second one (e.g. the client's request id). */
-  idempotencyKey?: string
+  idempotencyKey?: string | undefined
   /** The client's own `whsec_…` secret(s); overrides the sender's for this task (WebSub style). */
-  secret?: string | string[]
+  secret?: string | string[] | undefined
   /**
    * The receiver's public encryption key: a public JWK (EC P-256/384/521 or X25519, `alg`
    * `ECDH-ES` if any) or the https URL of its JWKS (its first `use: "enc"` key is taken, fetched
    * through the sender's URL policy). The body is then sent as a JWE (ECDH-ES + A256GCM,
    * `content-type: application/jose`), signed over the encrypted bytes.
    */
-  encryptionKey?: JWK | string
+  encryptionKey?: JWK | string | undefined
   /**
    * Prove the callback URL wants these callbacks (a signed challenge it must echo) before each
    * attempt sends the payload. Also on for every task when the sender sets `verifyIntent`.
    */
-  verifyIntent?: boolean
+  verifyIntent?: boolean | undefined
   /** Your own data about the task, stored and returned as given (JSON-serialisable). */
-  metadata?: Record<string, unknown>
-  /** Fail instead of delivering after this instant. Default: creation + `retry.deadlineMs`, if set. */
-  deadline?: Date
+  metadata?: Record<string, unknown> | undefined
+  /**
+   * Fail instead of delivering after this instant. Default: creation + `retry.deadlineMs`, if set.
+   * It also ends a `pending` task that is still waiting for its result then.
+   */
+  deadline?: Date | undefined
+  /**
+   * The result, when it is known already (outbox): the task is stored with its body, `scheduled`
+   * and due at once, and a worker sends it — with `transaction`, only after your commit. Without
+   * it the task waits `pending` for `deliver`. `null` is a result too (`data: null`).
+   */
+  payload?: unknown
+}
+
+/**
+ * What {@link createCallbackTask} returns: the task as stored, without its own `secret` (so it can
+ * go into a response or a log as it is), and whether this call created it.
+ */
+export type CreatedCallbackTask = CallbackTask & {
+  /**
+   * `true` when this call stored the task; `false` when its `idempotencyKey` named a task stored
+   * before (a replayed request): then skip the work already done, or call `deliver` again, which
+   * answers with that task's current report rather than sending twice.
+   */
+  created: boolean
 }
 
 const MAX_EVENT_LENGTH = 200
 const MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 /**
- * Validates the callback URL with the URL policy, stores a `pending` task and returns it. With an
- * `idempotencyKey` that is already stored, returns the stored task instead of a new one (also when
- * two calls race); a different URL or event under the same key is an
- * `ERR_CALLBACK_IDEMPOTENCY_CONFLICT`. Bad input is a `TypeError` naming the field, or a
- * `UrlPolicyError` for a refused URL; either way nothing is stored.
+ * Validates the callback URL with the URL policy, stores a `pending` task and returns it with
+ * `created: true`. With an `idempotencyKey` that is already stored, returns the stored task with
+ * `created: false` instead of a new one (also when two calls race); a different `callbackUrl`,
+ * `event`, `secret` or `encryptionKey` under the same key is an `ERR_CALLBACK_IDEMPOTENCY_CONFLICT`
+ * (the message names the field, never its value), as Stripe answers a key reused with other
+ * parameters. Bad input is a `TypeError` naming the field, or a `UrlPolicyError` for a refused URL;
+ * either way nothing is stored. A task that neither its own `secret` nor the sender could sign is
+ * refused the same way. The task returned never holds its `secret`.
  *
- * Pass `transaction` in the options to insert inside your own database transaction (outbox): the
- * task then commits or rolls back with your write.
+ * A `pending` task waits for `deliver` at most `pendingTimeoutMs` (24 h by default; its `deadline`
+ * if sooner), then fails with `ERR_CALLBACK_PENDING_EXPIRED`.
+ *
+ * Outbox: pass `payload` to store the task with its result, due at once, and `transaction` in the
+ * options to insert inside your own database transaction: the task commits or rolls back with your
+ * write, and a worker sends it after the commit (on PostgreSQL, woken by `NOTIFY`). Nothing is ever
+ * sent for a rolled-back task.
  *
  * @example
  * ```ts
@@ -65,9 +98,10 @@ const MAX_IDEMPOTENCY_KEY_LENGTH = 255
  * })
  * ```
  */
-export async function createCallbackTask(input: CallbackTaskInput, options: SenderOptions): Promise<CallbackTask> {
+export async function createCallbackTask(input: CallbackTaskInput, options: SenderOptions): Promise<CreatedCallbackTask> {
   const sender = resolveSender(options)
   if (input === null || typeof input !== 'object') throw new TypeError('input must be an object')
+  checkOptionNames(input, TASK_INPUT_NAMES, 'createCallbackTask input')
   const { callbackUrl, event, idempotencyKey, secret, encryptionKey, verifyIntent, metadata, deadline } = input
 
   if (typeof callbackUrl !== 'string' || callbackUrl === '') throw new TypeError('callbackUrl must be a non-empty string')
@@ -84,8 +118,10 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   if (secret !== undefined) {
     // Decoding it now turns a client's malformed secret into a 400 at intake, not a failed delivery later.
     createSigner({ secret })
+  } else if (sender.requireTaskSecret) {
+    throw new TypeError('secret is required: the sender sets requireTaskSecret, so every task brings its own secret')
   } else if (!sender.canSign) {
-    throw new TypeError('secret: neither the task nor the sender has a secret or signingKey')
+    throw new TypeError('secret: neither the task nor the sender has a secret, signingKey or keyRing')
   }
   const taskEncryptionKey = encryptionKey === undefined ? undefined : checkTaskEncryptionKey(encryptionKey, sender.urlPolicy)
   if (verifyIntent !== undefined && typeof verifyIntent !== 'boolean') throw new TypeError('verifyIntent must be a boolean')
@@ -114,17 +150,68 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   if (metadata !== undefined) task.metadata = metadata
   if (taskDeadline !== undefined) task.deadline = taskDeadline
   task.destination = sender.destinationOf(task)
+  if (Object.hasOwn(input, 'payload')) {
+    const attached = await attachableBody(event, taskEncryptionKey, input.payload, sender)
+    task.body = attached.body
+    if (attached.contentType !== undefined) task.contentType = attached.contentType
+    task.nextAttemptAt = createdAt
+  } else {
+    const expiresAt = pendingExpiry(sender, createdAt, taskDeadline)
+    if (expiresAt !== undefined) task.nextAttemptAt = expiresAt
+  }
 
   const { transaction } = options
   const { task: stored, created } =
     transaction === undefined ? await sender.store.insert(task) : await sender.store.insert(task, { transaction })
-  if (!created && (stored.callbackUrl !== task.callbackUrl || stored.event !== event)) {
-    throw new TaskError(
-      'ERR_CALLBACK_IDEMPOTENCY_CONFLICT',
-      `idempotencyKey is already used by task ${stored.id} with a different callbackUrl or event`
-    )
+  if (!created) {
+    const differs = idempotencyMismatch(stored, task)
+    if (differs !== undefined) {
+      throw new TaskError('ERR_CALLBACK_IDEMPOTENCY_CONFLICT', `idempotencyKey is already used by task ${stored.id} with a different ${differs}`)
+    }
   }
-  return stored
+  const returned = withoutSecret(stored) as CreatedCallbackTask
+  returned.created = created
+  return returned
+}
+
+const TASK_INPUT_NAMES: ReadonlySet<string> = new Set([
+  'callbackUrl',
+  'event',
+  'idempotencyKey',
+  'secret',
+  'encryptionKey',
+  'verifyIntent',
+  'metadata',
+  'deadline',
+  'payload',
+])
+
+/**
+ * The first field by which a replay differs from the task its idempotency key already names; the
+ * name only, never the value (secrets).
+ */
+function idempotencyMismatch(stored: CallbackTask, given: NewCallbackTask): string | undefined {
+  if (stored.callbackUrl !== given.callbackUrl) return 'callbackUrl'
+  if (stored.event !== given.event) return 'event'
+  if (!sameSecret(stored.secret, given.secret)) return 'secret'
+  if (canonical(stored.encryptionKey) !== canonical(given.encryptionKey)) return 'encryptionKey'
+  return undefined
+}
+
+/** Compared by digest in constant time: how long the comparison takes says nothing of the stored secret. */
+function sameSecret(a: CallbackTask['secret'], b: CallbackTask['secret']): boolean {
+  const digest = (secret: CallbackTask['secret']) => createHash('sha256').update(canonical(secret)).digest()
+  return timingSafeEqual(digest(a), digest(b))
+}
+
+/** JSON with object keys sorted, so a key stored and read back compares equal to the one given. */
+function canonical(value: unknown): string {
+  if (value === undefined) return ''
+  return JSON.stringify(value, (_key, inner: unknown) =>
+    inner !== null && typeof inner === 'object' && !Array.isArray(inner)
+      ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : inner
+  )
 }
 
 /**

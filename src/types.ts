@@ -49,7 +49,11 @@ export interface CallbackTask {
   contentType?: string
   /** Attempts made so far. */
   attempts: number
-  /** When the next attempt is due (status `scheduled`), or when the current lease expires (`delivering`). */
+  /**
+   * When the next attempt is due (status `scheduled`), when the current lease expires
+   * (`delivering`), or when a `pending` task expires unless its result is attached first
+   * (`pendingTimeoutMs`, or its `deadline` if sooner).
+   */
   nextAttemptAt?: Date
   /** After this instant the task fails instead of delivering late. */
   deadline?: Date
@@ -77,6 +81,18 @@ export interface NewCallbackTask {
   metadata?: Record<string, unknown>
   deadline?: Date
   createdAt: Date
+  /**
+   * The body, when the task carries its result from creation (outbox): it is stored `scheduled`,
+   * due at `nextAttemptAt`, instead of `pending`.
+   */
+  body?: string
+  /** Content type of `body`; `application/json` when absent. */
+  contentType?: string
+  /**
+   * With a `body`: when the first attempt is due. Without one: when the `pending` task expires
+   * (see {@link CallbackStore.expirePending}); absent, it never does.
+   */
+  nextAttemptAt?: Date
   /** See {@link CallbackTask.destination}. */
   destination?: string
 }
@@ -166,8 +182,11 @@ export interface StoreCallOptions {
  */
 export interface CallbackStore {
   /**
-   * Inserts a `pending` task. With an `idempotencyKey` that is already stored, inserts nothing and
-   * returns the stored task with `created: false` — also when two calls race.
+   * Inserts a `pending` task — or, when it comes with a `body` (outbox), a `scheduled` one due at
+   * its `nextAttemptAt`, waking subscribed workers (inside a transaction: when it commits). With an
+   * `idempotencyKey` that is already stored, inserts nothing and returns the stored task with
+   * `created: false` — also when two calls race. A store that cannot join `options.transaction`
+   * throws a `TypeError` rather than write outside it.
    */
   insert(task: NewCallbackTask, options?: StoreCallOptions): Promise<{ task: CallbackTask; created: boolean }>
   /** The task, or `undefined`. */
@@ -182,6 +201,30 @@ export interface CallbackStore {
     result: { body: string; contentType?: string },
     lease: { now: Date; leaseMs: number }
   ): Promise<Lease | undefined>
+  /**
+   * Optional (outbox): attaches the result to a `pending` task and makes it `scheduled`, due at
+   * `now`, without leasing it: a worker sends it (after `options.transaction` commits, when given,
+   * and woken then). Returns the task, or `undefined` when it does not exist or is not `pending`.
+   * A store that cannot join `options.transaction` throws a `TypeError`.
+   */
+  schedule?(
+    id: string,
+    result: { body: string; contentType?: string },
+    at: { now: Date },
+    options?: StoreCallOptions
+  ): Promise<CallbackTask | undefined>
+  /**
+   * Optional (no stranded task): ends up to `limit` `pending` tasks whose `nextAttemptAt` (their
+   * expiry) is at or before `now`: status `failed`, `lastError` set to `reason`, as a failure that
+   * `list({ status: 'failed' })` shows. Returns them. Workers call it as they poll.
+   */
+  expirePending?(options: { now: Date; limit: number; reason: string }): Promise<CallbackTask[]>
+  /**
+   * Optional: checks once that the store can work — the client answers, the schema is migrated,
+   * the keys have the types the store writes — and rejects with an error that says how to fix it.
+   * `worker.start()` calls it.
+   */
+  check?(): Promise<void>
   /**
    * Leases up to `limit` tasks that are due: `scheduled` with `nextAttemptAt <= now`, and
    * `delivering` whose lease expired (its holder died), earliest due first. Each gets a new token;
@@ -208,6 +251,8 @@ export interface CallbackStore {
    * callback host, id, idempotency key, time range), most recently updated first — for a failed
    * task, most recently failed first. Pass the page's `cursor` back for the next page; a page
    * without `cursor` is the last. `storeContract` checks every filter.
+   * The memory, PostgreSQL and Redis stores list every status, `pending` included (the tasks
+   * waiting for a result).
    */
   list?(query: TaskListQuery): Promise<TaskPage>
   /**
@@ -266,38 +311,38 @@ export interface ClaimOptions {
    * `probing` until that lease expires (one probe over every worker). Skipped tasks keep their
    * place and spend no attempt.
    */
-  perDestination?: number
+  perDestination?: number | undefined
   /**
    * With `perDestination`: the caller's attempts in flight per destination. A caller may pass a
    * lower count (below 0, even) to give a destination it trusts more room; a probe is one task
    * whatever the count.
    */
-  inFlight?: ReadonlyMap<string, number>
+  inFlight?: ReadonlyMap<string, number> | undefined
 }
 
 /** What {@link CallbackStore.list} selects. Every filter given must hold; all are optional but `status`. */
 export interface TaskListQuery {
   /** Tasks in this state. Absent: tasks in every state. */
-  status?: TaskStatus
+  status?: TaskStatus | undefined
   /** Only tasks of this event (exact). */
-  event?: string
+  event?: string | undefined
   /**
    * Only tasks whose callback URL has this host name (case-insensitive, without the port; an IPv6
    * address in brackets or not): `hooks.example.com`, `127.0.0.1`, `[::1]`.
    */
-  host?: string
+  host?: string | undefined
   /** Only the task with this id (the `webhook-id`). */
-  id?: string
+  id?: string | undefined
   /** Only the task created with this idempotency key. */
-  idempotencyKey?: string
+  idempotencyKey?: string | undefined
   /** Only tasks updated at or after this instant (for a failed task: that failed since then). */
-  since?: Date
+  since?: Date | undefined
   /** Only tasks updated before this instant. */
-  until?: Date
+  until?: Date | undefined
   /** At most this many tasks per page, 1 to 1000. Default 100. */
-  limit?: number
+  limit?: number | undefined
   /** The `cursor` of the previous page. Opaque; only the store that returned it understands it. */
-  cursor?: string
+  cursor?: string | undefined
 }
 
 /** What {@link CallbackStore.summarize} is asked. */
@@ -381,11 +426,11 @@ export interface Transport {
 /** Opt-ins past the default URL policy. */
 export interface UrlPolicy {
   /** Allow plain `http:` URLs (local development, tests). Default `false`. */
-  allowHttp?: boolean
+  allowHttp?: boolean | undefined
   /** Hostnames, IPs or CIDRs allowed although they are (or resolve to) non-public addresses. */
-  allowHosts?: string[]
+  allowHosts?: string[] | undefined
   /** When given, only these ports may be called. */
-  allowPorts?: number[]
+  allowPorts?: number[] | undefined
 }
 
 /** Retry behaviour of a sender. */
@@ -394,15 +439,20 @@ export interface RetryOptions {
    * Delays in milliseconds before the 2nd, 3rd, … attempt; its length bounds the attempts.
    * Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
    */
-  schedule?: number[]
+  schedule?: number[] | undefined
   /** Relative jitter applied to each delay, 0 to 1. Default 0.2 (±20 %). */
-  jitter?: number
+  jitter?: number | undefined
   /** A task fails instead of delivering when it is older than this (ms since creation). */
-  deadlineMs?: number
+  deadlineMs?: number | undefined
   /** Cap on a `Retry-After` hint, in ms. Default 24 h. */
-  maxRetryAfterMs?: number
-  /** 4xx statuses (besides 408, 425, 429) to retry instead of failing permanently. */
-  retryStatuses?: number[]
+  maxRetryAfterMs?: number | undefined
+  /**
+   * Statuses that fail the task at once instead of being retried (e.g. `[400, 422]`). By default
+   * every answer but 2xx and 410 Gone is retried on the schedule, as Svix and Stripe do: a 401
+   * during a secret rotation and the 404 of a route not deployed yet are usually soon fixed.
+   * 3xx to 5xx, except 410.
+   */
+  failStatuses?: number[] | undefined
 }
 
 /**
@@ -416,8 +466,10 @@ export interface RetryOptions {
  * - `delivered`: the receiver answered 2xx; the task is done.
  * - `retry-scheduled`: the attempt failed in a way worth retrying; the next one is stored as due at
  *   `nextAttemptAt` and any worker sharing the store will make it.
- * - `failed`: the task ended without delivery (a permanent 4xx or 3xx, no attempts left, the
- *   deadline passed); `reason` is the task's `lastError`.
+ * - `failed`: the task ended without delivery (a status listed in `retry.failStatuses`, no
+ *   attempts left, the deadline passed); `reason` is the task's `lastError`. A `pending` task whose
+ *   result never came (`pendingTimeoutMs`) fails without an attempt, with reason
+ *   `ERR_CALLBACK_PENDING_EXPIRED: …`, emitted by the worker that expired it.
  * - `cancelled`: the receiver answered 410 Gone; the task ends without further attempts.
  * - `lease-lost`: the attempt was made but its lease had run out and another worker had claimed the
  *   task (or it was cancelled meanwhile), so nothing was recorded; the receiver may see a duplicate.
@@ -427,7 +479,8 @@ export interface RetryOptions {
  * - `destination-throttled`: the receiver answered 429/502/503/504 with `Retry-After`; the
  *   destination's other tasks wait until `until` without spending attempts.
  * - `error`: the store failed while the worker claimed, released or recorded (the worker backs off
- *   and goes on), or an attempt rejected.
+ *   and goes on), or an attempt rejected. With no `onEvent` listener, each distinct cause is
+ *   printed to stderr once instead, so a misconfigured worker is never silent.
  *
  * @example
  * ```ts
@@ -512,25 +565,27 @@ export interface SenderOptions {
   /**
    * How requests are sent. Default: `createHttpTransport({ urlPolicy })`, created on first use and
    * shared by every options object with the same `urlPolicy` object (so `{ ...sender, … }` reuses
-   * its connections). Pass your own to close it on shutdown.
+   * its connections). Pass your own to close it on shutdown. One URL policy governs both: a
+   * `createHttpTransport` made without a `urlPolicy` obeys the sender's (through a twin closed with
+   * it), and one made with its own must agree with the sender's, or the sender is refused.
    */
-  transport?: Transport
+  transport?: Transport | undefined
   /** `whsec_…` secret(s); several sign with each (rotation). */
-  secret?: string | string[]
+  secret?: string | string[] | undefined
   /** `whsk_…` Ed25519 signing key(s) (`v1a`). */
-  signingKey?: string | string[]
+  signingKey?: string | string[] | undefined
   /**
    * A key ring (`createKeyRing`): a task without its own secret is signed with every key the ring
    * says signs at that instant (`v1a`), besides `secret` and `signingKey` if given. Publish the
    * ring with `createJwksHandler(ring)` so receivers can verify through `jwks`.
    */
-  keyRing?: KeyRing
+  keyRing?: KeyRing | undefined
   /**
    * Before each attempt, prove that the callback URL wants callbacks from this sender (a signed
    * challenge it must echo; `verifyIntent` in `endpoint-callback`). A URL that does not echo is
    * never sent the payload: the task fails. Default `false`; a task can ask for it on its own.
    */
-  verifyIntent?: boolean
+  verifyIntent?: boolean | undefined
   /**
    * Who asked for a task's callbacks (e.g. the client's account id, kept in `task.metadata`),
    * named in the signed intent challenge so the receiver can refuse a challenge meant for somebody
@@ -543,21 +598,21 @@ export interface SenderOptions {
    * ```
    */
   intentSubscriber?: (task: CallbackTask) => string | undefined
-  urlPolicy?: UrlPolicy
-  retry?: RetryOptions
+  urlPolicy?: UrlPolicy | undefined
+  retry?: RetryOptions | undefined
   /**
    * How long a claim holds a task, ms. Default 60 000. An attempt (its quick retries and intent
    * verification included) ends within the lease minus a tenth of it (at most 1 s), kept to record
    * it: so the lease must exceed the transport's timeout (twice it with `verifyIntent`) by that much.
    * The worker also gives up on a store call after `leaseMs`.
    */
-  leaseMs?: number
+  leaseMs?: number | undefined
   /** The clock. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
   /** Called with every {@link DeliveryEvent}; a listener that throws never disturbs a delivery. */
-  onEvent?: (event: DeliveryEvent) => void
+  onEvent?: ((event: DeliveryEvent) => void) | undefined
   /** Tracing and metrics around each attempt, e.g. `createOpenTelemetry()` from `endpoint-callback/otel`. */
-  instrumentation?: DeliveryInstrumentation
+  instrumentation?: DeliveryInstrumentation | undefined
   /**
    * For `createCallbackTask`: which destination a task belongs to, for the worker's
    * per-destination limits, throttling and circuit breaker. Default: the callback URL's origin
@@ -568,12 +623,32 @@ export interface SenderOptions {
    * const sender = { store, secret, destination: (task) => String(task.metadata?.tenant ?? new URL(task.callbackUrl).origin) }
    * ```
    */
-  destination?: (task: Pick<NewCallbackTask, 'id' | 'callbackUrl' | 'event' | 'idempotencyKey' | 'metadata'>) => string
-  /** For `createCallbackTask`: the caller's open transaction, passed to `store.insert`. */
+  destination?: ((task: Pick<NewCallbackTask, 'id' | 'callbackUrl' | 'event' | 'idempotencyKey' | 'metadata'>) => string) | undefined
+  /**
+   * The caller's open transaction (outbox): `createCallbackTask` inserts the task with it, and
+   * `deliver` attaches the result with it and leaves the sending to a worker, after the commit.
+   * The PostgreSQL store takes a client after `BEGIN` (anything with `query`, never the pool); the
+   * memory and Redis stores cannot join a transaction and throw a `TypeError`.
+   */
   transaction?: unknown
+  /**
+   * How long a `pending` task waits for its result (`deliver`) before it fails with
+   * `ERR_CALLBACK_PENDING_EXPIRED` — say the process that accepted the job died before it
+   * finished. A task's `deadline` ends it sooner. Default 24 h; `Infinity` keeps it waiting.
+   */
+  pendingTimeoutMs?: number | undefined
+  /**
+   * Every task brings its own `secret` (`createCallbackTask` refuses one without), so the sender
+   * needs no `secret`, `signingKey` or `keyRing` of its own. Without this, a sender with no key is
+   * refused when its options are first resolved. Default `false`.
+   */
+  requireTaskSecret?: boolean | undefined
 }
 
-/** What `deliver` resolves with. */
+/**
+ * What `deliver` resolves with. With `transaction`, nothing is sent inline: `retrying` with
+ * `attempts: 0` and `nextAttemptAt` (now), for a worker to send after the commit.
+ */
 export interface DeliveryReport {
   status: 'delivered' | 'retrying' | 'failed' | 'cancelled'
   attempts: number
@@ -607,9 +682,9 @@ export type BodyLike = string | Uint8Array | ArrayBuffer
 /** Options of `verifySignature` and of every receiver. */
 export interface VerifyOptions {
   /** `whsec_…` secret(s); any may match (rotation). */
-  secret?: string | string[]
+  secret?: string | string[] | undefined
   /** `whpk_…` Ed25519 public key(s). */
-  publicKey?: string | string[]
+  publicKey?: string | string[] | undefined
   /**
    * The sender's published keys: its JWKS URL (https), or a `createRemoteJwks(url, options)` for
    * other fetch options (e.g. `allowHttp` in development). `v1a` signatures are checked against
@@ -617,10 +692,10 @@ export interface VerifyOptions {
    * cooldown) in case the sender rotated. When the keys cannot be loaded, verification rejects
    * with a `CallbackError` coded `ERR_CALLBACK_JWKS` (receivers answer 503 with `retry-after`).
    */
-  jwks?: RemoteJwks | string
+  jwks?: RemoteJwks | string | undefined
   /** Allowed clock skew, both ways, seconds. Default 300. */
-  toleranceSeconds?: number
-  now?: () => Date
+  toleranceSeconds?: number | undefined
+  now?: (() => Date) | undefined
 }
 
 /**

@@ -6,6 +6,7 @@ import { runAttempt } from './deliver.ts'
 import { createDestinationPolicy } from './destinations/policy.ts'
 import type { DestinationOptions } from './destinations/policy.ts'
 import { CallbackError } from './errors.ts'
+import { expirePendingTasks } from './pending-expiry.ts'
 import { resolveSender } from './sender.ts'
 import { withinDeadline } from './store-deadline.ts'
 import { createWakeSchedule } from './wake-schedule.ts'
@@ -14,11 +15,11 @@ import type { Lease, SenderOptions } from './types.ts'
 /** A sender's options plus how the worker polls. */
 export interface WorkerOptions extends SenderOptions, DestinationOptions {
   /** How often to look for due tasks when the store cannot announce them, ms. Default 1000. */
-  pollIntervalMs?: number
+  pollIntervalMs?: number | undefined
   /** Attempts in flight at most. Default 10. */
-  concurrency?: number
+  concurrency?: number | undefined
   /** Tasks claimed per store call at most. Default: `concurrency`. */
-  batchSize?: number
+  batchSize?: number | undefined
 }
 
 /** A running (or stopped) worker. */
@@ -47,7 +48,7 @@ export interface Worker {
 
 const MAX_BACKOFF_MS = 30_000
 
-function workerSettings(options: WorkerOptions): Required<Pick<WorkerOptions, 'pollIntervalMs' | 'concurrency' | 'batchSize'>> {
+function workerSettings(options: WorkerOptions): { pollIntervalMs: number; concurrency: number; batchSize: number } {
   let { pollIntervalMs, concurrency, batchSize } = options
   pollIntervalMs ??= 1000
   concurrency ??= 10
@@ -63,7 +64,10 @@ function workerSettings(options: WorkerOptions): Required<Pick<WorkerOptions, 'p
  * `leaseMs`, and delivers them with at most `concurrency` attempts in flight. A worker that dies
  * loses its leases and another worker claims those tasks again; a worker whose lease ran out cannot
  * record over a newer attempt (it emits `lease-lost` instead). Store errors while claiming are
- * emitted as `error` events and the worker backs off and keeps going.
+ * emitted as `error` events and the worker backs off and keeps going; with no `onEvent` listener
+ * each distinct one is printed to stderr once. `start()` first checks the store (`store.check`:
+ * schema migrated, keys usable). As it polls, the worker also fails the `pending` tasks whose
+ * result never came in time (`pendingTimeoutMs`), emitting `failed` for each.
  *
  * Destinations (on stores with `setDestination`: memory, PostgreSQL, Redis): at most
  * `perDestination` attempts in flight per destination, a destination that answers with
@@ -199,9 +203,34 @@ export function createWorker(options: WorkerOptions): Worker {
     )
   }
 
+  // Expired pending tasks are looked for once per poll interval, and at most once a second however
+  // fast the worker polls or claims: expiry is measured in hours, not in milliseconds.
+  const sweepIntervalMs = Math.max(pollIntervalMs, 1000)
+  let sweptAt = -Infinity
+  async function sweepExpired(): Promise<void> {
+    const at = performance.now()
+    if (at - sweptAt < sweepIntervalMs) return
+    sweptAt = at
+    try {
+      await withinDeadline(expirePendingTasks(sender), sender.leaseMs, 'expirePending')
+    } catch (error) {
+      sender.emit({ type: 'error', error })
+    }
+  }
+
   async function claimLoop(): Promise<void> {
+    // Checked once: an unmigrated schema or an unreachable server is reported before the first
+    // claim (on stderr when nobody listens), and the worker keeps trying, as for any store error.
+    if (typeof store.check === 'function') {
+      try {
+        await withinDeadline(store.check(), sender.leaseMs, 'check')
+      } catch (error) {
+        sender.emit({ type: 'error', error })
+      }
+    }
     let failures = 0
     while (running) {
+      await sweepExpired()
       const free = concurrency - active
       if (free > 0) {
         const limit = Math.min(batchSize, free)

@@ -4,13 +4,14 @@
  * `ioredis`, optional peers) is loaded only when a command needs it.
  */
 import { Command, InvalidArgumentError, Option } from 'commander'
+import { TaskError } from '../errors.ts'
 import { cancelTask, listAttempts, listDestinations, listTasks, redeliverFailed, redeliverTask } from '../inspect.ts'
 import { createPostgresStore } from '../stores/postgres.ts'
 import type { PostgresPool } from '../stores/postgres.ts'
 import { createRedisStore } from '../stores/redis.ts'
 import type { RedisClient } from '../stores/redis.ts'
 import type { AttemptRecord, CallbackStore, CallbackTask, DestinationState, TaskListQuery, TaskStatus } from '../types.ts'
-import { CliError, EXIT, printLine } from './exit.ts'
+import { CliError, EXIT, printError, printLine } from './exit.ts'
 
 /** The exit codes of the inspection commands, as `--help` shows them. */
 export const INSPECT_EXIT_CODES_HELP = `
@@ -107,10 +108,34 @@ export async function openStore(location: StoreLocation): Promise<OpenedStore> {
   throw new CliError(EXIT.usage, `--store must be a postgres://, postgresql://, redis:// or rediss:// URL, not ${scheme}//…`)
 }
 
+/**
+ * Where a command looked, for the lines that say it found nothing: the server (never the URL's
+ * user or password) and the schema or key prefix.
+ */
+export function describeLocation(location: StoreLocation): string {
+  let url: URL
+  try {
+    url = new URL(location.store)
+  } catch {
+    return 'the store'
+  }
+  if (url.protocol === 'redis:' || url.protocol === 'rediss:') {
+    return `the Redis store at ${url.host}, key prefix "${location.prefix ?? 'endpoint-callback'}" (--prefix or CALLBACK_STORE_PREFIX)`
+  }
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ''))
+  return `the PostgreSQL store at ${url.host}${database === '' ? '' : `/${database}`}, schema "${location.schema ?? 'endpoint_callback'}" (--schema or CALLBACK_STORE_SCHEMA)`
+}
+
 async function withStore<T>(location: StoreLocation, run: (store: CallbackStore) => Promise<T>): Promise<T> {
   const opened = await openStore(location)
   try {
     return await run(opened.store)
+  } catch (error) {
+    // "does not exist" alone does not say where it was looked for: a wrong prefix looks the same.
+    if (error instanceof TaskError && error.code === 'ERR_CALLBACK_TASK_NOT_FOUND') {
+      throw new CliError(EXIT.failed, `${error.code}: ${error.message} in ${describeLocation(location)}`, { cause: error })
+    }
+    throw error
   } finally {
     await opened.close()
   }
@@ -179,6 +204,19 @@ interface SearchFlags {
   until?: Date
 }
 
+/** The filters of a search, as the line that says it found nothing names them. */
+function describeSearch(flags: SearchFlags): string {
+  const filters = [
+    flags.event === undefined ? undefined : `event ${JSON.stringify(flags.event)}`,
+    flags.host === undefined ? undefined : `host ${JSON.stringify(flags.host)}`,
+    flags.id === undefined ? undefined : `id ${JSON.stringify(flags.id)}`,
+    flags.key === undefined ? undefined : `idempotency key ${JSON.stringify(flags.key)}`,
+    flags.since === undefined ? undefined : `updated since ${flags.since.toISOString()}`,
+    flags.until === undefined ? undefined : `updated before ${flags.until.toISOString()}`,
+  ].filter((filter) => filter !== undefined)
+  return filters.length === 0 ? '' : ` (${filters.join(', ')})`
+}
+
 function searchQuery(flags: SearchFlags): Omit<TaskListQuery, 'status' | 'limit' | 'cursor'> {
   return {
     ...(flags.event === undefined ? {} : { event: flags.event }),
@@ -197,11 +235,20 @@ interface StoreFlags {
   json?: boolean
 }
 
-function location(flags: StoreFlags): StoreLocation {
+/**
+ * The store the flags name. CALLBACK_STORE_SCHEMA applies to a PostgreSQL store and
+ * CALLBACK_STORE_PREFIX to a Redis one: a variable set for the other kind of store is not an
+ * error, as the same flag on the command line is.
+ */
+function location(flags: StoreFlags, command: Command): StoreLocation {
+  const redis = /^rediss?:/i.test(flags.store)
+  const fromEnv = (name: 'schema' | 'prefix') => command.getOptionValueSource(name) === 'env'
+  const schema = flags.schema !== undefined && !(redis && fromEnv('schema')) ? flags.schema : undefined
+  const prefix = flags.prefix !== undefined && !(!redis && fromEnv('prefix')) ? flags.prefix : undefined
   return {
     store: flags.store,
-    ...(flags.schema === undefined ? {} : { schema: flags.schema }),
-    ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
+    ...(schema === undefined ? {} : { schema }),
+    ...(prefix === undefined ? {} : { prefix }),
   }
 }
 
@@ -215,10 +262,20 @@ function storeCommand(program: Command, name: string, description: string): Comm
         .env('CALLBACK_STORE_URL')
         .makeOptionMandatory()
     )
-    .option('--schema <name>', 'PostgreSQL schema of the tables (default: endpoint_callback)')
-    .option('--prefix <prefix>', 'Redis key prefix (default: endpoint-callback)')
+    .addOption(new Option('--schema <name>', 'PostgreSQL schema of the tables (default: endpoint_callback)').env('CALLBACK_STORE_SCHEMA'))
+    .addOption(new Option('--prefix <prefix>', 'Redis key prefix (default: endpoint-callback)').env('CALLBACK_STORE_PREFIX'))
     .option('--json', 'print JSON lines')
     .addHelpText('after', INSPECT_EXIT_CODES_HELP)
+}
+
+/**
+ * Where a redelivered task is by the time it is read back: a worker may have claimed it already,
+ * and then its `nextAttemptAt` is the lease's expiry, not a due time.
+ */
+export function redeliveredState(task: CallbackTask): string {
+  if (task.status === 'scheduled' && task.nextAttemptAt !== undefined) return `due ${task.nextAttemptAt.toISOString()}`
+  if (task.status === 'delivering') return 'a worker is sending it now'
+  return `already ${task.status}`
 }
 
 /** Adds `tasks`, `attempts`, `redeliver` and `cancel` to the program. */
@@ -238,8 +295,9 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
     .addOption(new Option('--until <iso>', 'only tasks updated before this instant').argParser(instant))
     .addOption(new Option('--limit <n>', 'tasks per page').default(100).argParser(limit))
     .option('--cursor <cursor>', 'the next page, as the last line of the previous one gave it')
-    .action(async (flags: StoreFlags & SearchFlags & { status: TaskStatus | 'any'; limit: number; cursor?: string }) => {
-      await withStore(location(flags), async (store) => {
+    .action(async (flags: StoreFlags & SearchFlags & { status: TaskStatus | 'any'; limit: number; cursor?: string }, command: Command) => {
+      const where = location(flags, command)
+      await withStore(where, async (store) => {
         const page = await listTasks(
           {
             ...(flags.status === 'any' ? {} : { status: flags.status }),
@@ -252,6 +310,10 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
         for (const task of page.tasks) printLine(flags.json ? JSON.stringify(taskSummary(task)) : taskLine(task))
         // one corrupted record must not hide the others: it is named on stderr, and listing goes on
         for (const { id, reason } of page.unreadable ?? []) process.stderr.write(`endpoint-callback: skipped task ${id}: it cannot be read (${reason})\n`)
+        if (page.tasks.length === 0) {
+          // stdout stays empty (a script sees no tasks); a person sees what was searched.
+          printError(`no ${flags.status === 'any' ? '' : `${flags.status} `}tasks${describeSearch(flags)}${flags.cursor === undefined ? '' : ' after that cursor'} in ${describeLocation(where)}`)
+        }
         if (page.cursor !== undefined) printLine(flags.json ? JSON.stringify({ cursor: page.cursor }) : `# more: --cursor ${page.cursor}`)
       })
       exit(EXIT.ok)
@@ -259,9 +321,12 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
 
   storeCommand(program, 'attempts', "List a task's attempts, oldest first: number, start, HTTP status or error, duration, outcome and the first bytes of the answer.")
     .argument('<task-id>', 'the task (its webhook-id)')
-    .action(async (id: string, flags: StoreFlags) => {
-      await withStore(location(flags), async (store) => {
-        for (const attempt of await listAttempts(id, { store })) printLine(flags.json ? JSON.stringify(attemptJson(attempt)) : attemptLine(attempt))
+    .action(async (id: string, flags: StoreFlags, command: Command) => {
+      const where = location(flags, command)
+      await withStore(where, async (store) => {
+        const attempts = await listAttempts(id, { store })
+        for (const attempt of attempts) printLine(flags.json ? JSON.stringify(attemptJson(attempt)) : attemptLine(attempt))
+        if (attempts.length === 0) printError(`task ${id} has no attempts yet, in ${describeLocation(where)}`)
       })
       exit(EXIT.ok)
     })
@@ -277,17 +342,18 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
     .addOption(new Option('--since <iso>', 'with --all-failed: tasks that failed at or after this instant').argParser(instant))
     .option('--event <event>', 'with --all-failed: only tasks of this event')
     .option('--host <host>', 'with --all-failed: only tasks whose callback URL has this host name')
-    .action(async (id: string | undefined, flags: StoreFlags & SearchFlags & { allFailed?: boolean }) => {
+    .action(async (id: string | undefined, flags: StoreFlags & SearchFlags & { allFailed?: boolean }, command: Command) => {
       if (id !== undefined && flags.allFailed) throw new CliError(EXIT.usage, 'give a task id or --all-failed, not both')
       if (id === undefined && !flags.allFailed) throw new CliError(EXIT.usage, 'redeliver needs a task id, or --all-failed --since <iso>')
       if (flags.allFailed && flags.since === undefined) throw new CliError(EXIT.usage, '--all-failed needs --since <iso> (1970-01-01T00:00:00Z for every failed task)')
       if (!flags.allFailed && (flags.since !== undefined || flags.event !== undefined || flags.host !== undefined)) {
         throw new CliError(EXIT.usage, '--since, --event and --host go with --all-failed')
       }
-      await withStore(location(flags), async (store) => {
+      const where = location(flags, command)
+      await withStore(where, async (store) => {
         if (id !== undefined) {
           const task = await redeliverTask(id, { store })
-          printLine(flags.json ? JSON.stringify(taskSummary(task)) : `redelivered ${task.id}: due ${task.nextAttemptAt?.toISOString()}`)
+          printLine(flags.json ? JSON.stringify(taskSummary(task)) : `redelivered ${task.id}: ${redeliveredState(task)}`)
           return
         }
         const { redelivered } = await redeliverFailed({ ...searchQuery(flags), since: flags.since! }, { store })
@@ -296,6 +362,7 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
           for (const each of redelivered) printLine(`redelivered ${each}`)
           printLine(`${redelivered.length} task${redelivered.length === 1 ? '' : 's'} redelivered`)
         }
+        if (redelivered.length === 0) printError(`no failed tasks${describeSearch(flags)} in ${describeLocation(where)}`)
       })
       exit(EXIT.ok)
     })
@@ -306,8 +373,8 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
     'List the destinations (callback URL origins, or what the sender maps tasks to) that are held back, have attempts in ' +
       'flight or tasks due, most due first, one per line: destination, state (closed, throttled, open, probing), until when, ' +
       'attempts in flight, tasks due and the last error.'
-  ).action(async (flags: StoreFlags) => {
-    await withStore(location(flags), async (store) => {
+  ).action(async (flags: StoreFlags, command: Command) => {
+    await withStore(location(flags, command), async (store) => {
       for (const one of await listDestinations({ store })) printLine(flags.json ? JSON.stringify(destinationJson(one)) : destinationLine(one))
     })
     exit(EXIT.ok)
@@ -315,8 +382,8 @@ export function addInspectCommands(program: Command, exit: (code: number) => voi
 
   storeCommand(program, 'cancel', 'Cancel a task that has not ended: it is never attempted again.')
     .argument('<task-id>', 'the task to cancel')
-    .action(async (id: string, flags: StoreFlags) => {
-      await withStore(location(flags), async (store) => {
+    .action(async (id: string, flags: StoreFlags, command: Command) => {
+      await withStore(location(flags, command), async (store) => {
         const task = await cancelTask(id, { store })
         printLine(flags.json ? JSON.stringify(taskSummary(task)) : `cancelled ${task.id}`)
       })

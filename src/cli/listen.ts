@@ -4,12 +4,14 @@
  * the echo of an intent challenge) are the receiver core's, so what it prints is what the Express,
  * Koa and fetch receivers would do with the same request.
  */
+import { mkdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { join, resolve } from 'node:path'
 import { CallbackError } from '../errors.ts'
 import { INTENT_HEADER } from '../intent.ts'
-import { createReceiverCore, readNodeBody } from '../receivers/core.ts'
+import { createReceiverCore, nodeBodyConsumed, readNodeBody } from '../receivers/core.ts'
 import type { CallbackReceiverCore } from '../receivers/core.ts'
 import { createRemoteJwks } from '../signing/jwks-remote.ts'
 import type { RemoteJwks } from '../signing/jwks-remote.ts'
@@ -25,6 +27,8 @@ export interface ListenCommandOptions {
   allowHttp: boolean
   json: boolean
   tolerance?: number
+  /** Write each request's raw headers and body to files in this directory. */
+  save?: string
 }
 
 /** What listen prints for one request (one JSON line with `--json`). */
@@ -51,6 +55,11 @@ export interface ReceivedCallbackLine {
   /** The raw body as text, only when it did not verify (never presented as data). */
   body?: string
   headers: Record<string, string | string[] | undefined>
+  /**
+   * With `--save`: the files holding the request's raw header lines and its body, byte for byte, as
+   * `verify --headers … --body …` reads them. No `body` when it was not read (over the size limit).
+   */
+  saved?: { headers: string; body?: string }
 }
 
 const HUMAN_BODY_CHARS = 2000
@@ -61,6 +70,7 @@ export async function listenCommand(options: ListenCommandOptions): Promise<numb
   if (secret === undefined && publicKey === undefined && jwks === undefined) {
     throw new CliError(EXIT.usage, 'listen needs --secret, --public-key or --jwks (or CALLBACK_SECRET / CALLBACK_PUBLIC_KEY)')
   }
+  const save = options.save === undefined ? undefined : await captureDirectory(options.save)
   const senderKeys = jwks === undefined ? undefined : remoteJwks(jwks, allowHttp)
   const core = createReceiverCore({
     ...(secret === undefined ? {} : { secret }),
@@ -71,7 +81,7 @@ export async function listenCommand(options: ListenCommandOptions): Promise<numb
   if (senderKeys !== undefined) await loadAtStart(senderKeys)
 
   const server = createServer((req, res) => {
-    handle(req, res, core).then(
+    handle(req, res, core, save).then(
       (line) => print(line, json),
       (error: unknown) => {
         printError(`${req.method} ${req.url}: ${(error as Error)?.message ?? String(error)}`)
@@ -133,7 +143,54 @@ async function loadAtStart(keys: RemoteJwks): Promise<void> {
   }
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, core: CallbackReceiverCore): Promise<ReceivedCallbackLine> {
+/** Creates the `--save` directory up front, so that a wrong path ends listen at once (exit 2). */
+async function captureDirectory(path: string): Promise<CaptureDirectory> {
+  const dir = resolve(path)
+  try {
+    await mkdir(dir, { recursive: true })
+  } catch (error) {
+    throw new CliError(EXIT.usage, `--save: cannot create ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error })
+  }
+  return { dir, count: 0 }
+}
+
+interface CaptureDirectory {
+  dir: string
+  count: number
+}
+
+/** The largest body read only to be saved (of a request refused before its body was read). */
+const SAVE_BODY_LIMIT = 16 * 1024 * 1024
+
+/**
+ * Writes `<time>-<n>[-<webhook-id>].headers`, the request line and the header lines exactly as
+ * received (names in their case, repeated headers repeated), and `….body`, the raw bytes.
+ */
+async function saveCapture(capture: CaptureDirectory, req: IncomingMessage, body: Buffer | undefined): Promise<{ headers: string; body?: string }> {
+  capture.count += 1
+  const id = req.headers['webhook-id'] ?? req.headers['svix-id']
+  const safeId = typeof id === 'string' ? `-${id.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 80)}` : ''
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+  const base = join(capture.dir, `${stamp}-${capture.count}${safeId}`)
+  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`]
+  for (let index = 0; index + 1 < req.rawHeaders.length; index += 2) lines.push(`${req.rawHeaders[index]}: ${req.rawHeaders[index + 1]}`)
+  await writeFile(`${base}.headers`, `${lines.join('\r\n')}\r\n`)
+  if (body === undefined) return { headers: `${base}.headers` }
+  await writeFile(`${base}.body`, body)
+  return { headers: `${base}.headers`, body: `${base}.body` }
+}
+
+/** The body of a request the receiver refused before reading it, read now only to be saved. */
+async function remainingBody(req: IncomingMessage): Promise<Buffer | undefined> {
+  if (nodeBodyConsumed(req)) return undefined
+  try {
+    return await readNodeBody(req, SAVE_BODY_LIMIT)
+  } catch {
+    return undefined
+  }
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, core: CallbackReceiverCore, save: CaptureDirectory | undefined): Promise<ReceivedCallbackLine> {
   const line: ReceivedCallbackLine = {
     receivedAt: new Date().toISOString(),
     // The core answers challenges of POST requests only; anything else is refused as a callback.
@@ -148,6 +205,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, core: CallbackR
   if (req.method !== 'POST') {
     line.status = 405
     line.error = { code: 'METHOD_NOT_ALLOWED', message: 'callbacks are POST requests' }
+    if (save !== undefined) line.saved = await saveCapture(save, req, await remainingBody(req))
     res.writeHead(405, { allow: 'POST', connection: 'close' }).end()
     return line
   }
@@ -159,6 +217,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, core: CallbackR
     headers: req.headers,
     body: async (limit) => (raw = await readNodeBody(req, limit)),
   })
+  if (save !== undefined) line.saved = await saveCapture(save, req, raw ?? (await remainingBody(req)))
 
   if (outcome.accepted) {
     const { callback } = outcome
@@ -224,6 +283,7 @@ function print(line: ReceivedCallbackLine, json: boolean): void {
   out.push('  headers:')
   for (const [name, value] of Object.entries(line.headers)) out.push(`    ${name}: ${Array.isArray(value) ? value.join(', ') : value}`)
   if (line.data !== undefined) out.push(`  data: ${JSON.stringify(line.data)}`)
+  if (line.saved !== undefined) out.push(`  saved: ${line.saved.headers}${line.saved.body === undefined ? ' (body not read: over the size limit)' : ` ${line.saved.body}`}`)
   if (line.body !== undefined) {
     const shown = line.body.length > HUMAN_BODY_CHARS ? `${line.body.slice(0, HUMAN_BODY_CHARS)}… (${line.body.length} characters)` : line.body
     out.push(`  body${line.verified ? '' : ' (unverified)'}: ${shown}`)

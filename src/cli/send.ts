@@ -9,6 +9,7 @@ import { deliver } from '../deliver.ts'
 import { createMemoryStore } from '../stores/memory.ts'
 import { createCallbackTask } from '../task.ts'
 import { createHttpTransport } from '../transports/http.ts'
+import type { HttpTransportOptions } from '../transports/http.ts'
 import type { CallbackStore, DeliveryEvent, UrlPolicy } from '../types.ts'
 import { createWorker } from '../worker.ts'
 import type { WorkerOptions } from '../worker.ts'
@@ -27,6 +28,8 @@ export interface SendCommandOptions {
   timeout: number
   /** Attempts after the first. */
   retries: number
+  /** The resolver and connector of the transport (tests inject them so no socket is opened). */
+  network?: Pick<HttpTransportOptions, 'lookup' | 'connect'>
 }
 
 /**
@@ -58,6 +61,8 @@ export function retrySchedule(retries: number): number[] {
   return Array.from({ length: retries }, (_, i) => Math.min(1000 * 2 ** i, MAX_RETRY_DELAY_MS))
 }
 
+const CLI_FAIL_STATUSES = Array.from({ length: 200 }, (_, index) => 300 + index).filter((status) => ![408, 410, 425, 429].includes(status))
+
 /** Sends one callback and prints every attempt. Exit 0 when delivered, 1 when not. */
 export async function sendCommand(options: SendCommandOptions): Promise<number> {
   const { url, secret, signingKey, event, id, allowLocal, timeout, retries } = options
@@ -70,7 +75,7 @@ export async function sendCommand(options: SendCommandOptions): Promise<number> 
   }
 
   const urlPolicy = allowLocal ? LOCAL_URL_POLICY : undefined
-  const transport = createHttpTransport({ timeoutMs: timeout, ...(urlPolicy === undefined ? {} : { urlPolicy }) })
+  const transport = createHttpTransport({ timeoutMs: timeout, ...(urlPolicy === undefined ? {} : { urlPolicy }), ...options.network })
   const memory = createMemoryStore()
   // The task id is the webhook-id; the store is where it is chosen, so --id replaces it there.
   const store: CallbackStore = id === undefined ? memory : { ...memory, insert: (task, call) => memory.insert({ ...task, id }, call) }
@@ -83,7 +88,9 @@ export async function sendCommand(options: SendCommandOptions): Promise<number> 
     ...(secret === undefined ? {} : { secret }),
     ...(signingKey === undefined ? {} : { signingKey }),
     ...(urlPolicy === undefined ? {} : { urlPolicy }),
-    retry: { schedule: retrySchedule(retries), jitter: 0, maxRetryAfterMs: MAX_RETRY_AFTER_MS },
+    // At a terminal the answer matters more than the library's patience: a 3xx or a 4xx other
+    // than 408, 425 and 429 (a wrong secret, a wrong path) ends the command at once.
+    retry: { schedule: retrySchedule(retries), jitter: 0, maxRetryAfterMs: MAX_RETRY_AFTER_MS, failStatuses: CLI_FAIL_STATUSES },
     // Longer than one attempt with its quick reconnects, so the lease never runs out mid-attempt.
     leaseMs: timeout + 5_000,
     pollIntervalMs: 100,

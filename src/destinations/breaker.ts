@@ -9,22 +9,23 @@
  * cool-down of 30 s that doubles each time the probe fails, up to 10 min; the first probe that
  * gets through closes it.
  */
+import { checkOptionNames } from '../option-names.ts'
 import type { AttemptRecord } from '../types.ts'
 
 /** Thresholds of the circuit breaker; see the module's defaults. */
 export interface BreakerOptions {
   /** Failures in a row that open the breaker. Default 5. */
-  failures?: number
+  failures?: number | undefined
   /** Share of failed attempts within `windowMs` that opens it (0 to 1). Default 0.5. */
-  failureRate?: number
+  failureRate?: number | undefined
   /** Attempts within `windowMs` before `failureRate` applies. Default 10. */
-  minAttempts?: number
+  minAttempts?: number | undefined
   /** The window of `failureRate`, ms. Default 60 000. */
-  windowMs?: number
+  windowMs?: number | undefined
   /** The first cool-down before a probe, ms; it doubles with each failed probe. Default 30 000. */
-  cooldownMs?: number
+  cooldownMs?: number | undefined
   /** The longest cool-down, ms. Default 600 000. */
-  maxCooldownMs?: number
+  maxCooldownMs?: number | undefined
 }
 
 export interface ResolvedBreaker {
@@ -36,12 +37,15 @@ export interface ResolvedBreaker {
   readonly maxCooldownMs: number
 }
 
+const BREAKER_OPTION_NAMES: ReadonlySet<string> = new Set(['failures', 'failureRate', 'minAttempts', 'windowMs', 'cooldownMs', 'maxCooldownMs'])
+
 const positiveInteger = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) > 0
 
 /** Checks `breaker` once (TypeError naming the option) and fills the defaults. */
 export function resolveBreakerOptions(breaker: BreakerOptions | undefined): ResolvedBreaker {
   if (breaker === undefined) breaker = {}
   else if (breaker === null || typeof breaker !== 'object') throw new TypeError('breaker must be an object')
+  checkOptionNames(breaker, BREAKER_OPTION_NAMES, 'breaker')
   let { failures, failureRate, minAttempts, windowMs, cooldownMs, maxCooldownMs } = breaker
   failures ??= 5
   failureRate ??= 0.5

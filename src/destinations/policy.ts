@@ -25,9 +25,9 @@ export interface DestinationOptions {
    * again at once — no new task of it is claimed while one of its attempts has been running for a
    * second — and the slots it already holds are freed within one transport timeout.
    */
-  perDestination?: number
+  perDestination?: number | undefined
   /** The circuit breaker's thresholds, or `false` for none. See {@link BreakerOptions} for the defaults. */
-  breaker?: BreakerOptions | false
+  breaker?: BreakerOptions | false | undefined
 }
 
 export interface DestinationPolicy {

@@ -20,36 +20,36 @@ export interface InspectorOptions {
   /** The store to inspect: the sender's (memory, PostgreSQL, Redis, or your own with `list`). */
   store: CallbackStore
   /** The clock a redelivered task is due by and the overview counts back from. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
   /**
    * Called with every request before anything is read from the store; answer `false` to refuse it
    * (403, nothing shown). Check your session or an operator's header here. Required unless
    * `public: true`.
    */
-  authorize?: (request: Request) => boolean | Promise<boolean>
+  authorize?: ((request: Request) => boolean | Promise<boolean>) | undefined
   /** Serve every request without `authorize`: only behind your own access control. Default `false`. */
-  public?: boolean
+  public?: boolean | undefined
   /** No actions: no buttons, and every POST answers 403. Default `false`. */
-  readOnly?: boolean
+  readOnly?: boolean | undefined
   /** Where the inspector is mounted, e.g. `/admin/callbacks`. Default `''` (the root). */
-  basePath?: string
+  basePath?: string | undefined
   /**
    * What of a task may be shown: called with a copy of each task (its own `secret` already
    * removed) before its page is rendered. Return it with fields removed or masked, e.g.
    * `({ body, ...task }) => task`.
    */
-  redact?: (task: CallbackTask) => CallbackTask
+  redact?: ((task: CallbackTask) => CallbackTask) | undefined
   /** The page title. Default `Callbacks`. */
-  title?: string
+  title?: string | undefined
   /** Tasks per search page, 1 to 500. Default 50. */
-  pageSize?: number
+  pageSize?: number | undefined
   /** Seconds between refreshes of the overview when its script runs; 0 never. Default 15. */
-  refreshSeconds?: number
+  refreshSeconds?: number | undefined
   /**
    * A count on the overview stops here, so counting stays fast; above it the page shows the
    * store's estimate (`≈ 950,000`, PostgreSQL) or `1,000+`. Default 1 000.
    */
-  countCap?: number
+  countCap?: number | undefined
 }
 
 /** The inspector: a Web `Request` handler, with the base path it serves. */

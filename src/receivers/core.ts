@@ -20,12 +20,12 @@ export interface ReceiverOptions extends VerifyOptions {
    * Largest body accepted, bytes. Default 1 MiB. Checked while reading: past it the receiver stops
    * reading and answers 413; a `content-length` above it is refused before reading at all.
    */
-  maxBodyBytes?: number
+  maxBodyBytes?: number | undefined
   /**
    * When given, only these media types are accepted (`application/json`, or `application/*`);
    * anything else, or no `content-type`, is answered 415 before the body is read.
    */
-  contentTypes?: string[]
+  contentTypes?: string[] | undefined
   /**
    * Dedupe on `webhook-id`. `true` keeps ids in this process's memory
    * ({@link createMemoryReplayGuard} with its defaults); or pass any {@link ReplayGuard}, such as
@@ -33,7 +33,7 @@ export interface ReceiverOptions extends VerifyOptions {
    * 2xx is acknowledged without reaching the handler; a duplicate of one still being handled gets
    * 409; a delivery whose handler failed is forgotten, so the sender's retry runs it again.
    */
-  replayGuard?: boolean | ReplayGuard
+  replayGuard?: boolean | ReplayGuard | undefined
   /**
    * The receiver's private key(s) (a private JWK, `KeyObject` or `CryptoKey`; several while
    * rotating) for callbacks sent encrypted (`content-type: application/jose`). They are decrypted
@@ -43,11 +43,11 @@ export interface ReceiverOptions extends VerifyOptions {
    * configured is a receiver misconfiguration (`ERR_CALLBACK_DECRYPTION_KEY_MISSING`, 500, passed to
    * the framework's error handling), so the sender keeps retrying until it is fixed.
    */
-  decryptionKey?: DecryptionKey | DecryptionKey[]
+  decryptionKey?: DecryptionKey | DecryptionKey[] | undefined
   /** Key management algorithms accepted for encrypted callbacks. Default `['ECDH-ES']`. */
-  keyManagementAlgorithms?: JweAlgorithmOptions['keyManagementAlgorithms']
+  keyManagementAlgorithms?: JweAlgorithmOptions['keyManagementAlgorithms'] | undefined
   /** Content encryption algorithms accepted for encrypted callbacks. Default `['A256GCM']`. */
-  contentEncryptionAlgorithms?: JweAlgorithmOptions['contentEncryptionAlgorithms']
+  contentEncryptionAlgorithms?: JweAlgorithmOptions['contentEncryptionAlgorithms'] | undefined
   /**
    * Decides whether to answer a verified intent challenge, from whom the sender says asked for the
    * callbacks (`subscriber`, named by the sender's `intentSubscriber`). Without it every verified
@@ -60,7 +60,7 @@ export interface ReceiverOptions extends VerifyOptions {
    * callbackReceiver({ secret, acceptIntent: (intent) => intent.subscriber === 'acct_42' })
    * ```
    */
-  acceptIntent?: (intent: IntentClaim) => boolean | Promise<boolean>
+  acceptIntent?: ((intent: IntentClaim) => boolean | Promise<boolean>) | undefined
 }
 
 /** The problem document (RFC 9457) a receiver answers with. Never holds a secret or a signature. */
@@ -99,7 +99,8 @@ export interface ReceiverAcceptance {
   guarded: boolean
   /**
    * Tells the replay guard how the handler answered: a 2xx status remembers the id, anything else
-   * (or `undefined`: it threw, or the connection closed first) forgets it. Never rejects.
+   * (or `undefined`: it threw) forgets it. A client hanging up is no answer: until the handler
+   * answers, the id stays in flight and a retry meets 409. Never rejects.
    */
   settle(status: number | undefined): Promise<void>
 }
@@ -455,19 +456,45 @@ export function rawBodyUnavailable(how: string): ReceiverError {
 }
 
 /**
- * Settles an acceptance when the Node response is done: the status it finished with, or a failure
- * when the connection closed before it finished.
+ * Settles an acceptance when the handler answers on the Node response: with the status it ends
+ * the response with. A client hanging up first settles nothing: the handler still runs, so a retry
+ * must meet 409 until it answers — a 2xx then remembers the id, anything else (Express's error
+ * handler ends with a 500) forgets it. A handler that never answers is bounded by the guard's own
+ * in-flight timeout.
  */
 export function settleOnResponse(response: ServerResponse, acceptance: ReceiverAcceptance): void {
   if (!acceptance.guarded) return
   let settled = false
-  const settle = (status: number | undefined) => {
+  const settle = () => {
     if (settled) return
     settled = true
-    void acceptance.settle(status)
+    void acceptance.settle(response.statusCode)
   }
-  response.once('finish', () => settle(response.statusCode))
-  response.once('close', () => settle(response.writableFinished ? response.statusCode : undefined))
+  // Ending the response is the handler's answer; after a hang-up Node emits no 'finish' for it.
+  const end = response.end
+  response.end = function (this: ServerResponse, ...args: unknown[]) {
+    settle()
+    return (end as (...rest: unknown[]) => ServerResponse).apply(this, args)
+  } as ServerResponse['end']
+  response.once('finish', settle)
+}
+
+/**
+ * Runs the rest of a middleware chain (Koa's `next`) and settles an acceptance with the status it
+ * left, or as failed when it threw; a client hanging up meanwhile changes nothing.
+ */
+export async function settleAfter(acceptance: ReceiverAcceptance, run: () => Promise<unknown>, status: () => number): Promise<void> {
+  if (!acceptance.guarded) {
+    await run()
+    return
+  }
+  try {
+    await run()
+  } catch (error) {
+    await acceptance.settle(undefined)
+    throw error
+  }
+  await acceptance.settle(status())
 }
 
 /**

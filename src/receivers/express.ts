@@ -13,15 +13,37 @@ export type { ReceiverOptions } from './core.ts'
 declare global {
   namespace Express {
     interface Request {
-      /** The callback verified by `callbackReceiver` from `endpoint-callback/express`. */
-      callback?: VerifiedCallback
+      /**
+       * The callback verified by `callbackReceiver` from `endpoint-callback/express`. Its `data`
+       * is `unknown` here; `res.locals.callback` has it typed as you name it:
+       * `callbackReceiver<Report>(options)`.
+       */
+      callback?: VerifiedCallback | undefined
     }
   }
 }
 
+declare module 'http' {
+  interface IncomingMessage {
+    /**
+     * The raw body bytes, for a body parser that keeps them for `callbackReceiver`:
+     * `express.json({ verify: (req, res, buf) => { req.rawBody = buf } })`.
+     */
+    rawBody?: Buffer | string | undefined
+  }
+}
+
+/**
+ * What `callbackReceiver<T>` puts on `res.locals`: the verified callback, its `data` typed as the
+ * `T` you name (not checked at run time: the signature proves who sent it, not its shape).
+ */
+export interface CallbackLocals<T = unknown> {
+  callback: VerifiedCallback<T>
+}
+
 /**
  * Express 5 middleware: verifies the Standard Webhooks signature over the raw body and puts the
- * callback on `req.callback`, or answers 400/401/409/413/415 with a problem document (503 with
+ * callback on `req.callback` and `res.locals.callback` (its `data` typed as `T` there), or answers 400/401/409/413/415 with a problem document (503 with
  * `retry-after` when the sender's `jwks` cannot be loaded). It answers the sender's intent
  * challenges by itself, and decrypts encrypted callbacks with `decryptionKey`.
  *
@@ -38,14 +60,23 @@ declare global {
  *   console.log(req.callback!.type, req.callback!.data)
  *   res.sendStatus(204)
  * })
+ *
+ * // data typed as you name it, on res.locals
+ * app.post('/reports', callbackReceiver<{ reportUrl: string }>({ secret }), (req, res) => {
+ *   console.log(res.locals.callback.data.reportUrl)
+ *   res.sendStatus(204)
+ * })
  * ```
  */
-export function callbackReceiver(options: ReceiverOptions): RequestHandler {
+export function callbackReceiver<T = unknown>(
+  options: ReceiverOptions
+): RequestHandler<Record<string, string>, any, any, Request['query'], CallbackLocals<T>> {
   const receiver = createReceiverCore(options)
   return (req, res, next) => {
     receiver.admit({ method: req.method, headers: req.headers, body: (limit) => rawBody(req, limit) }).then((outcome) => {
       if (outcome.accepted) {
         req.callback = outcome.callback
+        res.locals.callback = outcome.callback as VerifiedCallback<T>
         settleOnResponse(res, outcome)
         return next()
       }
@@ -57,7 +88,7 @@ export function callbackReceiver(options: ReceiverOptions): RequestHandler {
 }
 
 function rawBody(req: Request, limit: number): BodyLike | Promise<Buffer> {
-  const stashed = (req as { rawBody?: unknown }).rawBody
+  const stashed: unknown = req.rawBody
   if (typeof stashed === 'string' || Buffer.isBuffer(stashed)) return stashed
   if (Buffer.isBuffer(req.body)) return req.body
   if (!nodeBodyConsumed(req)) return readNodeBody(req, limit)

@@ -32,7 +32,7 @@ const cores = new WeakMap<ReceiverOptions, CallbackReceiverCore>()
  * }
  * ```
  */
-export function verifyRequest(request: Request, options: ReceiverOptions): Promise<VerifiedCallback> {
+export function verifyRequest<T = unknown>(request: Request, options: ReceiverOptions): Promise<VerifiedCallback<T>> {
   let core = cores.get(options)
   if (core === undefined) {
     if (options?.replayGuard !== undefined && options.replayGuard !== false) {
@@ -41,7 +41,7 @@ export function verifyRequest(request: Request, options: ReceiverOptions): Promi
     core = createReceiverCore(options)
     cores.set(options, core)
   }
-  return core.verify(webCallback(request))
+  return core.verify(webCallback(request)) as Promise<VerifiedCallback<T>>
 }
 
 /**
@@ -62,9 +62,9 @@ export function verifyRequest(request: Request, options: ReceiverOptions): Promi
  * new Hono().post('/callbacks', (c) => handle(c.req.raw))
  * ```
  */
-export function callbackHandler(
+export function callbackHandler<T = unknown>(
   options: ReceiverOptions,
-  handler: (callback: VerifiedCallback, request: Request) => Response | Promise<Response>
+  handler: (callback: VerifiedCallback<T>, request: Request) => Response | Promise<Response>
 ): (request: Request) => Promise<Response> {
   if (typeof handler !== 'function') throw new TypeError('handler must be a function returning a Response')
   const receiver = createReceiverCore(options)
@@ -77,7 +77,7 @@ export function callbackHandler(
     }
     let response: Response
     try {
-      response = await handler(outcome.callback, request)
+      response = await handler(outcome.callback as VerifiedCallback<T>, request)
     } catch (error) {
       await outcome.settle(undefined)
       throw error

@@ -5,7 +5,7 @@
  */
 import type { Context, Middleware } from 'koa'
 import type { BodyLike, VerifiedCallback } from '../types.ts'
-import { createReceiverCore, nodeBodyConsumed, rawBodyUnavailable, readNodeBody, settleOnResponse } from './core.ts'
+import { createReceiverCore, nodeBodyConsumed, rawBodyUnavailable, readNodeBody, settleAfter } from './core.ts'
 import type { ReceiverOptions } from './core.ts'
 
 export type { ReceiverOptions } from './core.ts'
@@ -44,8 +44,7 @@ export function callbackReceiver(options: ReceiverOptions): Middleware {
     const outcome = await receiver.admit({ method: ctx.method, headers: ctx.req.headers, body: (limit) => rawBody(ctx, limit) })
     if (outcome.accepted) {
       ctx.state.callback = outcome.callback
-      settleOnResponse(ctx.res, outcome)
-      return next()
+      return settleAfter(outcome, next, () => ctx.status)
     }
     // A misconfigured receiver is the application's error; a 503 (keys not loadable) is answered.
     if (outcome.status === 500) throw outcome.error

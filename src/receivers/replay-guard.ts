@@ -6,21 +6,21 @@ export interface MemoryReplayGuardOptions {
    * How long a processed `webhook-id` is remembered, ms. Default 3 days: longer than the default
    * retry schedule of a sender (about 28 h), so every redelivery of a task meets its id.
    */
-  ttlMs?: number
+  ttlMs?: number | undefined
   /**
    * How many ids are kept at most. Default 100 000. Past it the oldest processed ids are dropped
    * first: a very late redelivery of one of them is then processed again (at least once), never
    * acknowledged without having been processed.
    */
-  maxEntries?: number
+  maxEntries?: number | undefined
   /**
    * How long an id may stay in flight before it is treated as abandoned, ms. Default 10 minutes.
-   * Receivers settle every id when the response finishes or the connection closes; this only
-   * bounds what a crashed handler could leave behind.
+   * Receivers settle every id when the handler answers (or throws), also after the client hung up;
+   * this only bounds what a handler that never answers could leave behind.
    */
-  inFlightTimeoutMs?: number
+  inFlightTimeoutMs?: number | undefined
   /** The clock. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
 }
 
 interface Entry {

@@ -43,21 +43,21 @@ export type EncryptionRecipient = JWK | KeyObject | webcrypto.CryptoKey | string
 /** The algorithm allow-lists, the same option names jose uses. */
 export interface JweAlgorithmOptions {
   /** Key management algorithms allowed. Default `['ECDH-ES']`. */
-  keyManagementAlgorithms?: JWEKeyManagementAlgorithm[]
+  keyManagementAlgorithms?: JWEKeyManagementAlgorithm[] | undefined
   /** Content encryption algorithms allowed. Default `['A256GCM']`. */
-  contentEncryptionAlgorithms?: JWEContentEncryptionAlgorithm[]
+  contentEncryptionAlgorithms?: JWEContentEncryptionAlgorithm[] | undefined
 }
 
 /** Options of {@link encryptPayload}. */
 export interface EncryptPayloadOptions extends JweAlgorithmOptions, JwksFetchOptions {
   /** Key management algorithm. Default: the key's `alg` when it has one, else `'ECDH-ES'`. */
-  alg?: JWEKeyManagementAlgorithm
+  alg?: JWEKeyManagementAlgorithm | undefined
   /** Content encryption algorithm. Default `'A256GCM'`. */
-  enc?: JWEContentEncryptionAlgorithm
+  enc?: JWEContentEncryptionAlgorithm | undefined
   /** Media type of the plaintext, sent as the `cty` header. Default `'application/json'`. */
-  contentType?: string
+  contentType?: string | undefined
   /** With a JWKS URL: take the `use: 'enc'` key with this `kid`. */
-  kid?: string
+  kid?: string | undefined
 }
 
 /** An encrypted body, ready to sign and send. */

@@ -19,17 +19,17 @@ export type JwksFetch = (
 /** How a JWKS document is fetched. Shared by signing-key and encryption-key lookups. */
 export interface JwksFetchOptions {
   /** Sends the request through this undici dispatcher, e.g. the sender's SSRF-guarded agent. */
-  dispatcher?: Dispatcher
+  dispatcher?: Dispatcher | undefined
   /** A fetch implementation to use instead (takes precedence over `dispatcher`). */
-  fetch?: JwksFetch
+  fetch?: JwksFetch | undefined
   /** Allow a plain `http:` JWKS URL (local development, tests). Default `false`. */
-  allowHttp?: boolean
+  allowHttp?: boolean | undefined
   /** Bound on the whole fetch, body included, ms. Default 5000. */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
   /** Largest JWKS document read, bytes. Default 256 KiB. */
-  maxResponseBytes?: number
+  maxResponseBytes?: number | undefined
   /** Extra request headers (e.g. an API key the JWKS endpoint wants). */
-  headers?: Record<string, string>
+  headers?: Record<string, string> | undefined
 }
 
 /** Options of {@link createRemoteJwks}. */
@@ -39,11 +39,11 @@ export interface RemoteJwksOptions extends JwksFetchOptions {
    * signature waits it out, and so does a request while the JWKS cannot be loaded (it is refused
    * with the last failure instead of fetching again).
    */
-  cooldownMs?: number
+  cooldownMs?: number | undefined
   /** How long fetched keys are used before they are fetched again, ms. Default 600 000 (10 min). */
-  cacheMaxAgeMs?: number
+  cacheMaxAgeMs?: number | undefined
   /** The clock for the cooldown and the keys' age. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
 }
 
 /**
@@ -108,7 +108,7 @@ async function readCapped(response: Response, maxBytes: number): Promise<Uint8Ar
  */
 export function openRemoteKeySet(
   url: string | URL,
-  options: JwksFetchOptions & { cooldownMs?: number; cacheMaxAgeMs?: number; now?: () => Date; holdFailures?: boolean },
+  options: JwksFetchOptions & { cooldownMs?: number | undefined; cacheMaxAgeMs?: number | undefined; now?: (() => Date) | undefined; holdFailures?: boolean | undefined },
   option = 'url'
 ): RemoteKeySet {
   let parsed: URL

@@ -29,22 +29,22 @@ export interface KeyRingEntry {
   /** `whsk_…` Ed25519 signing key. */
   signingKey: string
   /** Key id to publish. Default: the RFC 7638 thumbprint of the public key. */
-  kid?: string
+  kid?: string | undefined
   /** The key signs from this instant on; it is published from the moment it is in the ring. */
-  notBefore?: Date
+  notBefore?: Date | undefined
   /** The key stops signing at this instant; it stays published for `graceMs` more. */
-  notAfter?: Date
+  notAfter?: Date | undefined
 }
 
 /** Options of {@link createKeyRing}. */
 export interface KeyRingOptions {
   /** The clock. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
   /**
    * How long a key stays published after its `notAfter`, ms. Default one hour: it covers requests
    * signed just before the switch and receivers whose JWKS cache is still young.
    */
-  graceMs?: number
+  graceMs?: number | undefined
 }
 
 /**
@@ -67,7 +67,7 @@ export type JwksSource = string | readonly string[] | KeyRing
 /** Options of {@link createJwksHandler}. */
 export interface JwksHandlerOptions {
   /** `cache-control: public, max-age=…`, seconds. Default 300. */
-  maxAgeSeconds?: number
+  maxAgeSeconds?: number | undefined
 }
 
 /** A Node `(req, res)` handler; it also works as Express middleware (`app.get(path, handler)`). */

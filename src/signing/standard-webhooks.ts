@@ -29,9 +29,9 @@ export interface SignableMessage {
 /** Keys to sign with: each one adds a signature to the header (rotation). */
 export interface SignOptions {
   /** `whsec_…` secret(s), 24–64 bytes: `v1` signatures. */
-  secret?: string | string[]
+  secret?: string | string[] | undefined
   /** `whsk_…` Ed25519 signing key(s): `v1a` signatures. */
-  signingKey?: string | string[]
+  signingKey?: string | string[] | undefined
 }
 
 /** A compiled signer: keys decoded once, called for every attempt. */

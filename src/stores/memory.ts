@@ -3,6 +3,7 @@ import { createDueOrder } from './due-order.ts'
 import { callbackHost, checkListQuery, listOrder, matchesListQuery, taskPage } from './task-list.ts'
 import { randomFillSync } from 'node:crypto'
 import { StoreError } from '../errors.ts'
+import { checkOptionNames } from '../option-names.ts'
 import type {
   AttemptRecord,
   AttemptResolution,
@@ -11,6 +12,7 @@ import type {
   CallbackTask,
   Lease,
   NewCallbackTask,
+  StoreCallOptions,
   TaskStatus,
   TaskSummary
 } from '../types.ts'
@@ -19,9 +21,9 @@ import type {
 export interface MemoryStoreOptions {
   /**
    * How many attempts each task keeps in its history; the oldest are dropped first. Default 100
-   * (the default retry schedule makes at most 8).
+   * (the default retry schedule makes at most 8). The same option as the Redis store's.
    */
-  maxAttemptHistory?: number
+  attemptHistory?: number | undefined
   /**
    * How long a finished (delivered, failed, cancelled) task, its attempt history and its
    * idempotency key stay readable, in seconds from when it finished; 0 keeps them until the
@@ -29,7 +31,7 @@ export interface MemoryStoreOptions {
    * until then, so a busy process wants less. Finished tasks are let go while the store inserts
    * and claims, by the clock those calls are given.
    */
-  retentionSeconds?: number
+  retentionSeconds?: number | undefined
 }
 
 /**
@@ -92,9 +94,11 @@ interface StoredAttempt {
  * ```
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackStore {
-  const maxAttemptHistory = options.maxAttemptHistory ?? 100
-  if (!Number.isSafeInteger(maxAttemptHistory) || maxAttemptHistory < 1) {
-    throw new TypeError('maxAttemptHistory must be a positive integer')
+  if (options === null || typeof options !== 'object') throw new TypeError('createMemoryStore: options must be an object')
+  checkOptionNames(options, MEMORY_STORE_OPTION_NAMES, 'createMemoryStore')
+  const attemptHistory = options.attemptHistory ?? 100
+  if (!Number.isSafeInteger(attemptHistory) || attemptHistory < 1) {
+    throw new TypeError('attemptHistory must be a positive integer')
   }
   const retentionSeconds = options.retentionSeconds ?? 7 * 86_400
   if (typeof retentionSeconds !== 'number' || !Number.isFinite(retentionSeconds) || retentionSeconds < 0) {
@@ -126,6 +130,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   const CREATED = 2
   const DEADLINE = 3
   const TOKEN = 4
+  //   EXPIRES:  when a pending task expires (`NaN`: never, or not pending)
+  const EXPIRES = 7
   let rows = new Float64Array(ROW * 1024)
   const updatedOf = (entry: Entry) => rows[entry.number * ROW + UPDATED]!
   const setUpdated = (entry: Entry, at: number) => {
@@ -170,6 +176,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   // sorted; a claim takes the earliest off its front.
 
   const order = createDueOrder()
+  /** Pending tasks by expiry, so the expired ones come off its front as due ones do off `order`. */
+  const expiring = createDueOrder()
+
+  /** A pending task leaves the expiry order: its result came, or it ended. */
+  const unexpire = (number: number) => {
+    const at = number * ROW + EXPIRES
+    const was = rows[at]!
+    if (Number.isNaN(was)) return
+    expiring.delete(was, number)
+    rows[at] = NaN
+  }
 
   /** Sets when task `number` is due next (`NaN`: never, it is pending, taken or terminal). */
   const setDue = (number: number, due: number) => {
@@ -240,7 +257,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     if (entry.metadata !== undefined) task.metadata = JSON.parse(entry.metadata) as Record<string, unknown>
     if (entry.body !== undefined) task.body = entry.body
     if (entry.contentType !== undefined) task.contentType = entry.contentType
-    const due = rows[row + DUE]!
+    const due = entry.status === 'pending' ? rows[row + EXPIRES]! : rows[row + DUE]!
     if (!Number.isNaN(due)) task.nextAttemptAt = new Date(due)
     const deadline = rows[row + DEADLINE]!
     if (!Number.isNaN(deadline)) task.deadline = new Date(deadline)
@@ -347,7 +364,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   const wake = due.wakeSoon
 
   return {
-    async insert(task: NewCallbackTask) {
+    async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
+      refuseTransaction(callOptions)
       letGo(task.createdAt.getTime())
       if (task.idempotencyKey !== undefined) {
         const existing = byIdempotencyKey.get(task.idempotencyKey)
@@ -371,9 +389,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         rows = grown
       }
       const createdAt = task.createdAt.getTime()
+      const withBody = task.body !== undefined
       const entry: Entry = {
         id: task.id,
-        status: 'pending',
+        status: withBody ? 'scheduled' : 'pending',
         callbackUrl: task.callbackUrl,
         event: task.event,
         idempotencyKey: task.idempotencyKey,
@@ -381,8 +400,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         encryptionKey: task.encryptionKey === undefined ? undefined : JSON.stringify(task.encryptionKey),
         verifyIntent: task.verifyIntent === true,
         metadata,
-        body: undefined,
-        contentType: undefined,
+        body: task.body,
+        contentType: withBody ? task.contentType : undefined,
         attempts: 0,
         lastError: undefined,
         number,
@@ -394,6 +413,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       rows[row + UPDATED] = createdAt
       rows[row + CREATED] = createdAt
       rows[row + DEADLINE] = task.deadline === undefined ? NaN : task.deadline.getTime()
+      rows[row + EXPIRES] = NaN
+      const next = task.nextAttemptAt === undefined ? NaN : task.nextAttemptAt.getTime()
+      if (withBody) {
+        setDue(number, Number.isNaN(next) ? createdAt : next)
+        wake()
+      } else if (!Number.isNaN(next)) {
+        rows[row + EXPIRES] = next
+        expiring.add(next, number)
+      }
       tasks.set(entry.id, entry)
       byNumber[number] = entry
       if (entry.idempotencyKey !== undefined) byIdempotencyKey.set(entry.idempotencyKey, entry)
@@ -408,10 +436,42 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     async attach(id, result, { now, leaseMs }) {
       const entry = tasks.get(id)
       if (entry === undefined || entry.status !== 'pending') return undefined
+      unexpire(entry.number)
       entry.body = result.body
       entry.contentType = result.contentType
       lease(entry, now.getTime(), leaseMs)
       return toLease(entry)
+    },
+
+    async schedule(id, result, { now }, callOptions) {
+      refuseTransaction(callOptions)
+      const entry = tasks.get(id)
+      if (entry === undefined || entry.status !== 'pending') return undefined
+      unexpire(entry.number)
+      entry.body = result.body
+      entry.contentType = result.contentType
+      entry.status = 'scheduled'
+      const at = now.getTime()
+      setUpdated(entry, Math.max(updatedOf(entry), at))
+      setDue(entry.number, at)
+      wake()
+      return toTask(entry)
+    },
+
+    async expirePending({ now, limit, reason }) {
+      const at = now.getTime()
+      const expired: CallbackTask[] = []
+      for (const number of expiring.takeDue(at, limit)) {
+        const entry = byNumber[number]!
+        rows[number * ROW + EXPIRES] = NaN
+        if (entry.status !== 'pending') continue
+        entry.status = 'failed'
+        entry.lastError = reason
+        setUpdated(entry, Math.max(updatedOf(entry), at))
+        noteFinished(entry)
+        expired.push(toTask(entry))
+      }
+      return expired
     },
 
     async claim({ now, limit, leaseMs, perDestination, inFlight }) {
@@ -464,16 +524,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
         outcome: attempt.outcome
       }
       const history = entry.history
-      if (history === undefined || maxAttemptHistory === 1) entry.history = stored
+      if (history === undefined || attemptHistory === 1) entry.history = stored
       else if (!Array.isArray(history)) entry.history = [history, stored]
       else {
         history.push(stored)
-        if (history.length > maxAttemptHistory) history.splice(0, history.length - maxAttemptHistory)
+        if (history.length > attemptHistory) history.splice(0, history.length - attemptHistory)
       }
       entry.attempts += 1
       entry.status = resolution.status
       setUpdated(entry, Math.max(updatedOf(entry), stored.startedAt + stored.durationMs))
-      if (resolution.lastError !== undefined) entry.lastError = resolution.lastError
+      // A delivered task's last failure is history (the attempts keep it), not its state.
+      if (resolution.status === 'delivered') entry.lastError = undefined
+      else if (resolution.lastError !== undefined) entry.lastError = resolution.lastError
       if (resolution.status === 'scheduled') {
         setDue(entry.number, resolution.nextAttemptAt.getTime())
         wake(resolution.nextAttemptAt.getTime())
@@ -498,6 +560,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       const entry = tasks.get(id)
       if (entry === undefined) return false
       if (isFinished(entry.status)) return false
+      unexpire(entry.number)
       entry.status = 'cancelled'
       setDue(entry.number, NaN)
       // no caller's clock here: the system clock, or the task's last change if that is later
@@ -622,10 +685,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
   }
 }
 
+/** The memory store is no database: it cannot join a caller's transaction, and says so rather than write outside it. */
+function refuseTransaction(options: StoreCallOptions | undefined): void {
+  if (options?.transaction !== undefined) {
+    throw new TypeError('`transaction`: the memory store cannot join a database transaction; use the PostgreSQL store for the outbox pattern')
+  }
+}
+
+const MEMORY_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['attemptHistory', 'retentionSeconds'])
+
 /** Due tasks a limited claim looks past (held or capped destinations) before it stops looking. */
 const MAX_SKIPPED_PER_CLAIM = 10_000
 
-/** Numbers per task in the store's `rows`: seven are used, rounded up to 64 bytes. */
+/** Numbers per task in the store's `rows`: eight, 64 bytes. */
 const ROW = 8
 
 /** The character codes of the hex digits 0-9 and a-f. */

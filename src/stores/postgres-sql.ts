@@ -144,6 +144,14 @@ CREATE TABLE IF NOT EXISTS ${s}.destinations (
   updated_at   timestamptz NOT NULL
 );`
     }
+  },
+  {
+    version: 6,
+    // A pending task's next_attempt_at is when it expires unless its result comes first; only
+    // pending rows are in it, so delivering costs it nothing.
+    description: 'an index of pending tasks by when they expire, for the workers that fail them',
+    sql: (schema) => `CREATE INDEX IF NOT EXISTS tasks_pending_idx ON ${quoteIdentifier(schema)}.tasks (next_attempt_at)
+  WHERE status = 'pending';`
   }
 ]
 
@@ -194,15 +202,62 @@ const taskColumns = `id, status, callback_url, event, idempotency_key, secret::t
 
 /**
  * $1 id, $2 callback_url, $3 event, $4 idempotency_key, $5 secret (json), $6 metadata (json),
- * $7 deadline, $8 created_at, $9 encryption_key (json), $10 verify_intent (true or null), $11 destination.
- * Returns the row only when it was inserted.
+ * $7 deadline, $8 created_at, $9 encryption_key (json), $10 verify_intent (true or null),
+ * $11 body (null: pending), $12 content_type, $13 next_attempt_at (due, or a pending task's
+ * expiry), $14 due channel, $15 destination. Returns the row only when it was inserted. A task with its body is
+ * `scheduled` and announced; inside the caller's transaction the notification goes out at commit.
  */
 export function insertTaskSql(schema: string): string {
-  return `INSERT INTO ${quoteIdentifier(schema)}.tasks
-  (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at, encryption_key, verify_intent, destination)
-VALUES ($1, 'pending', $2, $3, $4, $5::json, $6::json, $7::timestamptz, $8::timestamptz, $8::timestamptz, $9::json, $10::boolean, $11)
+  return `WITH inserted AS (
+INSERT INTO ${quoteIdentifier(schema)}.tasks
+  (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at, encryption_key, verify_intent,
+   body, content_type, next_attempt_at, destination)
+VALUES ($1, CASE WHEN $11::text IS NULL THEN 'pending' ELSE 'scheduled' END, $2, $3, $4, $5::json, $6::json, $7::timestamptz,
+  $8::timestamptz, $8::timestamptz, $9::json, $10::boolean, $11::text, $12::text, $13::timestamptz, $15::text)
 ON CONFLICT DO NOTHING
-RETURNING ${taskColumns}`
+RETURNING ${taskColumns}
+)
+SELECT *, CASE WHEN status = 'scheduled' THEN
+  pg_notify($14, (extract(epoch FROM next_attempt_at) * 1000)::bigint::text)::text END AS notified
+FROM inserted`
+}
+
+/**
+ * Outbox: attaches the result to a pending task and makes it due at once, unleased.
+ * $1 id, $2 body, $3 content_type, $4 now, $5 due channel.
+ */
+export function scheduleSql(schema: string): string {
+  return `WITH scheduled AS (
+UPDATE ${quoteIdentifier(schema)}.tasks
+SET status = 'scheduled', body = $2, content_type = $3, next_attempt_at = $4::timestamptz,
+    updated_at = GREATEST(updated_at, $4::timestamptz)
+WHERE id = $1 AND status = 'pending'
+RETURNING ${taskColumns}
+)
+SELECT *, pg_notify($5, (extract(epoch FROM next_attempt_at) * 1000)::bigint::text)::text AS notified FROM scheduled`
+}
+
+/**
+ * Fails pending tasks whose expiry (next_attempt_at) has come, through the pending index.
+ * $1 now, $2 limit, $3 last_error.
+ */
+export function expirePendingSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `WITH expired AS (
+  SELECT id FROM ${s}.tasks
+  WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz
+  ORDER BY next_attempt_at, id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE ${s}.tasks AS t
+SET status = 'failed', next_attempt_at = NULL, last_error = $3, updated_at = GREATEST(t.updated_at, $1::timestamptz)
+FROM expired
+WHERE t.id = expired.id AND t.status = 'pending'
+RETURNING ${taskColumns
+    .split(',')
+    .map((column) => `t.${column.trim()}`)
+    .join(', ')}`
 }
 
 /** $1 idempotency_key. */
@@ -261,8 +316,8 @@ export function completeSql(schema: string): string {
   return `WITH done AS (
   UPDATE ${s}.tasks
   SET status = $3, attempts = attempts + 1, next_attempt_at = $4::timestamptz,
-      last_error = COALESCE($5, last_error), lease_token = NULL, leased_at = NULL,
-      updated_at = GREATEST(updated_at, $6::timestamptz)
+      last_error = CASE WHEN $3 = 'delivered' THEN NULL ELSE COALESCE($5, last_error) END,
+      lease_token = NULL, leased_at = NULL, updated_at = GREATEST(updated_at, $6::timestamptz)
   WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
   RETURNING id, status, next_attempt_at
 ), recorded AS (
@@ -294,7 +349,8 @@ export function completeBatchSql(schema: string): string {
 ), done AS (
   UPDATE ${s}.tasks AS t
   SET status = i.status, attempts = t.attempts + 1, next_attempt_at = i.next_attempt_at,
-      last_error = COALESCE(i.last_error, t.last_error), lease_token = NULL, leased_at = NULL,
+      last_error = CASE WHEN i.status = 'delivered' THEN NULL ELSE COALESCE(i.last_error, t.last_error) END,
+      lease_token = NULL, leased_at = NULL,
       updated_at = GREATEST(t.updated_at, i.updated_at)
   FROM input AS i
   WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'delivering'

@@ -13,6 +13,7 @@ import { checkListQuery, parseStoredJson, readTaskPage } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
+import { checkOptionNames } from '../option-names.ts'
 import type {
   AttemptRecord,
   AttemptResolution,
@@ -44,6 +45,7 @@ import {
   countDueSql,
   currentVersionSql,
   dueChannel,
+  expirePendingSql,
   insertTaskSql,
   latestVersion,
   migrationScript,
@@ -52,6 +54,7 @@ import {
   redeliverSql,
   releaseSql,
   searchTasksSql,
+  scheduleSql,
   selectAttemptsSql,
   selectTaskByIdempotencyKeySql,
   selectTaskSql,
@@ -83,6 +86,15 @@ export interface PostgresListenConnection extends PostgresQueryable {
   release(destroy?: boolean | Error): void
 }
 
+/**
+ * Whether `connect()` hands out a connection of its own (a pool), rather than connecting the object
+ * itself (a `pg` Client or PoolClient, which carry `connectionParameters`, and which LISTEN could
+ * only reconnect in a loop).
+ */
+function handsOutConnections(pool: PostgresPool | PostgresQueryable): pool is Required<PostgresPool> {
+  return typeof (pool as PostgresPool).connect === 'function' && !('connectionParameters' in pool) && typeof (pool as { release?: unknown }).release !== 'function'
+}
+
 /** A `pg` Pool: queries, and (for `LISTEN`) hands out a connection of its own. */
 export interface PostgresPool extends PostgresQueryable {
   connect?(): Promise<PostgresListenConnection>
@@ -96,23 +108,26 @@ export interface PostgresPool extends PostgresQueryable {
 
 /** Options of {@link createPostgresStore}. */
 export interface PostgresStoreOptions {
-  /** The user's `pg` Pool. The store never ends it. */
-  pool: PostgresPool
+  /**
+   * The user's `pg` Pool, or a connected `pg` Client (then the store does not `LISTEN`: workers
+   * poll). The store never ends it.
+   */
+  pool: PostgresPool | PostgresQueryable
   /** Schema holding the tables (created by {@link migratePostgres}). Default `endpoint_callback`. */
-  schema?: string
+  schema?: string | undefined
   /**
    * Send each statement as a named prepared statement (pg's `{ name, text, values }`), so
    * PostgreSQL parses and plans it once per connection: about a third more deliveries per second.
    * Default `true`. Set `false` behind PgBouncer in transaction mode (before 1.21), or when `query`
    * only takes `(text, values)`.
    */
-  prepare?: boolean
+  prepare?: boolean | undefined
   /**
    * Wake subscribed workers through `LISTEN/NOTIFY` on one connection taken from the pool (held
    * while a worker runs, so a pool of `max: 1` is refused with it).
    * Default `true` when `pool.connect` exists. Set `false` when `pool` is a single client.
    */
-  listen?: boolean
+  listen?: boolean | undefined
   /**
    * How long one statement may take, ms, connection included. Default 30 000. A connection whose
    * statement gets no answer in time is closed rather than given back to the pool: when the
@@ -120,13 +135,13 @@ export interface PostgresStoreOptions {
    * sent on it. The call fails with `ERR_CALLBACK_STORE`, which the worker reports as an `error`
    * event before it carries on.
    */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
 }
 
 /** Options naming the schema, for the migration and retention helpers. */
 export interface PostgresSchemaOptions {
   /** Default `endpoint_callback`. */
-  schema?: string
+  schema?: string | undefined
 }
 
 const defaultSchema = 'endpoint_callback'
@@ -142,8 +157,11 @@ export interface PostgresStore extends CallbackStore {
  * Creates a store on the user's `pg` Pool. Run {@link migratePostgres} once (at deploy or
  * start-up) before using it.
  *
- * For the outbox pattern, pass your open transaction client to `createCallbackTask`: the task is
- * written with that client, so it commits or rolls back together with your own write.
+ * For the outbox pattern, pass your open transaction client to `createCallbackTask` (with its
+ * `payload`) or `deliver`: the task is written with that client, so it commits or rolls back
+ * together with your own write, and a worker, woken by `NOTIFY` at the commit, sends it. Pass the
+ * client you ran `BEGIN` on, never the pool (refused with a `TypeError`). Run `migratePostgres`
+ * again after upgrading: version 6 adds the index of pending tasks by expiry.
  *
  * @example
  * ```ts
@@ -158,7 +176,7 @@ export interface PostgresStore extends CallbackStore {
  * const client = await pool.connect()
  * await client.query('BEGIN')
  * await client.query('INSERT INTO reports (id) VALUES ($1)', [reportId])
- * await createCallbackTask({ callbackUrl, event: 'report.requested' }, { ...sender, transaction: client })
+ * await createCallbackTask({ callbackUrl, event: 'report.requested', payload: { reportId } }, { ...sender, transaction: client })
  * await client.query('COMMIT')
  * client.release()
  *
@@ -169,15 +187,18 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   if (options === null || typeof options !== 'object') {
     throw new TypeError('createPostgresStore: options must be an object with a `pool`')
   }
-  const { pool } = options
+  checkOptionNames(options, POSTGRES_STORE_OPTION_NAMES, 'createPostgresStore')
+  // A pg Client's connect() has another shape than a Pool's: what it offers is told apart at run
+  // time (handsOutConnections, idleCount), so from here the pool's optional members are all maybe-there.
+  const pool = options.pool as PostgresPool
   if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
     throw new TypeError('createPostgresStore: `pool` must have a query(text, values) method (a pg Pool)')
   }
   const schema = checkSchema(options.schema, 'createPostgresStore')
-  const listen = options.listen ?? typeof pool.connect === 'function'
+  const listen = options.listen ?? handsOutConnections(pool)
   if (typeof listen !== 'boolean') throw new TypeError('createPostgresStore: `listen` must be a boolean')
-  if (listen && typeof pool.connect !== 'function') {
-    throw new TypeError('createPostgresStore: `listen` needs a `pool` with connect() (a pg Pool)')
+  if (listen && !handsOutConnections(pool)) {
+    throw new TypeError('createPostgresStore: `listen` needs a `pool` whose connect() hands out a connection (a pg Pool, not a Client)')
   }
   // The LISTEN connection is held for as long as a worker runs: in a pool of one, every query would
   // wait for it forever.
@@ -207,6 +228,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const channel = dueChannel(schema)
   const sql = {
     insert: insertTaskSql(schema),
+    schedule: scheduleSql(schema),
+    version: currentVersionSql(schema),
+    expirePending: expirePendingSql(schema),
     byKey: selectTaskByIdempotencyKeySql(schema),
     get: selectTaskSql(schema),
     attach: attachSql(schema),
@@ -270,7 +294,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     schema,
 
     async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
-      const db = transactionOf(callOptions) ?? pool
+      const transaction = transactionOf(callOptions, pool)
+      const db = transaction ?? pool
       const values = [
         task.id,
         task.callbackUrl,
@@ -282,13 +307,21 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         task.createdAt.toISOString(),
         task.encryptionKey === undefined ? null : JSON.stringify(task.encryptionKey),
         task.verifyIntent === true ? true : null,
+        task.body ?? null,
+        task.body === undefined ? null : (task.contentType ?? null),
+        task.nextAttemptAt?.toISOString() ?? (task.body === undefined ? null : task.createdAt.toISOString()),
+        channel,
         task.destination ?? null
       ]
       // ON CONFLICT waits for a racing insert of the same key to commit, then yields: the row the
       // other caller stored is then visible to the lookup that follows.
       for (let round = 0; round < 3; round++) {
         const inserted = await run('insert', db, sql.insert, values)
-        if (inserted.rows[0]) return { task: toTask(inserted.rows[0]), created: true }
+        if (inserted.rows[0]) {
+          // Inside a transaction the NOTIFY wakes workers at commit; waking them now would be early.
+          if (transaction === undefined && task.body !== undefined) wakeHere()
+          return { task: toTask(inserted.rows[0]), created: true }
+        }
         if (task.idempotencyKey === undefined) break
         const existing = await run('insert', db, sql.byKey, [task.idempotencyKey])
         if (existing.rows[0]) return { task: toTask(existing.rows[0]), created: false }
@@ -313,6 +346,36 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         token
       ])
       return rows[0] ? { task: toTask(rows[0]), token, expiresAt } : undefined
+    },
+
+    async schedule(id, result, { now }, callOptions) {
+      const transaction = transactionOf(callOptions, pool)
+      const { rows } = await run('schedule', transaction ?? pool, sql.schedule, [
+        id,
+        result.body,
+        result.contentType ?? null,
+        now.toISOString(),
+        channel
+      ])
+      if (rows[0] && transaction === undefined) wakeHere()
+      return rows[0] ? toTask(rows[0]) : undefined
+    },
+
+    async expirePending({ now, limit, reason }) {
+      if (limit <= 0) return []
+      const { rows } = await run('expirePending', pool, sql.expirePending, [now.toISOString(), limit, reason])
+      return rows.map(toTask)
+    },
+
+    async check() {
+      const { rows } = await run('check', pool, sql.version, [])
+      const version = Number(rows[0]?.version ?? 0)
+      if (version < latestVersion) {
+        throw new StoreError(
+          'ERR_CALLBACK_STORE',
+          `PostgreSQL schema "${schema}" is at version ${version}, this version of endpoint-callback needs ${latestVersion}: run migratePostgres(pool, { schema: '${schema}' })`
+        )
+      }
     },
 
     async claim({ now, limit, leaseMs, perDestination, inFlight }) {
@@ -914,38 +977,42 @@ export function postgresSchemaSql(options: PostgresSchemaOptions = {}): string {
   return migrationScript(checkSchema(options.schema, 'postgresSchemaSql'), 0)
 }
 
-/** Options of {@link pruneDelivered}. */
+/** Options of {@link pruneTasks}. */
 export interface PruneOptions extends PostgresSchemaOptions {
-  /** Delete tasks that finished more than this many days ago. */
-  olderThanDays: number
+  /**
+   * Delete tasks that finished more than this many seconds ago, as the memory and Redis stores'
+   * `retentionSeconds` does (30 days: `30 * 86_400`).
+   */
+  retentionSeconds: number
   /** Which finished tasks to delete. Default `['delivered']`. */
-  statuses?: TerminalStatus[]
+  statuses?: TerminalStatus[] | undefined
   /** Rows per DELETE, so a large backlog never holds locks for long. Default 1000. */
-  batchSize?: number
+  batchSize?: number | undefined
   /** The clock. Default `() => new Date()`. */
-  now?: () => Date
+  now?: (() => Date) | undefined
 }
 
 /**
- * Retention: deletes delivered tasks (and their attempt history) that finished more than
- * `olderThanDays` days ago, in batches. Returns how many tasks were deleted. Run it from a cron.
+ * Retention: deletes finished tasks (and their attempt history) of the given `statuses` (by default
+ * delivered ones only) that finished more than `retentionSeconds` ago, in batches. Returns how
+ * many tasks were deleted. Run it from a cron.
  *
  * @example
  * ```ts
- * const deleted = await pruneDelivered(pool, { schema: 'callbacks', olderThanDays: 30 })
+ * const deleted = await pruneTasks(pool, { schema: 'callbacks', retentionSeconds: 30 * 86_400 })
  * ```
  */
-export async function pruneDelivered(pool: PostgresQueryable, options: PruneOptions): Promise<number> {
+export async function pruneTasks(pool: PostgresQueryable, options: PruneOptions): Promise<number> {
   if (pool === null || typeof pool !== 'object' || typeof pool.query !== 'function') {
-    throw new TypeError('pruneDelivered: `pool` must have a query(text, values) method (a pg Pool)')
+    throw new TypeError('pruneTasks: `pool` must have a query(text, values) method (a pg Pool)')
   }
   if (options === null || typeof options !== 'object') {
-    throw new TypeError('pruneDelivered: options must be an object with `olderThanDays`')
+    throw new TypeError('pruneTasks: options must be an object with `retentionSeconds`')
   }
-  const schema = checkSchema(options.schema, 'pruneDelivered')
-  const { olderThanDays } = options
-  if (typeof olderThanDays !== 'number' || !Number.isFinite(olderThanDays) || olderThanDays < 0) {
-    throw new TypeError('pruneDelivered: `olderThanDays` must be a number >= 0')
+  const schema = checkSchema(options.schema, 'pruneTasks')
+  const { retentionSeconds } = options
+  if (typeof retentionSeconds !== 'number' || !Number.isFinite(retentionSeconds) || retentionSeconds < 0) {
+    throw new TypeError('pruneTasks: `retentionSeconds` must be a number >= 0')
   }
   const statuses = options.statuses ?? ['delivered']
   if (
@@ -953,14 +1020,14 @@ export async function pruneDelivered(pool: PostgresQueryable, options: PruneOpti
     statuses.length === 0 ||
     !statuses.every((status) => status === 'delivered' || status === 'failed' || status === 'cancelled')
   ) {
-    throw new TypeError("pruneDelivered: `statuses` must list some of 'delivered', 'failed', 'cancelled'")
+    throw new TypeError("pruneTasks: `statuses` must list some of 'delivered', 'failed', 'cancelled'")
   }
   const batchSize = options.batchSize ?? 1000
   if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new TypeError('pruneDelivered: `batchSize` must be a positive integer')
+    throw new TypeError('pruneTasks: `batchSize` must be a positive integer')
   }
   const now = (options.now ?? (() => new Date()))()
-  const cutoff = new Date(now.getTime() - olderThanDays * 86_400_000).toISOString()
+  const cutoff = new Date(now.getTime() - retentionSeconds * 1000).toISOString()
   const text = pruneSql(schema)
   let deleted = 0
   for (;;) {
@@ -985,14 +1052,27 @@ function checkSchema(schema: unknown, where: string): string {
   return schema
 }
 
-function transactionOf(options: StoreCallOptions | undefined): PostgresQueryable | undefined {
+/**
+ * The caller's transaction client. A pool is refused: each of its queries may run on another
+ * connection, outside any `BEGIN`, so the outbox's promise would silently not hold.
+ */
+function transactionOf(options: StoreCallOptions | undefined, pool: PostgresPool): PostgresQueryable | undefined {
   const transaction = options?.transaction
   if (transaction === undefined) return undefined
   if (transaction === null || typeof transaction !== 'object' || typeof (transaction as PostgresQueryable).query !== 'function') {
     throw new TypeError('`transaction` must be a pg client with an open transaction (it has no query method)')
   }
+  const looksLikePool =
+    typeof (transaction as { connect?: unknown }).connect === 'function' &&
+    typeof (transaction as { release?: unknown }).release !== 'function' &&
+    'totalCount' in transaction
+  if (transaction === pool || looksLikePool) {
+    throw new TypeError('`transaction` is a pool, not a transaction: pass the client you ran BEGIN on (const client = await pool.connect())')
+  }
   return transaction as PostgresQueryable
 }
+
+const POSTGRES_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['pool', 'schema', 'prepare', 'listen', 'timeoutMs'])
 
 function storeError(operation: string, schema: string, error: unknown): StoreError {
   const code = (error as { code?: unknown } | null)?.code

@@ -19,6 +19,7 @@ import { announcedDueAt, createDueListeners } from './due-listeners.ts'
 import { callbackHost, checkListQuery, listOrder, matchesListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
+import { checkOptionNames } from '../option-names.ts'
 import type {
   AttemptRecord,
   AttemptResolution,
@@ -65,16 +66,16 @@ export interface RedisStoreOptions {
    * `endpoint-callback`. On Redis Cluster, put a hash tag in it (`{callbacks}`) so all keys of a
    * store share a slot.
    */
-  prefix?: string
+  prefix?: string | undefined
   /** How many attempts each task's history keeps (the latest). Default 50, at least 20. */
-  attemptHistory?: number
+  attemptHistory?: number | undefined
   /**
    * How long a finished (delivered, failed, cancelled) task, its history and its idempotency key
    * stay readable, in seconds; 0 keeps them forever. Default 7 days.
    */
-  retentionSeconds?: number
+  retentionSeconds?: number | undefined
   /** Wake subscribed workers through pub/sub on `client.duplicate()`. Default `true` when available. */
-  subscribe?: boolean
+  subscribe?: boolean | undefined
   /**
    * How long one store call may wait for Redis, ms. Default 30 000. Past it the call fails with
    * `ERR_CALLBACK_STORE` (the worker reports an `error` event and carries on) and the store asks
@@ -83,7 +84,7 @@ export interface RedisStoreOptions {
    * hours later. ioredis sends the commands still unanswered again on the new connection; the
    * store's scripts are fenced by lease tokens, so a repeated one changes nothing.
    */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
 }
 
 /** The Redis store, with the key prefix it uses. */
@@ -138,33 +139,97 @@ function bounded<T>(call: Promise<T>, timeoutMs: number, onTimeout: () => void):
 }
 
 /**
- * KEYS: task, idempotency key (only when the task has one). ARGV: task key prefix, id, then the
- * hash's field/value pairs. SET NX on the idempotency key decides which of two racing inserts wins.
+ * KEYS: task, due, pending expiry, pending list, idempotency key (only when the task has one).
+ * ARGV: task key prefix, id, due ms ('' = pending), pending expiry ms ('' = never), created ms,
+ * channel, then the hash's field/value pairs. SET NX on the idempotency key decides which of two
+ * racing inserts wins. A task with its body (outbox) is due at once; a pending one is listed, and
+ * indexed by when it expires.
  */
 const insertScript = script(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {2} end
-if #KEYS == 2 then
-  if not redis.call('SET', KEYS[2], ARGV[2], 'NX') then
-    local stored = redis.call('HGETALL', ARGV[1] .. redis.call('GET', KEYS[2]))
+if #KEYS == 5 then
+  if not redis.call('SET', KEYS[5], ARGV[2], 'NX') then
+    local stored = redis.call('HGETALL', ARGV[1] .. redis.call('GET', KEYS[5]))
     if #stored > 0 then return {0, stored} end
     -- the task the key named has expired: the key is free again
-    redis.call('SET', KEYS[2], ARGV[2])
+    redis.call('SET', KEYS[5], ARGV[2])
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('PUBLISH', ARGV[6], ARGV[3])
+else
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
+  if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2]) end
+end
 return {1, redis.call('HGETALL', KEYS[1])}
 `)
 
 const getScript = script(`return redis.call('HGETALL', KEYS[1])`)
 
-/** KEYS: task, due. ARGV: id, body, contentType ('' = none), now, lease expiry, token. */
+/** KEYS: task, due, pending expiry, pending list. ARGV: id, body, contentType ('' = none), now, lease expiry, token. */
 const attachScript = script(`
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return false end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'delivering', 'body', ARGV[2], 'nextAttemptAt', ARGV[5],
   'token', ARGV[6], 'leasedAt', ARGV[4], 'updatedAt', ARGV[4])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'contentType', ARGV[3]) end
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 return redis.call('HGETALL', KEYS[1])
+`)
+
+/**
+ * Outbox: the result attached to a pending task, which is due at once, unleased.
+ * KEYS: task, due, pending expiry, pending list. ARGV: id, body, contentType ('' = none), now, channel.
+ */
+const scheduleScript = script(`
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return false end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'status', 'scheduled', 'body', ARGV[2], 'nextAttemptAt', ARGV[4], 'updatedAt', updated)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'contentType', ARGV[3]) end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return redis.call('HGETALL', KEYS[1])
+`)
+
+/**
+ * Fails the pending tasks whose expiry has come. KEYS: pending expiry, pending list, failed.
+ * ARGV: task key prefix, now ms, limit, reason, retention seconds, idempotency key prefix,
+ * attempts key prefix.
+ */
+const expirePendingScript = script(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local expired = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  local task = ARGV[1] .. id
+  if redis.call('HGET', task, 'status') == 'pending' then
+    local updated = math.max(tonumber(redis.call('HGET', task, 'updatedAt')), tonumber(ARGV[2]))
+    redis.call('HDEL', task, 'nextAttemptAt')
+    redis.call('HSET', task, 'status', 'failed', 'lastError', ARGV[4], 'updatedAt', updated)
+    redis.call('ZADD', KEYS[3], updated, id)
+    ${expireFinished('task', 'ARGV[7] .. id', 'ARGV[5]', 'ARGV[6]')}
+    expired[#expired + 1] = redis.call('HGETALL', task)
+  end
+end
+return expired
+`)
+
+/**
+ * Checks that the store's keys are free or of the types the scripts write, so a prefix shared with
+ * something else is reported at start rather than as a failure on every claim. KEYS: the sorted sets.
+ */
+const checkScript = script(`
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'none' and kind ~= 'zset' then return key .. ' is a ' .. kind end
+end
+return 'ok'
 `)
 
 /**
@@ -369,7 +434,8 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
 local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[7]))
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updatedAt', updated)
-if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'lastError', ARGV[6]) end
+if ARGV[3] == 'delivered' then redis.call('HDEL', KEYS[1], 'lastError')
+elseif ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'lastError', ARGV[6]) end
 redis.call('RPUSH', KEYS[3], ARGV[8])
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[9]), -1)
 if ARGV[3] == 'scheduled' then
@@ -403,10 +469,12 @@ redis.call('PUBLISH', ARGV[4], due)
 return 1
 `)
 
-/** KEYS: task, due, attempts. ARGV: id, now ms, retention seconds, idempotency key prefix. */
+/** KEYS: task, due, attempts, pending expiry, pending list. ARGV: id, now ms, retention seconds, idempotency key prefix. */
 const cancelScript = script(`
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'pending' and status ~= 'scheduled' and status ~= 'delivering' then return 0 end
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[1], 'token', 'leasedAt', 'nextAttemptAt')
 local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updatedAt', updated)
@@ -563,6 +631,7 @@ const countDueScript = script(`return redis.call('ZCOUNT', KEYS[1], '-inf', ARGV
  */
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const client = checkClient(options, 'createRedisStore')
+  checkOptionNames(options, REDIS_STORE_OPTION_NAMES, 'createRedisStore')
   const prefix = checkPrefix(options.prefix ?? 'endpoint-callback', 'createRedisStore')
   const attemptHistory = options.attemptHistory ?? 50
   if (!Number.isInteger(attemptHistory) || attemptHistory < 20) {
@@ -586,6 +655,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const keyPrefix = `${prefix}:key:`
   const dueKey = `${prefix}:due`
   const failedKey = `${prefix}:failed`
+  // pending tasks twice: by when they expire (for the sweep), and by when they were created (to list them)
+  const pendingExpiryKey = `${prefix}:pending-expiry`
+  const pendingKey = `${prefix}:pending`
   const channel = `${prefix}:due`
   const holdPrefix = `${prefix}:destination:`
   const inFlightPrefix = `${prefix}:in-flight:`
@@ -625,13 +697,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     prefix,
 
     async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
-      if (callOptions?.transaction !== undefined) {
-        // Silently writing outside the caller's transaction would break the promise they rely on.
-        throw new TypeError('`transaction`: the Redis store cannot join a database transaction; use the PostgreSQL store for the outbox pattern')
-      }
+      refuseTransaction(callOptions)
+      const withBody = task.body !== undefined
+      const due = withBody ? (task.nextAttemptAt ?? task.createdAt).getTime() : undefined
       const fields: string[] = [
         'id', task.id,
-        'status', 'pending',
+        'status', withBody ? 'scheduled' : 'pending',
         'callbackUrl', task.callbackUrl,
         'event', task.event,
         'attempts', '0',
@@ -645,12 +716,27 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       if (task.metadata !== undefined) fields.push('metadata', JSON.stringify(task.metadata))
       if (task.deadline !== undefined) fields.push('deadline', String(task.deadline.getTime()))
       if (task.destination !== undefined) fields.push('destination', task.destination)
-      const keys = [taskKey(task.id)]
+      if (withBody) {
+        fields.push('body', task.body!, 'nextAttemptAt', String(due))
+        if (task.contentType !== undefined) fields.push('contentType', task.contentType)
+      } else if (task.nextAttemptAt !== undefined) {
+        fields.push('nextAttemptAt', String(task.nextAttemptAt.getTime()))
+      }
+      const keys = [taskKey(task.id), dueKey, pendingExpiryKey, pendingKey]
       if (task.idempotencyKey !== undefined) keys.push(`${keyPrefix}${task.idempotencyKey}`)
-      const reply = (await run('insert', insertScript, keys, [taskPrefix, task.id, ...fields])) as [number, string[]?]
+      const reply = (await run('insert', insertScript, keys, [
+        taskPrefix,
+        task.id,
+        due ?? '',
+        withBody || task.nextAttemptAt === undefined ? '' : task.nextAttemptAt.getTime(),
+        task.createdAt.getTime(),
+        channel,
+        ...fields
+      ])) as [number, string[]?]
       if (reply[0] === 2 || !reply[1]) {
         throw new StoreError('ERR_CALLBACK_STORE', `Redis insert failed: task id ${task.id} is already stored`)
       }
+      if (reply[0] === 1 && withBody) wakeHere()
       return { task: toTask(reply[1]), created: reply[0] === 1 }
     },
 
@@ -668,7 +754,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     async attach(id, result, lease) {
       const token = randomUUID()
       const expiresAt = new Date(lease.now.getTime() + lease.leaseMs)
-      const fields = (await run('attach', attachScript, [taskKey(id), dueKey], [
+      const fields = (await run('attach', attachScript, [taskKey(id), dueKey, pendingExpiryKey, pendingKey], [
         id,
         result.body,
         result.contentType ?? '',
@@ -677,6 +763,44 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         token
       ])) as string[] | null
       return fields ? { task: toTask(fields), token, expiresAt } : undefined
+    },
+
+    async schedule(id, result, { now }, callOptions) {
+      refuseTransaction(callOptions)
+      const fields = (await run('schedule', scheduleScript, [taskKey(id), dueKey, pendingExpiryKey, pendingKey], [
+        id,
+        result.body,
+        result.contentType ?? '',
+        now.getTime(),
+        channel
+      ])) as string[] | null
+      if (!fields) return undefined
+      wakeHere()
+      return toTask(fields)
+    },
+
+    async expirePending({ now, limit, reason }) {
+      if (limit <= 0) return []
+      const expired = (await run('expirePending', expirePendingScript, [pendingExpiryKey, pendingKey, failedKey], [
+        taskPrefix,
+        now.getTime(),
+        limit,
+        reason,
+        retentionSeconds,
+        keyPrefix,
+        `${prefix}:attempts:`
+      ])) as string[][]
+      return expired.map(toTask)
+    },
+
+    async check() {
+      const reply = await run('check', checkScript, [dueKey, failedKey, pendingExpiryKey, pendingKey], [])
+      if (reply !== 'ok') {
+        throw new StoreError(
+          'ERR_CALLBACK_STORE',
+          `Redis store with prefix "${prefix}" cannot use its keys: ${String(reply)}; another application uses this prefix — choose another \`prefix\``
+        )
+      }
     },
 
     async claim({ now, limit, leaseMs, perDestination, inFlight }) {
@@ -761,7 +885,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async cancel(id) {
-      const reply = await run('cancel', cancelScript, [taskKey(id), dueKey, attemptsKey(id)], [
+      const reply = await run('cancel', cancelScript, [taskKey(id), dueKey, attemptsKey(id), pendingExpiryKey, pendingKey], [
         id,
         Date.now(),
         retentionSeconds,
@@ -976,22 +1100,31 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   }
 }
 
+/** Redis has no transaction a caller could hand over: refused rather than written outside it. */
+function refuseTransaction(options: StoreCallOptions | undefined): void {
+  if (options?.transaction !== undefined) {
+    throw new TypeError('`transaction`: the Redis store cannot join a database transaction; use the PostgreSQL store for the outbox pattern')
+  }
+}
+
+const REDIS_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['client', 'prefix', 'attemptHistory', 'retentionSeconds', 'subscribe', 'timeoutMs'])
+
 /** Options of {@link createRedisReplayGuard}. */
 export interface RedisReplayGuardOptions {
   /** The user's ioredis client. */
   client: RedisScriptClient
   /** Key prefix. Default `endpoint-callback:replay`. */
-  prefix?: string
+  prefix?: string | undefined
   /**
    * How long a processed `webhook-id` is remembered, seconds. Default 3 days, longer than the
    * default retry schedule (about 28 h) so every redelivery is recognised.
    */
-  ttlSeconds?: number
+  ttlSeconds?: number | undefined
   /**
    * How long an id stays "in flight" when its handler never reports back (the process died),
    * seconds; after that the sender's next retry is processed again. Default 120.
    */
-  inFlightSeconds?: number
+  inFlightSeconds?: number | undefined
 }
 
 const beginScript = script(`

@@ -5,7 +5,8 @@
  *
  * What it holds a store to, in short:
  *
- * - **Insert** creates a `pending` task with no attempts. An `idempotencyKey` already stored inserts
+ * - **Insert** creates a `pending` task with no attempts (with a `body`: a `scheduled` one, see the
+ *   lifecycle cases at the end). An `idempotencyKey` already stored inserts
  *   nothing and answers the stored task with `created: false`, also when many inserts race. Without
  *   a key every insert is a new task. An `id` already stored is refused, never overwritten.
  * - **Round trip**: every field comes back as given — `metadata` as equal JSON, `secret` as the same
@@ -15,19 +16,23 @@
  *   status `delivering`, lease until `now + leaseMs`, which `nextAttemptAt` also shows.
  * - **Claim** leases tasks that are due — `scheduled` with `nextAttemptAt <= now`, or `delivering`
  *   with an expired lease (`expiresAt <= now`) — earliest due first, at most `limit`, each with a
- *   fresh token. Concurrent claims never hand out one task twice. Pending and terminal tasks are
- *   never claimed.
+ *   fresh token: every claim of a task hands out a token it never handed out before. Concurrent
+ *   claims never hand out one task twice. Pending and terminal tasks are never claimed.
  * - **Complete** is fenced by the lease token: while the token holds it appends the attempt,
  *   increments `attempts`, and applies the resolution — the status; `nextAttemptAt` for `scheduled`
  *   (none for terminal states); `lastError` replaced when the resolution has one and kept when it
- *   has none (it is the reason of the last *failed* attempt). Once the lease is void (reclaimed
- *   after expiry, completed, released or cancelled) it answers `false` and changes nothing.
+ *   has none (it is the reason of the last *failed* attempt), and cleared once `delivered`. Once
+ *   the lease is void (reclaimed after expiry, completed, released or cancelled) it answers `false`
+ *   and changes nothing — also for the lease of an earlier claim while a newer claim of the task
+ *   still holds it.
  * - **Release** hands a leased task back unattempted: `scheduled` at the given instant, or, without
  *   one, due at once — at the instant its lease was taken. Fenced like `complete`.
  * - **Cancel** ends any task not yet terminal, `delivering` included (its lease is void from then
  *   on); terminal or unknown tasks answer `false`.
  * - **Attempt history** keeps at least 20 attempts per task, oldest first, every field intact.
- * - **Subscribe**, when a store offers it, calls its listener after a release or a reschedule.
+ * - **Subscribe**, when a store offers it, calls its listener after every release, every completion
+ *   that schedules a retry and every redelivery — not just once (a call at subscription proves
+ *   nothing).
  * - **Inspection**, when a store offers it: `list({ status: 'failed' })` pages through failed tasks
  *   newest first (`since`, `limit`, `cursor`), and `list` finds tasks in any state by status,
  *   event, callback host, id, idempotency key and time range, every filter combined; `redeliver` makes a failed task — and only a failed
@@ -61,17 +66,16 @@
  * @module endpoint-callback/testing
  */
 import { afterEach, describe, it } from 'node:test'
-import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import type { AttemptRecord, CallbackStore, Lease, NewCallbackTask, TaskListQuery } from '../types.ts'
 
 /** Options of {@link storeContract}. */
 export interface StoreContractOptions {
-  /** A reason to skip the whole suite (e.g. the database is unreachable), or false. */
-  skip?: string | false
+  /** A reason to skip the suite (e.g. the database is unreachable), or false; each case is reported skipped. */
+  skip?: string | false | undefined
   /** Called after each test with the store the factory made (drop the schema, delete the keys). */
-  cleanup?: (store: CallbackStore) => void | Promise<void>
+  cleanup?: ((store: CallbackStore) => void | Promise<void>) | undefined
 }
 
 /** Two eras: a store that compares with the wall clock gets one of them wrong. */
@@ -104,7 +108,44 @@ export function storeContract(
   if (options.cleanup !== undefined && typeof options.cleanup !== 'function') {
     throw new TypeError('cleanup must be a function')
   }
-  const cleanup = options.cleanup
+  // Skipped test by test, not as a whole describe: the run's summary then counts every skipped case.
+  const skip = options.skip || false
+  defineStoreContract(
+    {
+      describe: (title, body) => void describe(title, body),
+      it: (title, body) => void it(title, { skip }, body),
+      afterEach: (body) => afterEach(body),
+    },
+    name,
+    factory,
+    options.cleanup
+  )
+}
+
+/**
+ * What the contract needs of a test runner: `node:test`'s shape, so the cases can also be
+ * collected and run one by one (this repository runs them against deliberately broken stores).
+ *
+ * @internal
+ */
+export interface ContractRunner {
+  describe(title: string, body: () => void): void
+  it(title: string, body: (t: { skip(reason?: string): void }) => Promise<void>): void
+  afterEach(body: () => Promise<void>): void
+}
+
+/**
+ * Registers the contract's cases through `runner`; {@link storeContract} is this with `node:test`.
+ *
+ * @internal
+ */
+export function defineStoreContract(
+  runner: ContractRunner,
+  name: string,
+  factory: () => CallbackStore | Promise<CallbackStore>,
+  cleanup?: (store: CallbackStore) => void | Promise<void>
+): void {
+  const { describe, it, afterEach } = runner
   const made: CallbackStore[] = []
 
   const fresh = async (): Promise<CallbackStore> => {
@@ -113,7 +154,7 @@ export function storeContract(
     return store
   }
 
-  describe(`${name} store contract`, { skip: options.skip || false }, () => {
+  describe(`${name} store contract`, () => {
     afterEach(async () => {
       for (const store of made.splice(0)) {
         await cleanup?.(store)
@@ -487,6 +528,25 @@ export function storeContract(
         }
       })
 
+      it('gives a task a new token at every claim, however it came due again', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        const tokens: string[] = []
+        const claimAt = async (now: number, after: string): Promise<Lease> => {
+          const [held] = await store.claim({ now: new Date(now), limit: 1, leaseMs })
+          assert.equal(held?.task.id, id, `claimed again after ${after}`)
+          tokens.push(held!.token)
+          return held!
+        }
+        let held = await claimAt(base, 'being released')
+        assert.equal(await store.complete(held, attemptAt(1, base, { status: 503 }), retryAt(base + 1000, 'HTTP 503')), true)
+        held = await claimAt(base + 1000, 'a completion that scheduled a retry')
+        assert.equal(await store.release(held, new Date(base + 2000)), true)
+        held = await claimAt(base + 2000, 'a release')
+        await claimAt(base + 2000 + leaseMs, 'its lease expired')
+        assert.equal(new Set(tokens).size, tokens.length, `successive claims of one task handed out a token twice: ${tokens.length} claims, ${new Set(tokens).size} tokens`)
+      })
+
       it('hands out whole tasks, body and secret included', async () => {
         const store = await fresh()
         const input = newTask({ secret: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], metadata: { a: 1 } })
@@ -626,7 +686,7 @@ export function storeContract(
         assert.deepEqual(await store.claim({ now: new Date(base + 10 * leaseMs), limit: 10, leaseMs }), [])
       })
 
-      it('replaces lastError when the resolution gives one and keeps it when not', async () => {
+      it('replaces lastError when the resolution gives one, and clears it once delivered', async () => {
         const store = await fresh()
         const input = newTask()
         await store.insert(input)
@@ -639,7 +699,7 @@ export function storeContract(
         await store.complete(held, attemptAt(3, base + 2, { status: 200, outcome: 'delivered' }), { status: 'delivered' })
         const task = await store.get(input.id)
         assert.equal(task?.status, 'delivered')
-        assert.equal(task?.lastError, 'ERR_CALLBACK_TIMEOUT: no answer')
+        assert.equal(task?.lastError, undefined)
       })
 
       it('refuses a completion whose lease expired and was claimed again, changing nothing', async () => {
@@ -662,6 +722,33 @@ export function storeContract(
         assert.equal(task?.status, 'delivered')
         assert.equal(task?.attempts, 1)
         assert.equal((await store.attempts(input.id)).length, 1)
+      })
+
+      it('refuses a completion and a release with the lease of an earlier claim while a newer claim holds the task', async () => {
+        const store = await fresh()
+        const id = await scheduledTask(store, base)
+        const [stale] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+        assert.ok(stale, 'the first claim')
+        // the first holder stalls past its lease; a second worker claims the task and is still sending
+        const [current] = await store.claim({ now: new Date(base + leaseMs), limit: 1, leaseMs })
+        assert.equal(current?.task.id, id, 'claimed again once the first lease expired')
+        assert.equal(
+          await store.complete(stale, attemptAt(1, base, { status: 200, outcome: 'delivered' }), { status: 'delivered' }),
+          false,
+          'the stale holder completed over the newer claim'
+        )
+        assert.equal(await store.release(stale, new Date(base)), false, 'the stale holder released the newer claim')
+        let task = await store.get(id)
+        assert.equal(task?.status, 'delivering')
+        assert.equal(task?.attempts, 0)
+        assert.deepEqual(task?.nextAttemptAt, new Date(base + 2 * leaseMs))
+        assert.deepEqual(await store.attempts(id), [])
+        assert.deepEqual(await store.claim({ now: new Date(base + leaseMs + 1), limit: 10, leaseMs }), [], 'the newer lease still holds')
+        assert.equal(await store.complete(current!, attemptAt(1, base + leaseMs, { status: 503 }), retryAt(base + leaseMs + 1000, 'HTTP 503')), true)
+        task = await store.get(id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 1)
+        assert.equal(task?.lastError, 'HTTP 503')
       })
 
       it('refuses a second completion with the same lease', async () => {
@@ -984,7 +1071,7 @@ export function storeContract(
       })
     })
 
-    searchCases(fresh)
+    searchCases(runner, fresh)
 
     describe('subscribe (optional)', () => {
       it('returns an unsubscribe function and calls the listener when a released task is due', async (t) => {
@@ -1010,6 +1097,36 @@ export function storeContract(
         assert.equal(await store.complete(held, attemptAt(1, base, { status: 503 }), retryAt(base, 'HTTP 503')), true)
         await woken.called
         woken.unsubscribe()
+      })
+
+      it('calls the listener again after each release, completion that schedules a retry, and redelivery', async (t) => {
+        const store = await fresh()
+        if (!skipUnlessSubscribe(t, store)) return
+        const wakes = wakeCounter(store)
+        try {
+          // a store may call the listener once its subscription holds; that call answers none of the steps
+          await wakes.quiet()
+          const input = newTask()
+          await store.insert(input)
+          let seen = wakes.calls
+          const held = await attachNow(store, input.id, base)
+          assert.equal(await store.release(held, new Date(base)), true)
+          seen = await wakes.after(seen, 'a release')
+          const [claimed] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+          assert.ok(claimed)
+          assert.equal(await store.complete(claimed, attemptAt(1, base, { status: 503 }), retryAt(base, 'HTTP 503')), true)
+          seen = await wakes.after(seen, 'a completion that scheduled a retry')
+          if (typeof store.redeliver !== 'function') return
+          const [again] = await store.claim({ now: new Date(base), limit: 1, leaseMs })
+          assert.ok(again)
+          assert.equal(await store.complete(again, attemptAt(2, base, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400' }), true)
+          await wakes.quiet()
+          seen = wakes.calls
+          assert.equal(await store.redeliver(input.id, { now: new Date(base) }), true)
+          await wakes.after(seen, 'a redelivery')
+        } finally {
+          wakes.unsubscribe()
+        }
       })
     })
 
@@ -1112,6 +1229,172 @@ export function storeContract(
         ])
       })
     })
+
+    lifecycleContract(fresh)
+  })
+}
+
+// ---- task lifecycle: outbox, pending expiry, pending listing (issue 11) -------------------------
+// Kept apart from the cases above: what the store interface gained for tasks that carry their
+// payload from creation and for pending tasks that must not wait for ever.
+
+const expiredReason = 'ERR_CALLBACK_PENDING_EXPIRED: no result was attached'
+
+function lifecycleContract(fresh: () => Promise<CallbackStore>): void {
+  describe('outbox: a task inserted with its body', () => {
+    it('is stored scheduled, due at its nextAttemptAt, and claimed with its body', async () => {
+      const store = await fresh()
+      const input = newTask({ body: '{"type":"report.ready","data":1}', nextAttemptAt: new Date(base + 5) })
+      const { task, created } = await store.insert(input)
+      assert.equal(created, true)
+      assert.equal(task.status, 'scheduled')
+      assert.deepEqual(task.nextAttemptAt, new Date(base + 5))
+      assert.equal(task.body, input.body)
+      assert.equal(await reclaimable(store, base + 4), false, 'not before it is due')
+      const [lease] = await store.claim({ now: new Date(base + 5), limit: 10, leaseMs })
+      assert.equal(lease?.task.id, input.id)
+      assert.equal(lease?.task.body, input.body)
+    })
+
+    it('keeps its contentType', async () => {
+      const store = await fresh()
+      const input = newTask({ body: 'eyJhbGciOi...', contentType: 'application/jose', nextAttemptAt: new Date(base) })
+      await store.insert(input)
+      assert.equal((await store.get(input.id))?.contentType, 'application/jose')
+    })
+
+    it("counts against its destination's cap like any due task, whether inserted with its body or scheduled later", async (t) => {
+      const store = await fresh()
+      if (!skipUnless(t, store, 'setDestination')) return
+      const outbox = [1, 2, 3].map((offset) => newTask({ body: `{"n":${offset}}`, nextAttemptAt: new Date(base + offset), destination: 'a' }))
+      for (const input of outbox) await store.insert(input)
+      const later = newTask({ destination: 'b' })
+      await store.insert(later)
+      if (typeof store.schedule === 'function') assert.equal((await store.schedule(later.id, { body: '{}' }, { now: new Date(base + 4) }))?.destination, 'b')
+      else await store.release(await attachNow(store, later.id, base), new Date(base + 4))
+      const leases = await store.claim({ now: new Date(base + 10), limit: 10, leaseMs, perDestination: 2, inFlight: new Map() })
+      assert.deepEqual(leases.map((held) => held.task.id), [outbox[0]!.id, outbox[1]!.id, later.id])
+      assert.equal(leases[0]?.task.destination, 'a')
+      const waiting = await store.get(outbox[2]!.id)
+      assert.equal(waiting?.status, 'scheduled')
+      assert.equal(waiting?.attempts, 0)
+      if (typeof store.listDestinations === 'function') {
+        const listed = await store.listDestinations(new Date(base + 10))
+        assert.deepEqual(listed.map(({ destination, inFlight, due }) => ({ destination, inFlight, due })), [
+          { destination: 'a', inFlight: 2, due: 1 },
+          { destination: 'b', inFlight: 1, due: 0 }
+        ])
+      }
+    })
+  })
+
+  describe('schedule (optional): a result attached without a lease', () => {
+    it('makes a pending task scheduled, due at now, with its body, and refuses any other', async (t) => {
+      const store = await fresh()
+      if (typeof store.schedule !== 'function') return t.skip('the store has no schedule')
+      const input = newTask()
+      await store.insert(input)
+      const task = await store.schedule(input.id, { body: '{"data":2}' }, { now: new Date(base + 3) })
+      assert.equal(task?.status, 'scheduled')
+      assert.deepEqual(task?.nextAttemptAt, new Date(base + 3))
+      assert.equal(await store.schedule(input.id, { body: '{"data":3}' }, { now: new Date(base + 4) }), undefined)
+      assert.equal(await store.schedule('msg_unknown', { body: '{}' }, { now: new Date(base) }), undefined)
+      const [lease] = await store.claim({ now: new Date(base + 3), limit: 10, leaseMs })
+      assert.equal(lease?.task.body, '{"data":2}')
+    })
+  })
+
+  describe('expirePending (optional): no stranded task', () => {
+    it('fails the pending tasks whose expiry has come, and only those', async (t) => {
+      const store = await fresh()
+      if (typeof store.expirePending !== 'function') return t.skip('the store has no expirePending')
+      const due = newTask({ nextAttemptAt: new Date(base + 10) })
+      const later = newTask({ nextAttemptAt: new Date(base + 20) })
+      const never = newTask()
+      const attached = newTask({ nextAttemptAt: new Date(base + 10) })
+      for (const input of [due, later, never, attached]) await store.insert(input)
+      await attachNow(store, attached.id, base)
+      assert.deepEqual(await store.expirePending({ now: new Date(base + 9), limit: 10, reason: expiredReason }), [])
+      const expired = await store.expirePending({ now: new Date(base + 10), limit: 10, reason: expiredReason })
+      assert.deepEqual(expired.map((task) => task.id), [due.id])
+      assert.equal(expired[0]?.status, 'failed')
+      const stored = await store.get(due.id)
+      assert.equal(stored?.status, 'failed')
+      assert.equal(stored?.lastError, expiredReason)
+      assert.equal(stored?.attempts, 0)
+      assert.equal((await store.get(later.id))?.status, 'pending')
+      assert.equal((await store.get(never.id))?.status, 'pending')
+      assert.equal((await store.get(attached.id))?.status, 'delivering')
+      assert.deepEqual(await store.expirePending({ now: new Date(base + 10), limit: 10, reason: expiredReason }), [], 'each once')
+      if (typeof store.list === 'function') {
+        const failed = await store.list({ status: 'failed' })
+        assert.deepEqual(failed.tasks.map((task) => task.id), [due.id])
+      }
+    })
+
+    it('takes at most limit, earliest expiry first', async (t) => {
+      const store = await fresh()
+      if (typeof store.expirePending !== 'function') return t.skip('the store has no expirePending')
+      const inputs = [3, 1, 2].map((offset) => newTask({ nextAttemptAt: new Date(base + offset) }))
+      for (const input of inputs) await store.insert(input)
+      const first = await store.expirePending({ now: new Date(base + 5), limit: 2, reason: expiredReason })
+      assert.deepEqual(first.map((task) => task.id), [inputs[1]!.id, inputs[2]!.id])
+      const rest = await store.expirePending({ now: new Date(base + 5), limit: 2, reason: expiredReason })
+      assert.deepEqual(rest.map((task) => task.id), [inputs[0]!.id])
+    })
+
+    it('leaves a cancelled pending task alone', async (t) => {
+      const store = await fresh()
+      if (typeof store.expirePending !== 'function') return t.skip('the store has no expirePending')
+      const input = newTask({ nextAttemptAt: new Date(base + 1) })
+      await store.insert(input)
+      assert.equal(await store.cancel(input.id), true)
+      assert.deepEqual(await store.expirePending({ now: new Date(base + 5), limit: 10, reason: expiredReason }), [])
+      assert.equal((await store.get(input.id))?.status, 'cancelled')
+    })
+  })
+
+  describe('list (optional): every status', () => {
+    it('lists a task under the status it is in, and only there', async (t) => {
+      const store = await fresh()
+      if (typeof store.list !== 'function') return t.skip('the store has no list')
+      const make = async () => {
+        const input = newTask()
+        await store.insert(input)
+        return input.id
+      }
+      const pending = await make()
+      const scheduled = await scheduledTask(store, base + 60_000)
+      const delivering = await make()
+      await attachNow(store, delivering, base)
+      const delivered = await make()
+      await store.complete(await attachNow(store, delivered, base), attemptAt(1, base, { status: 204, outcome: 'delivered' }), { status: 'delivered' })
+      const failed = await make()
+      await store.complete(await attachNow(store, failed, base), attemptAt(1, base, { status: 400, outcome: 'failed' }), { status: 'failed', lastError: 'HTTP 400' })
+      const cancelled = await make()
+      await store.cancel(cancelled)
+      const expected = { pending, scheduled, delivering, delivered, failed, cancelled }
+      for (const [status, id] of Object.entries(expected)) {
+        const listed: string[] = (await store.list({ status: status as keyof typeof expected })).tasks.map((task) => task.id)
+        assert.deepEqual(listed, [id], `list({ status: '${status}' })`)
+      }
+    })
+  })
+
+  describe('list (optional): pending tasks', () => {
+    it("lists pending tasks newest first, and not once their result came", async (t) => {
+      const store = await fresh()
+      if (typeof store.list !== 'function') return t.skip('the store has no list')
+      const older = newTask({ createdAt: new Date(base) })
+      const newer = newTask({ createdAt: new Date(base + 1000) })
+      for (const input of [older, newer]) await store.insert(input)
+      assert.deepEqual((await store.list({ status: 'pending' })).tasks.map((task) => task.id), [newer.id, older.id])
+      const page = await store.list({ status: 'pending', limit: 1 })
+      assert.deepEqual(page.tasks.map((task) => task.id), [newer.id])
+      assert.deepEqual((await store.list({ status: 'pending', cursor: page.cursor! })).tasks.map((task) => task.id), [older.id])
+      await attachNow(store, older.id, base + 2000)
+      assert.deepEqual((await store.list({ status: 'pending' })).tasks.map((task) => task.id), [newer.id])
+    })
   })
 }
 
@@ -1136,7 +1419,8 @@ async function searchFixture(store: CallbackStore) {
   return { pending, delivered, failed, scheduled, cancelled }
 }
 
-function searchCases(fresh: () => Promise<CallbackStore>): void {
+function searchCases(runner: ContractRunner, fresh: () => Promise<CallbackStore>): void {
+  const { describe, it } = runner
   describe('search (optional list filters)', () => {
     const ids = async (store: CallbackStore & Required<Pick<CallbackStore, 'list'>>, query: TaskListQuery) =>
       (await store.list(query)).tasks.map((task) => task.id)
@@ -1299,7 +1583,7 @@ async function failedTask(store: CallbackStore, at: number, reason: string): Pro
 
 /** Whether the store has the optional `method`; skips the test when it has not. */
 function skipUnless<M extends 'list' | 'redeliver' | 'countDue' | 'setDestination' | 'listDestinations'>(
-  t: TestContext,
+  t: { skip(reason?: string): void },
   store: CallbackStore,
   method: M
 ): store is CallbackStore & Required<Pick<CallbackStore, M>> {
@@ -1308,7 +1592,7 @@ function skipUnless<M extends 'list' | 'redeliver' | 'countDue' | 'setDestinatio
   return false
 }
 
-function skipUnlessSubscribe(t: TestContext, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
+function skipUnlessSubscribe(t: { skip(reason?: string): void }, store: CallbackStore): store is CallbackStore & Required<Pick<CallbackStore, 'subscribe'>> {
   if (typeof store.subscribe === 'function') return true
   t.skip('the store has no subscribe')
   return false
@@ -1325,4 +1609,38 @@ function nextWake(store: CallbackStore & Required<Pick<CallbackStore, 'subscribe
     })
   })
   return { called, unsubscribe }
+}
+
+/**
+ * Counts a subscribed listener's calls. `after(seen, what)` waits (5 s at most, then fails naming
+ * `what`) for a call beyond the `seen` first ones; `quiet()` lets calls already on their way land.
+ */
+function wakeCounter(store: CallbackStore & Required<Pick<CallbackStore, 'subscribe'>>) {
+  let calls = 0
+  let waiting: (() => void) | undefined
+  const unsubscribe = store.subscribe(() => {
+    calls++
+    waiting?.()
+  })
+  return {
+    get calls() {
+      return calls
+    },
+    unsubscribe,
+    quiet: () => new Promise<void>((resolve) => setTimeout(resolve, 200)),
+    after(seen: number, what: string): Promise<number> {
+      if (calls > seen) return Promise.resolve(calls)
+      return new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiting = undefined
+          reject(new Error(`the listener was not called after ${what} within 5 s`))
+        }, 5000)
+        waiting = () => {
+          clearTimeout(timer)
+          waiting = undefined
+          resolve(calls)
+        }
+      })
+    },
+  }
 }

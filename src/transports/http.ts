@@ -10,6 +10,7 @@ import type { Dispatcher } from 'undici'
 import { CallbackError, DeliveryError, UrlPolicyError } from '../errors.ts'
 import type { Transport, TransportRequest, TransportResponse, UrlPolicy } from '../types.ts'
 import { VERSION } from '../version.ts'
+import { checkOptionNames } from '../option-names.ts'
 import { checkAddress, checkCallbackUrl, checkHost, checkTarget, compileUrlPolicy } from './url-policy.ts'
 import type { CompiledUrlPolicy } from './url-policy.ts'
 
@@ -30,17 +31,17 @@ export interface HttpTransportOptions {
    * Time for the whole exchange — DNS, connect, TLS, sending, headers and reading the body — in
    * ms. Default 10 000. A receiver that trickles its answer is cut off when it runs out.
    */
-  timeoutMs?: number
+  timeoutMs?: number | undefined
   /** Response bytes kept (as `body`); the rest is discarded and the connection closed. Default 64 KiB. */
-  maxResponseBytes?: number
+  maxResponseBytes?: number | undefined
   /** The resolver every hostname goes through (default `dns.lookup`); inject one in tests. */
-  lookup?: LookupFunction
+  lookup?: LookupFunction | undefined
   /** Opt-ins past the default SSRF policy: `allowHttp`, `allowHosts`, `allowPorts`. */
-  urlPolicy?: UrlPolicy
+  urlPolicy?: UrlPolicy | undefined
   /** Sockets per origin. Default: unlimited (undici's default). */
-  connections?: number
+  connections?: number | undefined
   /** How long an idle keep-alive socket is kept, ms. Default 4 000 (undici's default). */
-  keepAliveTimeoutMs?: number
+  keepAliveTimeoutMs?: number | undefined
   /**
    * Socket and TLS options for undici's connector (e.g. `ca` for a private CA), or your own undici
    * connector function. Either way the transport resolves and vets the address first and calls the
@@ -48,7 +49,7 @@ export interface HttpTransportOptions {
    * a connector never resolves a name by itself. A function is the documented seam for tests that
    * must see which address would be dialled without opening a socket.
    */
-  connect?: buildConnector.BuildOptions | buildConnector.connector
+  connect?: buildConnector.BuildOptions | buildConnector.connector | undefined
 }
 
 /** The transport {@link createHttpTransport} returns: its timeout is known and it can always be closed. */
@@ -62,9 +63,30 @@ export interface HttpTransport extends Transport {
    * It is closed by {@link HttpTransport.close}.
    */
   readonly dispatcher: Dispatcher
+  /**
+   * The `urlPolicy` it was created with, or `undefined` for the default policy. A sender given
+   * this transport must have the same policy (or none, and then it takes this one).
+   */
+  readonly urlPolicy: UrlPolicy | undefined
+  /**
+   * A transport with the same settings that obeys `urlPolicy`, closed with this one. A sender whose
+   * `urlPolicy` is given beside a transport created without one sends through it, so the sender's
+   * policy governs every request.
+   */
+  withUrlPolicy(urlPolicy: UrlPolicy): HttpTransport
   /** Closes the transport's connection pool; sending afterwards rejects. Idempotent. */
   close(): Promise<void>
 }
+
+const HTTP_TRANSPORT_OPTION_NAMES: ReadonlySet<string> = new Set([
+  'timeoutMs',
+  'maxResponseBytes',
+  'lookup',
+  'urlPolicy',
+  'connections',
+  'keepAliveTimeoutMs',
+  'connect',
+])
 
 const DEFAULT_TIMEOUT_MS = 10_000
 const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
@@ -106,6 +128,7 @@ const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SEL
  */
 export function createHttpTransport(options: HttpTransportOptions = {}): HttpTransport {
   if (options === null || typeof options !== 'object') throw new TypeError('createHttpTransport options must be an object')
+  checkOptionNames(options, HTTP_TRANSPORT_OPTION_NAMES, 'createHttpTransport')
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1) {
     throw new TypeError('timeoutMs must be a positive number of milliseconds (at most 2^31 - 1)')
@@ -152,9 +175,19 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
     return target
   }
 
+  const siblings: HttpTransport[] = []
+
   return {
     timeoutMs,
     dispatcher: agent,
+    urlPolicy: options.urlPolicy,
+
+    withUrlPolicy(urlPolicy: UrlPolicy): HttpTransport {
+      const sibling = createHttpTransport({ ...options, urlPolicy })
+      if (closed) void sibling.close()
+      else siblings.push(sibling)
+      return sibling
+    },
 
     // Not an async function: it would wrap the exchange's promise in one more, and resolving a
     // promise with a promise costs extra turns of the microtask queue. Failures still reject.
@@ -174,7 +207,7 @@ export function createHttpTransport(options: HttpTransportOptions = {}): HttpTra
     async close(): Promise<void> {
       if (closed) return
       closed = true
-      await agent.close()
+      await Promise.all([agent.close(), ...siblings.map((sibling) => sibling.close())])
     },
   }
 }

@@ -10,6 +10,7 @@ import { isIP } from 'node:net'
 import ipaddr from 'ipaddr.js'
 import { UrlPolicyError } from '../errors.ts'
 import type { UrlPolicy } from '../types.ts'
+import { checkOptionNames } from '../option-names.ts'
 
 type IPv4 = ipaddr.IPv4
 type IPv6 = ipaddr.IPv6
@@ -85,9 +86,12 @@ const IPV4_REASONS: Record<string, string> = {
  * checkCallbackUrl('http://127.0.0.1:3000/callbacks', policy) // a URL
  * ```
  */
+const URL_POLICY_OPTION_NAMES: ReadonlySet<string> = new Set(['allowHttp', 'allowHosts', 'allowPorts'])
+
 export function compileUrlPolicy(policy?: UrlPolicy): CompiledUrlPolicy {
   if (policy === undefined) return { allowHttp: false, allowPorts: undefined, allowNames: new Set(), allowRanges: [] }
   if (policy === null || typeof policy !== 'object') throw new TypeError('urlPolicy must be an object')
+  checkOptionNames(policy, URL_POLICY_OPTION_NAMES, 'urlPolicy')
   const { allowHttp = false, allowHosts = [], allowPorts } = policy
   if (typeof allowHttp !== 'boolean') throw new TypeError('urlPolicy.allowHttp must be a boolean')
   if (!Array.isArray(allowHosts)) throw new TypeError('urlPolicy.allowHosts must be an array of hostnames, IP addresses or CIDRs')

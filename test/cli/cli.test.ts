@@ -8,7 +8,7 @@ import type { ChildProcess } from 'node:child_process'
 import { createServer as createHttpServer } from 'node:http'
 import { createServer as createTcpServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
@@ -43,10 +43,14 @@ after(async () => {
 
 const run = (...args: string[]) => runCli(cli.bin, args)
 
-/** stderr holds exactly one line, `endpoint-callback: …`. */
+/** The warning a key given on the command line earns, once, before anything else on stderr. */
+const KEY_WARNING = /^endpoint-callback: warning: --(?:secret|signing-key)\b[^\n]*\n/
+
+/** stderr holds exactly one line, `endpoint-callback: …` (after the warning about a key on the command line). */
 function assertOneLineError(stderr: string, pattern: RegExp): void {
-  assert.match(stderr, /^endpoint-callback: [^\n]+\n$/, `stderr is not one line: ${JSON.stringify(stderr)}`)
-  assert.match(stderr, pattern)
+  const rest = stderr.replace(KEY_WARNING, '')
+  assert.match(rest, /^endpoint-callback: [^\n]+\n$/, `stderr is not one line: ${JSON.stringify(stderr)}`)
+  assert.match(rest, pattern)
 }
 
 function jsonLines(listen: ListenProcess): Array<Record<string, any>> {
@@ -279,10 +283,11 @@ describe('listen and send', () => {
       assert.doesNotMatch(output, /not verified/)
       assert.ok(output.indexOf('intent challenge') < output.indexOf(`→ 204 verified\n  id: ${second.id}`), output)
 
-      // A challenge signed with another secret is not echoed: the sender never sends that URL its payload.
+      // A challenge signed with another secret is not echoed: the sender never sends that URL its
+      // payload. The 401 is retried on the schedule like any 4xx (the secret may be mid-rotation).
       const stranger: SenderOptions = { ...sender, store: createMemoryStore(), secret: generateSecret() }
       const refused = await deliver(await createCallbackTask({ callbackUrl: json.url, event: 'report.ready' }, stranger), { report: 'r-11' }, stranger)
-      assert.equal(refused.status, 'failed')
+      assert.equal(refused.status, 'retrying')
       assert.match(refused.error!, /ERR_CALLBACK_INTENT_NOT_VERIFIED/)
       const unverified = JSON.parse(await json.waitForLine((line) => line.includes('"status":401'))) as Record<string, any>
       assert.equal(unverified.kind, 'intent')
@@ -382,7 +387,7 @@ describe('verify', () => {
 
   test('verify accepts a captured genuine request and prints the callback as JSON', async () => {
     const paths = await capture('genuine', JSON.stringify({ ...captured, 'content-type': 'application/json' }))
-    const result = await run('verify', '--secret', secret, ...paths, '--now', '2024-05-01T12:03:00Z')
+    const result = await runCli(cli.bin, ['verify', ...paths, '--now', '2024-05-01T12:03:00Z'], { env: { CALLBACK_SECRET: secret } })
     assert.equal(result.code, 0, result.stderr)
     assert.equal(result.stderr, '')
     assert.deepEqual(JSON.parse(result.stdout), {
@@ -458,5 +463,98 @@ describe('verify', () => {
     assert.equal(JSON.parse(result.stdout).id, 'msg_v1a')
     const wrongKey = await run('verify', '--public-key', generateSigningKey().publicKey, ...paths, '--now', '2024-05-01T12:00:00Z')
     assert.equal(wrongKey.code, 1)
+  })
+})
+
+describe('keys on the command line', () => {
+  test('--secret on the command line warns once on stderr that CALLBACK_SECRET is safer, never echoing it; the variable alone does not warn', async () => {
+    const secret = generateSecret()
+    const body = '{"type":"t","timestamp":"2025-01-01T00:00:00.000Z","data":7}'
+    const headers = signPayload({ id: 'msg_keys', timestamp: new Date(), body }, { secret })
+    const headersFile = join(files, 'keys.headers')
+    const bodyFile = join(files, 'keys.body')
+    await writeFile(headersFile, JSON.stringify(headers))
+    await writeFile(bodyFile, body)
+
+    const flagged = await run('verify', '--secret', secret, '--secret', generateSecret(), '--headers', headersFile, '--body', bodyFile)
+    assert.equal(flagged.code, 0, flagged.stderr)
+    assert.equal(JSON.parse(flagged.stdout).data, 7)
+    const warnings = flagged.stderr.split('\n').filter((line) => line !== '')
+    assert.equal(warnings.length, 1, `one warning, not ${JSON.stringify(flagged.stderr)}`)
+    assert.match(warnings[0]!, /^endpoint-callback: warning: --secret on the command line can be read by other users of this machine \(ps\).*set CALLBACK_SECRET in the environment instead$/)
+    assert.ok(!flagged.stderr.includes(secret.slice(6, 20)), 'the warning shows the secret')
+
+    const fromEnv = await runCli(cli.bin, ['verify', '--headers', headersFile, '--body', bodyFile], { env: { CALLBACK_SECRET: secret } })
+    assert.equal(fromEnv.code, 0)
+    assert.equal(fromEnv.stderr, '')
+
+    // send: both key flags, one warning naming both, then the command's own error (no connection is opened)
+    const { signingKey } = generateSigningKey()
+    const both = await run('send', 'https://127.0.0.1/hooks', '--secret', secret, '--signing-key', signingKey, '--data', '{}')
+    assert.equal(both.code, 2)
+    const lines = both.stderr.split('\n').filter((line) => line !== '')
+    assert.equal(lines.length, 2, both.stderr)
+    assert.match(lines[0]!, /warning: --secret and --signing-key on the command line .* set CALLBACK_SECRET \/ CALLBACK_SIGNING_KEY in the environment instead/)
+    assert.match(lines[1]!, /ERR_CALLBACK_URL_FORBIDDEN_ADDRESS|127\.0\.0\.1/)
+    assert.ok(!both.stderr.includes(signingKey.slice(5, 20)), 'the warning shows the signing key')
+  })
+})
+
+describe('listen --save and verify', () => {
+  test('listen --save writes each request as raw header lines and body bytes, prints their paths, and verify passes the genuine capture and refuses a tampered one', async () => {
+    const secret = generateSecret()
+    const dir = join(files, 'captures')
+    const listen = await startListen(cli.bin, ['--port', '0', '--json', '--save', dir], running, { CALLBACK_SECRET: secret })
+    const sent = await runCli(
+      cli.bin,
+      ['send', `${listen.url}/hooks?tenant=7`, '--allow-local', '--event', 'report.ready', '--data', '{"report":"r-9","name":"Ren\u00e9e \u2603"}'],
+      { env: { CALLBACK_SECRET: secret } }
+    )
+    assert.equal(sent.code, 0, sent.stderr)
+    const line = JSON.parse(await listen.waitForLine((text) => text.includes('"saved"'))) as Record<string, any>
+    assert.equal(line.verified, true)
+    const saved = line.saved as { headers: string; body: string }
+    assert.ok(saved.headers.startsWith(dir) && saved.body.startsWith(dir), JSON.stringify(saved))
+    assert.match(saved.headers, new RegExp(`-${line.id}\\.headers$`))
+    assert.deepEqual((await readdir(dir)).sort(), [saved.body, saved.headers].map((path) => path.slice(dir.length + 1)).sort())
+    assert.match(await readFile(saved.headers, 'utf8'), /^POST \/hooks\?tenant=7 HTTP\/1\.1\r\n(?:.*\r\n)*webhook-signature: v1,\S+\r\n/i)
+
+    const genuine = await runCli(cli.bin, ['verify', '--headers', saved.headers, '--body', saved.body], { env: { CALLBACK_SECRET: secret } })
+    assert.equal(genuine.code, 0, genuine.stderr)
+    const verified = JSON.parse(genuine.stdout) as Record<string, unknown>
+    assert.equal(verified.id, line.id)
+    assert.deepEqual(verified.data, { report: 'r-9', name: 'Ren\u00e9e \u2603' })
+
+    const bytes = await readFile(saved.body)
+    const tamperedBody = join(files, 'tampered-capture.body')
+    await writeFile(tamperedBody, Buffer.from(bytes.toString('utf8').replace('r-9', 'r-8')))
+    const tampered = await runCli(cli.bin, ['verify', '--headers', saved.headers, '--body', tamperedBody], { env: { CALLBACK_SECRET: secret } })
+    assert.equal(tampered.code, 1)
+    assert.equal(tampered.stdout, '')
+    assertOneLineError(tampered.stderr, /not verified: ERR_CALLBACK_SIGNATURE_MISMATCH/)
+    assert.deepEqual(await listen.stop(), { code: 0, signal: null })
+  })
+
+  test('listen --save keeps a refused request too, body byte for byte, and prints the paths in its text output', async () => {
+    const dir = join(files, 'refused-captures')
+    const listen = await startListen(cli.bin, ['--port', '0', '--save', dir], running, { CALLBACK_SECRET: generateSecret() })
+    const body = Buffer.from([0x7b, 0xff, 0x00, 0x7d])
+    const answer = await fetch(`${listen.url}/hooks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    assert.equal(answer.status, 400)
+    const saved = /^ {2}saved: (\S+\.headers) (\S+\.body)$/m.exec(await listen.waitForLine((text) => text.includes('saved:')))
+    assert.ok(saved, listen.lines.join('\n'))
+    assert.deepEqual(await readFile(saved[2]!), body)
+    const unsigned = await runCli(cli.bin, ['verify', '--headers', saved[1]!, '--body', saved[2]!], { env: { CALLBACK_SECRET: generateSecret() } })
+    assert.equal(unsigned.code, 1)
+    assertOneLineError(unsigned.stderr, /ERR_CALLBACK_SIGNATURE_HEADERS_MISSING/)
+    await listen.stop()
+  })
+
+  test('listen --save into a path that cannot be a directory is exit 2 before listening', async () => {
+    const file = join(files, 'not-a-directory')
+    await writeFile(file, '')
+    const result = await runCli(cli.bin, ['listen', '--port', '0', '--save', join(file, 'captures')], { env: { CALLBACK_SECRET: generateSecret() } })
+    assert.equal(result.code, 2)
+    assertOneLineError(result.stderr, /--save: cannot create .*not-a-directory\/captures: ENOTDIR/)
   })
 })

@@ -18,7 +18,7 @@ import { createRedisStore } from 'endpoint-callback/redis'
 import { buildCli, runCli } from '../support/cli-binary.ts'
 import type { BuiltCli } from '../support/cli-binary.ts'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
-import { DATABASE_URL, REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, REDIS_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const postgresSkip = await serviceSkip('postgres')
 const redisSkip = await serviceSkip('redis')
@@ -96,7 +96,9 @@ const backends: Backend[] = [
 ]
 
 for (const backend of backends) {
-  describe(`inspection commands on ${backend.name}`, { skip: backend.skip }, () => {
+  // shadows node:test's: with the service down (and skipping asked for) each test is reported skipped
+  const { before, after, test } = serviceTests(backend.skip)
+  describe(`inspection commands on ${backend.name}`, () => {
     let opened: Awaited<ReturnType<Backend['open']>>
     let sender: SenderOptions
     const clientSecret = generateSecret()
@@ -111,7 +113,7 @@ for (const backend of backends) {
         status: request.url.includes('/bad') ? 400 : request.url.includes('/busy') ? 503 : 204,
         body: request.url.includes('/bad') ? 'no such account' : '',
       }))
-      sender = { store: opened.store, secret: generateSecret(), transport, now: clock.now, retry: { schedule: [60_000], jitter: 0 } }
+      sender = { store: opened.store, secret: generateSecret(), transport, now: clock.now, retry: { schedule: [60_000], jitter: 0, failStatuses: [400] } }
       const make = async (path: string, secret?: string) => {
         const task = await createCallbackTask({ callbackUrl: `https://client.example${path}?token=t`, event: 'report.ready', idempotencyKey: `key${path}`, ...(secret === undefined ? {} : { secret }) }, sender)
         await deliver(task, { path }, sender)
@@ -175,6 +177,46 @@ for (const backend of backends) {
       assertOneLineError(bad.stderr, /status must be one of .* or any/)
     })
 
+    test('CALLBACK_STORE_SCHEMA / CALLBACK_STORE_PREFIX name the schema or key prefix for every store command; the other kind of store\'s variable is ignored', async () => {
+      const [, url, , name] = opened.flags as [string, string, string, string]
+      const env = {
+        CALLBACK_STORE_URL: url,
+        CALLBACK_STORE_SCHEMA: backend.name === 'postgres' ? name : 'not_this_schema',
+        CALLBACK_STORE_PREFIX: backend.name === 'redis' ? name : 'not-this-prefix',
+      }
+      const tasks = await runCli(cli.bin, ['tasks', '--json'], { env })
+      assert.equal(tasks.code, 0, tasks.stderr)
+      assert.deepEqual(jsonLines(tasks.stdout).map((task) => task.id), [ids.late, ids.early])
+      const attempts = await runCli(cli.bin, ['attempts', ids.early], { env })
+      assert.equal(attempts.code, 0, attempts.stderr)
+      assert.match(attempts.stdout, /^#1 .* HTTP 400 /)
+      // The flag still wins over the variable.
+      const flagged = await runCli(cli.bin, ['attempts', ids.early, backend.name === 'postgres' ? '--schema' : '--prefix', uniqueName('ec_cli_elsewhere')], { env })
+      assert.equal(flagged.code, 1)
+      for (const command of [['redeliver', 'msg_nowhere'], ['cancel', 'msg_nowhere']]) {
+        const result = await runCli(cli.bin, command, { env })
+        assert.equal(result.code, 1, result.stderr)
+        assertOneLineError(result.stderr, new RegExp(`ERR_CALLBACK_TASK_NOT_FOUND: task msg_nowhere does not exist in the .* store at .*"${name}"`))
+      }
+    })
+
+    test('an empty listing says on stderr which store, schema or prefix and filter it searched, and stdout stays empty', async () => {
+      const since = await run('tasks', '--since', '2099-01-01T00:00:00Z')
+      assert.equal(since.code, 0, since.stderr)
+      assert.equal(since.stdout, '')
+      const [, url, , name] = opened.flags as [string, string, string, string]
+      const server = (backend.name === 'postgres' ? `${new URL(url).host}${new URL(url).pathname}` : new URL(url).host).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+      const where = backend.name === 'postgres' ? `PostgreSQL store at ${server}, schema "${name}"` : `Redis store at ${server}, key prefix "${name}"`
+      assertOneLineError(since.stderr, new RegExp(`no failed tasks \\(updated since 2099-01-01T00:00:00\\.000Z\\) in the ${where}`))
+      if (backend.name === 'redis') {
+        const wrong = uniqueName('ec_cli_wrong')
+        const result = await runCli(cli.bin, ['tasks', '--json', '--store', opened.flags[1]!, '--prefix', wrong])
+        assert.equal(result.code, 0, result.stderr)
+        assert.equal(result.stdout, '')
+        assertOneLineError(result.stderr, new RegExp(`no failed tasks in the Redis store at ${server}, key prefix "${wrong}" \\(--prefix or CALLBACK_STORE_PREFIX\\)`))
+      }
+    })
+
     test('attempts prints a task’s attempts, and an unknown task is exit 1 with one line', async () => {
       const text = await run('attempts', ids.early)
       assert.equal(text.code, 0, text.stderr)
@@ -186,7 +228,7 @@ for (const backend of backends) {
       )
       const unknown = await run('attempts', 'msg_no_such_task')
       assert.equal(unknown.code, 1)
-      assertOneLineError(unknown.stderr, /ERR_CALLBACK_TASK_NOT_FOUND: task msg_no_such_task does not exist/)
+      assertOneLineError(unknown.stderr, /ERR_CALLBACK_TASK_NOT_FOUND: task msg_no_such_task does not exist in the (?:PostgreSQL store at \S+, schema|Redis store at \S+, key prefix) "ec_cli_inspect/)
     })
 
     test('redeliver makes one failed task due now, refuses a delivered one, and --all-failed --since takes the rest', async () => {

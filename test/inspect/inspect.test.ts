@@ -30,7 +30,7 @@ function setup(answer: (url: string, index: number) => TestReply, schedule: numb
     secret: generateSecret(),
     transport,
     now: clock.now,
-    retry: { schedule, jitter: 0 },
+    retry: { schedule, jitter: 0, failStatuses: [400, 422] },
     onEvent(event) {
       // one waiter per event, so `work(type, 2)` waits for two of them
       const index = waiters.findIndex((waiter) => waiter.type === event.type)

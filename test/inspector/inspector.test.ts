@@ -17,7 +17,7 @@ import { createPostgresStore, migratePostgres } from 'endpoint-callback/postgres
 import { createRedisStore } from 'endpoint-callback/redis'
 import { seedTasks } from '../support/inspector-seed.ts'
 import { createTestTransport } from '../support/sender.ts'
-import { DATABASE_URL, REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, REDIS_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const ORIGIN = 'http://inspector.test'
 const redisSkip = await serviceSkip('redis')
@@ -189,8 +189,9 @@ describe('the overview of a store without summarize', () => {
   })
 })
 
-describe('the overview over Redis', { skip: redisSkip }, () => {
-  test('counts every task, its attempts and the failing hosts in one scan', async () => {
+const overRedis = serviceTests(redisSkip)
+describe('the overview over Redis', () => {
+  overRedis.test('counts every task, its attempts and the failing hosts in one scan', async () => {
     const client = new Redis(REDIS_URL)
     const prefix = uniqueName('ec_inspector')
     try {
@@ -212,8 +213,9 @@ describe('the overview over Redis', { skip: redisSkip }, () => {
 
 const postgresSkip = await serviceSkip('postgres')
 
-describe('the overview over PostgreSQL', { skip: postgresSkip }, () => {
-  test('a count past countCap shows the estimate from the table statistics', async () => {
+const overPostgres = serviceTests(postgresSkip)
+describe('the overview over PostgreSQL', () => {
+  overPostgres.test('a count past countCap shows the estimate from the table statistics', async () => {
     const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
     const schema = uniqueName('ec_inspector_estimate')
     try {

@@ -3,14 +3,13 @@
  * `text` refuses) or half a surrogate pair must never keep an attempt from being recorded, and a
  * store that refuses the answer's text anyway must still count the attempt.
  */
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createCallbackTask, createHttpTransport, createMemoryStore, deliver, generateSecret, StoreError } from 'endpoint-callback'
 import type { CallbackStore, DeliveryEvent, HttpTransport } from 'endpoint-callback'
 import { openDurableStore, type DurableStore } from '../support/durable-stores.ts'
-import { serviceSkip } from '../support/services.ts'
+import { serviceSkip, serviceTests } from '../support/services.ts'
 
 const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 
@@ -48,7 +47,8 @@ const kinds = [
 ] as const
 
 for (const [kind, skip] of kinds) {
-  describe(`answers with NUL bytes on the ${kind} store`, { skip, timeout: 60_000 }, () => {
+  const { after, before, describe, it } = serviceTests(skip)
+  describe(`answers with NUL bytes on the ${kind} store`, { timeout: 60_000 }, () => {
     let durable: DurableStore | undefined
     let store: CallbackStore
     let receiver: Awaited<ReturnType<typeof startHostileReceiver>>

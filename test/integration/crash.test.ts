@@ -3,7 +3,6 @@
  * twice, and restarted. Every callback must still arrive, nothing may stay leased, and the only
  * duplicates are the deliveries that were in flight when the worker died.
  */
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -11,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { createCallbackTask, generateSecret } from 'endpoint-callback'
 import { inParallel, makeDue, openDurableStore, type DurableKind, type DurableStore } from '../support/durable-stores.ts'
 import { startLoopbackReceiver, type LoopbackReceiver } from '../support/loopback-receiver.ts'
-import { serviceSkip } from '../support/services.ts'
+import { serviceSkip, serviceTests } from '../support/services.ts'
 
 const TASKS = 2000
 const LEASE_MS = 2000
@@ -20,8 +19,9 @@ const workerScript = fileURLToPath(new URL('../support/crash-worker.ts', import.
 
 for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
   const skip = await serviceSkip(kind)
+  const { after, before, describe, it } = serviceTests(skip)
 
-  describe(`crash safety on ${kind}`, { skip, timeout: 180_000 }, () => {
+  describe(`crash safety on ${kind}`, { timeout: 180_000 }, () => {
     let durable: DurableStore
     let receiver: LoopbackReceiver
     const workers = new Set<ChildProcess>()

@@ -11,6 +11,7 @@ import type { DeliveryEvent, SenderOptions, Transport } from 'endpoint-callback'
 import { answer, startReceiver } from '../support/callback-receiver.ts'
 import type { ReceiverScript, TestReceiver } from '../support/callback-receiver.ts'
 import { createTestClock } from '../support/sender.ts'
+import { within } from '../support/waits.ts'
 
 // Loopback over plain http is refused by default; these tests opt in explicitly.
 const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
@@ -57,7 +58,7 @@ async function setup(script: ReceiverScript, options: { transport?: Transport; s
 async function until(condition: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
   const end = Date.now() + ms
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${String(condition)}`)
     await sleep(5)
   }
 }
@@ -85,7 +86,7 @@ test('a receiver answering 200 gets one signed POST that the standardwebhooks pa
   assert.equal(stored?.status, 'delivered')
   const [attempt] = await s.sender.store.attempts(task.id)
   assert.deepEqual({ status: attempt?.status, outcome: attempt?.outcome, body: attempt?.responseBody }, { status: 200, outcome: 'delivered', body: 'thanks' })
-  assert.ok(attempt!.durationMs >= 0)
+  assert.ok(Number.isFinite(attempt!.durationMs) && attempt!.durationMs > 0, `the attempt's durationMs is ${attempt!.durationMs}`)
 })
 
 test('a receiver answering 500 then 200 gets the same webhook-id and body twice, 5 s apart by the schedule', async () => {
@@ -106,7 +107,7 @@ test('a receiver answering 500 then 200 gets the same webhook-id and body twice,
     s.clock.advance(1)
     await until(async () => (await s.sender.store.get(task.id))?.status === 'delivered')
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
 
   const [a, b] = s.receiver.received
@@ -131,10 +132,13 @@ test('a receiver answering 410 Gone cancels the task and is never called again',
   assert.equal((await s.sender.store.claim({ now: new Date(s.clock.now().getTime() + 86_400_000), limit: 10, leaseMs: 60_000 })).length, 0)
 })
 
-test('a receiver answering 400 fails the task permanently, keeping what it said', async () => {
+test('a receiver answering 400 is retried by default, and fails the task at once when 400 is in retry.failStatuses, keeping what it said', async () => {
   await using s = await setup((_request, response) => answer(response, 400, '{"error":"unknown job"}'))
-  const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
-  const report = await deliver(task.id, {}, s.sender)
+  const retried = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
+  assert.equal((await deliver(retried.id, {}, s.sender)).status, 'retrying')
+  const strict = { ...s.sender, retry: { jitter: 0, failStatuses: [400] } }
+  const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, strict)
+  const report = await deliver(task.id, {}, strict)
   assert.equal(report.status, 'failed')
   assert.equal(report.nextAttemptAt, undefined)
   const stored = await s.sender.store.get(task.id)
@@ -142,12 +146,12 @@ test('a receiver answering 400 fails the task permanently, keeping what it said'
   assert.equal((await s.sender.store.attempts(task.id))[0]?.responseBody, '{"error":"unknown job"}')
 })
 
-test('a receiver answering 302 fails the task and the redirect is not followed', async () => {
+test('a receiver answering 302 is retried on the schedule and the redirect is not followed', async () => {
   await using elsewhere = await setup((_request, response) => answer(response, 200))
   await using s = await setup((_request, response) => answer(response, 302, '', { location: elsewhere.receiver.url }))
   const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
   const report = await deliver(task.id, {}, s.sender)
-  assert.equal(report.status, 'failed')
+  assert.equal(report.status, 'retrying')
   assert.match(report.error!, /HTTP 302/)
   assert.equal(elsewhere.receiver.received.length, 0)
   assert.equal(s.receiver.received.length, 1)
@@ -170,7 +174,7 @@ test('a 429 with Retry-After puts the next attempt at the hint when it is later 
     s.clock.advance(60_000)
     await until(async () => (await s.sender.store.get(task.id))?.status === 'delivered')
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
   assert.equal(s.receiver.received[1]!.headers['webhook-id'], task.id)
 })
@@ -180,7 +184,7 @@ test('a receiver that hangs is cut off by the transport timeout and the task is 
   await using s = await setup(() => {}, { transport })
   const task = await createCallbackTask({ callbackUrl: s.receiver.url, event: 'e' }, s.sender)
   const start = s.clock.now().getTime()
-  const report = await deliver(task.id, {}, s.sender)
+  const report = await within(deliver(task.id, {}, s.sender), 'the 300 ms transport timeout did not end the attempt', 10_000)
   assert.equal(report.status, 'retrying')
   assert.equal(report.nextAttemptAt?.getTime(), start + 5_000)
   assert.equal(s.receiver.received.length, 1, 'a timeout is not retried inside the attempt')
@@ -226,7 +230,7 @@ test('a task whose receivers keep failing fails after schedule.length + 1 attemp
     s.clock.advance(3_600_000)
     await sleep(50)
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
   assert.equal(s.receiver.received.length, 3)
   const stored = await s.sender.store.get(task.id)

@@ -44,7 +44,9 @@ async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return
   const exited = new Promise((resolve) => child.once('exit', resolve))
   child.kill('SIGTERM')
+  const killer = setTimeout(() => child.kill('SIGKILL'), 10_000)
   await exited
+  clearTimeout(killer)
 }
 
 for (const [example, framework] of [

@@ -4,7 +4,6 @@
  * loopback receivers. Screenshots of the overview and of a task page are written to
  * test-output/inspector/ for a reviewer to look at.
  */
-import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
@@ -24,7 +23,7 @@ import { createPostgresStore, migratePostgres } from 'endpoint-callback/postgres
 import { HOSTILE_BODY, HOSTILE_METADATA, seedTasks } from '../support/inspector-seed.ts'
 import type { SeededTasks } from '../support/inspector-seed.ts'
 import { scriptedResolver } from '../support/ssrf.ts'
-import { DATABASE_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 const postgresSkip = await serviceSkip('postgres')
@@ -43,7 +42,9 @@ async function eventually(what: string, check: () => Promise<boolean>, ms = 10_0
   }
 }
 
-describe('the inspector in Chromium over PostgreSQL', { skip: postgresSkip || browserSkip }, () => {
+const { after, before, describe, test } = serviceTests(postgresSkip || browserSkip)
+
+describe('the inspector in Chromium over PostgreSQL', () => {
   let pool: pg.Pool
   let schema: string
   let sender: SenderOptions

@@ -118,7 +118,7 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'endpoint-callback-readme-'))
   const copy = join(work, 'package')
   await mkdir(copy)
-  for (const entry of ['package.json', 'README.md', 'LICENSE', 'bin', 'src', 'tsconfig.json', 'tsconfig.build.json']) {
+  for (const entry of ['package.json', 'README.md', 'LICENSE', 'BENCHMARKS.md', 'bin', 'src', 'scripts', 'docs', 'examples', 'tsconfig.json', 'tsconfig.build.json']) {
     await cp(join(root, entry), join(copy, entry), { recursive: true })
   }
   // Type definitions for the build only; npm pack never includes node_modules.

@@ -72,7 +72,7 @@ function spellings(secretMaterial: string[]): string[] {
 async function until(condition: () => Promise<boolean>, ms = 10_000): Promise<void> {
   const end = Date.now() + ms
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${String(condition)}`)
     await sleep(10)
   }
 }

@@ -157,7 +157,7 @@ function sender(extra: Omit<Partial<SenderOptions>, 'transport'> & { transport?:
 async function until(condition: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
   const end = Date.now() + ms
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${String(condition)}`)
     await sleep(10)
   }
 }

@@ -3,7 +3,6 @@
  * forwarding; the shared servers are never touched): every store call is bounded, fails with an
  * `error` event, and the worker carries on over new connections until every task is delivered.
  */
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import { Redis } from 'ioredis'
@@ -13,7 +12,7 @@ import { createPostgresStore } from 'endpoint-callback/postgres'
 import { createRedisStore } from 'endpoint-callback/redis'
 import { inParallel, makeDue, openDurableStore, type DurableKind, type DurableStore } from '../support/durable-stores.ts'
 import { startLoopbackReceiver, type LoopbackReceiver } from '../support/loopback-receiver.ts'
-import { DATABASE_URL, REDIS_URL, serviceSkip } from '../support/services.ts'
+import { DATABASE_URL, REDIS_URL, serviceSkip, serviceTests } from '../support/services.ts'
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts'
 
 const LEASE_MS = 2000
@@ -49,8 +48,9 @@ function storeThrough(kind: DurableKind, name: string, url: string): { store: Ca
 
 for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
   const skip = await serviceSkip(kind)
+  const { after, before, describe, it } = serviceTests(skip)
 
-  describe(`${kind} store whose connections die silently`, { skip, timeout: 120_000 }, () => {
+  describe(`${kind} store whose connections die silently`, { timeout: 120_000 }, () => {
     let direct: DurableStore
     let receiver: LoopbackReceiver
     let proxy: TcpProxy
@@ -122,8 +122,9 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
   })
 }
 
-describe('a pg Pool set up as the README shows, on a PostgreSQL restart', { skip: await serviceSkip('postgres'), timeout: 60_000 }, () => {
-  it('does not take the process down when its idle connections break, and works again after', async () => {
+const restart = serviceTests(await serviceSkip('postgres'))
+restart.describe('a pg Pool set up as the README shows, on a PostgreSQL restart', { timeout: 60_000 }, () => {
+  restart.it('does not take the process down when its idle connections break, and works again after', async () => {
     const direct = await openDurableStore('postgres')
     const target = new URL(DATABASE_URL)
     const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })

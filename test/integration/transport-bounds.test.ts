@@ -5,6 +5,7 @@ import { buildConnector } from 'undici'
 import { createHttpTransport } from 'endpoint-callback'
 import { afterRequestHead, loopbackServer } from '../support/ssrf.ts'
 import type { LoopbackServer } from '../support/ssrf.ts'
+import { within } from '../support/waits.ts'
 
 const LOCAL = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 const TIMEOUT_MS = 600
@@ -36,14 +37,21 @@ function closedWithin(server: LoopbackServer, ms: number): Promise<boolean> {
 async function timedSend(url: string, options: Parameters<typeof createHttpTransport>[0]) {
   const transport = createHttpTransport(options)
   const started = performance.now()
+  // A lost deadline must fail here, in seconds, naming what hung: not as the runner's 180 s cancellation.
+  const deadlineMs = options?.timeoutMs ?? 10_000
+  const bound = deadlineMs + MARGIN_MS + 5_000
   try {
-    const outcome = await transport.send({ url, headers: {}, body: '{}' }).then(
-      (response) => ({ response, error: undefined }),
-      (error: unknown) => ({ response: undefined, error: error as { code?: string } }),
+    const outcome = await within(
+      transport.send({ url, headers: {}, body: '{}' }).then(
+        (response) => ({ response, error: undefined }),
+        (error: unknown) => ({ response: undefined, error: error as { code?: string } }),
+      ),
+      `the attempt was not ended by its ${deadlineMs} ms deadline`,
+      bound,
     )
     return { ...outcome, elapsedMs: performance.now() - started }
   } finally {
-    await transport.close()
+    await within(transport.close(), 'the transport did not close', 5_000).catch(() => {})
   }
 }
 

@@ -5,6 +5,7 @@ import type { IncomingMessage, Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createHttpTransport, DeliveryError, UrlPolicyError, VERSION } from 'endpoint-callback'
 import { loopbackServer } from '../support/ssrf.ts'
+import { within } from '../support/waits.ts'
 
 const LOCAL = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 
@@ -261,9 +262,13 @@ describe('createHttpTransport on a loopback receiver', () => {
     ]
     for (const [name, transport, url] of scenarios) {
       try {
-        const error = await transport
-          .send({ url, headers: { authorization: `Bearer ${secret}`, 'webhook-signature': `v1,${secret}` }, body: secret })
-          .then(() => assert.fail(`${name}: resolved`), (error: unknown) => error)
+        const error = await within(
+          transport
+            .send({ url, headers: { authorization: `Bearer ${secret}`, 'webhook-signature': `v1,${secret}` }, body: secret })
+            .then(() => assert.fail(`${name}: resolved`), (error: unknown) => error),
+          `${name}: the 300 ms deadline did not end the attempt`,
+          10_000
+        )
         assert.ok(error instanceof Error, name)
         for (let current: unknown = error; current instanceof Error; current = current.cause) {
           assert.doesNotMatch(`${current.message} ${String(current.stack)}`, /TOPSECRET/, `${name}: ${current.message}`)

@@ -5,6 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { within } from '../support/waits.ts'
 import { createCallbackTask, createHttpTransport, createMemoryStore, createWorker, deliver, generateSecret } from 'endpoint-callback'
 import type { SenderOptions } from 'endpoint-callback'
 import { answer, startReceiver } from '../support/callback-receiver.ts'
@@ -16,7 +17,7 @@ const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 async function until(condition: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
   const end = Date.now() + ms
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${String(condition)}`)
     await sleep(10)
   }
 }
@@ -71,7 +72,7 @@ test('four workers on one store deliver 400 tasks exactly once each, one of them
     for (const worker of workers) worker.start()
 
     await until(() => deliveredTimes.size >= TASKS / 4)
-    await workers[0]!.stop()
+    await within(workers[0]!.stop(), 'stop() of the first worker did not resolve')
     const sentByStopped = sentBy[0]!
     assert.equal(workers[0]!.running, false)
     assert.equal(workers[0]!.active, 0)
@@ -80,7 +81,7 @@ test('four workers on one store deliver 400 tasks exactly once each, one of them
       for (const id of ids) if ((await sender.store.get(id))?.status !== 'delivered') return false
       return true
     })
-    await Promise.all(workers.slice(1).map((worker) => worker.stop()))
+    await within(Promise.all(workers.slice(1).map((worker) => worker.stop())), 'stop() of the other workers did not resolve')
 
     assert.deepEqual(unexpected, [])
     assert.equal(deliveredTimes.size, TASKS, 'every task landed')

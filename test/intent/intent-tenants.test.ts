@@ -57,7 +57,9 @@ test("client A naming client B's URL: B's receiver refuses the challenge and its
 
   const fromA = await createCallbackTask({ callbackUrl: b.url, event: 'report.ready', metadata: { account: 'acct_A' } }, sender)
   const report = await deliver(fromA.id, { secretReport: 'A' }, sender)
-  assert.equal(report.status, 'failed')
+  // the 403 is retried on the schedule like any non-2xx but 410 (retry.failStatuses would end it
+  // at once); either way the payload is never sent
+  assert.equal(report.status, 'retrying')
   assert.equal(b.handled.length, 0, "B's handler ran for a callback A asked for")
   assert.match((await sender.store.get(fromA.id))!.lastError ?? '', /ERR_CALLBACK_INTENT_NOT_VERIFIED.*403/)
 

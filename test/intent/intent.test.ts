@@ -14,6 +14,7 @@ import {
   type IntentAnswer
 } from 'endpoint-callback'
 import { startLoopbackServer, type ReceivedRequest } from '../support/loopback-server.ts'
+import { within } from '../support/waits.ts'
 
 const secret = generateSecret()
 const transport = createHttpTransport({ urlPolicy: { allowHttp: true, allowHosts: ['127.0.0.1'] } })
@@ -98,7 +99,7 @@ test('an endpoint that never answers is given up after timeoutMs with a retryabl
   const hanging = await startLoopbackServer(() => {})
   after(() => hanging.close())
   await assert.rejects(
-    verifyIntent(`${hanging.origin}/`, { transport, sign, timeoutMs: 200 }),
+    within(verifyIntent(`${hanging.origin}/`, { transport, sign, timeoutMs: 200 }), 'the 200 ms intent timeout did not end the challenge', 10_000),
     (error: unknown) => error instanceof DeliveryError && error.code === 'ERR_CALLBACK_TIMEOUT'
   )
   assert.equal(hanging.requests.length, 1)

@@ -252,7 +252,8 @@ describe('createOpenTelemetry', () => {
     const rejected = await createCallbackTask({ callbackUrl: `${s.receiver.origin}/bad`, event: 'a' }, s.sender)
     const gone = await createCallbackTask({ callbackUrl: `${s.receiver.origin}/gone`, event: 'a' }, s.sender)
     const refused = await createCallbackTask({ callbackUrl: refusedUrl, event: 'b' }, s.sender)
-    assert.equal((await deliver(rejected, {}, s.sender)).status, 'failed')
+    const strict = { ...s.sender, retry: { schedule: [60_000], jitter: 0, failStatuses: [400] } }
+    assert.equal((await deliver(rejected, {}, strict)).status, 'failed')
     assert.equal((await deliver(gone, {}, s.sender)).status, 'cancelled')
     assert.equal((await deliver(refused, {}, s.sender)).status, 'retrying')
 

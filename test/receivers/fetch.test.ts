@@ -6,6 +6,7 @@ import type { ReceiverOptions } from 'endpoint-callback/fetch'
 import { ROTATING, receiverCases, signed } from '../support/receiver-cases.ts'
 import type { SignedCallback } from '../support/receiver-cases.ts'
 import { receiverSuite } from '../support/receiver-suite.ts'
+import { within } from '../support/waits.ts'
 
 const MiB = 1024 * 1024
 
@@ -143,6 +144,11 @@ receiverSuite('A fetch callbackHandler', async (options, handle) => {
         response = new Response('internal error', { status: 500 }) // what a framework answers for a throw
       }
       return { status: response.status, contentType: response.headers.get('content-type'), body: await response.text() }
+    },
+    async hangUp(callback, when) {
+      // a framework drops the Response when the client is gone; the handler runs on regardless
+      void handler(webRequest(callback)).catch(() => {})
+      await within(when, 'the handler was never entered for the request to hang up on')
     },
     async close() {},
   }

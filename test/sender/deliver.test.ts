@@ -103,14 +103,30 @@ test('a payload that cannot be serialised is rejected and the task stays pending
   assert.equal((await deliver(task.id, { fixed: true }, sender)).status, 'delivered')
 })
 
-test('an unknown task and a task whose result is already attached are TaskErrors with codes', async () => {
+test('an unknown task is a TaskError with its code, and a bad task argument a TypeError', async () => {
   const { sender } = setup(() => ({ status: 204 }))
   await assert.rejects(deliver('msg_nope', {}, sender), (error: unknown) => error instanceof TaskError && error.code === 'ERR_CALLBACK_TASK_NOT_FOUND')
+  await assert.rejects(deliver(42 as never, {}, sender), TypeError)
+})
+
+test('deliver called again for a task that has its result sends nothing and answers the current report', async () => {
+  const { sender, transport } = setup((_request, index) => ({ status: index === 0 ? 503 : 204 }), { retry: { jitter: 0, schedule: [5_000] } })
+  const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  const first = await deliver(task.id, { n: 1 }, sender)
+  assert.equal(first.status, 'retrying')
+  // a replayed request: the same task, another payload; nothing is sent, nothing throws after a 202
+  const again = await deliver(task, { n: 2 }, sender)
+  assert.deepEqual(again, { status: 'retrying', attempts: 1, nextAttemptAt: first.nextAttemptAt, error: 'HTTP 503' })
+  assert.equal(transport.requests.length, 1)
+  assert.deepEqual(JSON.parse((await sender.store.get(task.id))!.body!).data, { n: 1 }, 'the first payload stands')
+})
+
+test('deliver called again after delivery answers delivered', async () => {
+  const { sender, transport } = setup(() => ({ status: 204 }))
   const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
   await deliver(task.id, {}, sender)
-  await assert.rejects(deliver(task.id, {}, sender), (error: unknown) => error instanceof TaskError && error.code === 'ERR_CALLBACK_TASK_STATE')
-  await assert.rejects(deliver(task, {}, sender), (error: unknown) => error instanceof TaskError && error.code === 'ERR_CALLBACK_TASK_STATE')
-  await assert.rejects(deliver(42 as never, {}, sender), TypeError)
+  assert.deepEqual(await deliver(task.id, {}, sender), { status: 'delivered', attempts: 1 })
+  assert.equal(transport.requests.length, 1)
 })
 
 test('a per-task secret signs instead of the sender\'s', async () => {
@@ -182,9 +198,19 @@ test('a retry that would land after the deadline fails the task now instead', as
   assert.equal(attempt?.outcome, 'failed')
 })
 
-test('a 410 cancels the task and a 400 fails it, each announced once', async () => {
-  for (const [status, expected] of [[410, 'cancelled'], [400, 'failed']] as const) {
+test('a 401 or 404 is retried on the schedule, not failed at the first attempt', async () => {
+  for (const status of [401, 403, 404, 409, 422]) {
     const { sender, events } = setup(() => ({ status }))
+    const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+    const report = await deliver(task.id, {}, sender)
+    assert.equal(report.status, 'retrying', String(status))
+    assert.deepEqual(events.map((event) => event.type), ['attempt', 'retry-scheduled'])
+  }
+})
+
+test('a 410 cancels the task and a status listed in retry.failStatuses fails it, each announced once', async () => {
+  for (const [status, expected] of [[410, 'cancelled'], [400, 'failed']] as const) {
+    const { sender, events } = setup(() => ({ status }), { retry: { jitter: 0, failStatuses: [400] } })
     const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
     const report = await deliver(task.id, {}, sender)
     assert.equal(report.status, expected)

@@ -13,8 +13,8 @@ test('every 2xx status counts as delivered', () => {
   for (const status of [200, 201, 202, 204, 299]) assert.equal(outcomeOf(status), 'delivered')
 })
 
-test('a redirect is a permanent failure and is never followed', () => {
-  for (const status of [301, 302, 307, 308]) assert.equal(outcomeOf(status), 'failed')
+test('a redirect is never followed, and is retried on the schedule like any other non-2xx', () => {
+  for (const status of [301, 302, 307, 308]) assert.equal(outcomeOf(status), 'retry')
   assert.match(classifyResponse(response(302), retry, now).reason!, /HTTP 302: redirects are not followed/)
 })
 
@@ -26,11 +26,16 @@ test('410 Gone cancels the task', () => {
   assert.equal(outcomeOf(410), 'cancelled')
 })
 
-test('other 4xx fail permanently unless listed in retry.retryStatuses', () => {
-  for (const status of [400, 401, 403, 404, 413, 422]) assert.equal(outcomeOf(status), 'failed', String(status))
-  const lenient = resolveRetryOptions({ retryStatuses: [404, 409] })
-  assert.equal(classifyResponse(response(404), lenient, now).outcome, 'retry')
-  assert.equal(classifyResponse(response(400), lenient, now).outcome, 'failed')
+test('every other 4xx is retried by default, as Svix and Stripe do: a 401 mid-rotation, a 404 not deployed yet', () => {
+  for (const status of [400, 401, 403, 404, 409, 413, 422]) assert.equal(outcomeOf(status), 'retry', String(status))
+})
+
+test('retry.failStatuses opts chosen statuses into failing at once', () => {
+  const strict = resolveRetryOptions({ failStatuses: [400, 422, 301] })
+  assert.deepEqual(classifyResponse(response(422), strict, now), { outcome: 'failed', reason: 'HTTP 422' })
+  assert.equal(classifyResponse(response(301), strict, now).outcome, 'failed')
+  assert.equal(classifyResponse(response(404), strict, now).outcome, 'retry')
+  assert.equal(classifyResponse(response(410), strict, now).outcome, 'cancelled')
 })
 
 test('Retry-After is read from 429 and 503, in seconds or as an HTTP date', () => {

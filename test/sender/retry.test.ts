@@ -52,7 +52,10 @@ test('bad retry options are TypeErrors naming the option', () => {
     [{ jitter: 2 }, /retry\.jitter/],
     [{ deadlineMs: 0 }, /retry\.deadlineMs/],
     [{ maxRetryAfterMs: -5 }, /retry\.maxRetryAfterMs/],
-    [{ retryStatuses: [500] }, /retry\.retryStatuses/],
+    [{ retryStatuses: [500] }, /retry\.retryStatuses is gone.*retry\.failStatuses/],
+    [{ failStatuses: [410] }, /retry\.failStatuses/],
+    [{ failStatuses: [200] }, /retry\.failStatuses/],
+    [{ shedule: [1] }, /retry: unknown option `shedule` \(did you mean `schedule`\?\)/],
     ['often', /retry must be an object/],
   ]
   for (const [options, message] of cases) {

@@ -54,10 +54,10 @@ test('a lease no longer than the transport timeout is refused, since it could ru
   assert.throws(() => resolveSender({ store, secret, leaseMs: 10_000 }), /leaseMs \(10000\) must exceed the transport timeout \(10000 ms\)/)
   // an attempt must also leave a tenth of the lease (at most 1 s) to be recorded
   assert.throws(() => resolveSender({ store, secret, leaseMs: 10_001 }), /at least 11000/)
-  assert.ok(resolveSender({ store, secret, leaseMs: 11_000 }))
+  assert.equal(resolveSender({ store, secret, leaseMs: 11_000 }).leaseMs, 11_000)
   const slow = createTestTransport(() => ({ status: 204 }), { timeoutMs: 90_000 })
   assert.throws(() => resolveSender({ store, secret, transport: slow }), /leaseMs \(60000\)/)
-  assert.ok(resolveSender({ store, secret, transport: slow, leaseMs: 120_000 }))
+  assert.equal(resolveSender({ store, secret, transport: slow, leaseMs: 120_000 }).leaseMs, 120_000)
   const http = createHttpTransport({ timeoutMs: 90_000 })
   assert.throws(() => resolveSender({ store, secret, transport: http }), /leaseMs \(60000\) must exceed the transport timeout \(90000 ms\)/)
 })
@@ -86,7 +86,7 @@ test('keyRing and verifyIntent are checked once, each TypeError naming the optio
     message: /^keyRing: no key of the ring signs now, and there is no secret or signingKey/,
   })
   // With a secret to sign in the meantime, a ring whose key starts later is fine.
-  assert.ok(resolveSender({ store, transport, keyRing: notYet, secret: generateSecret() }).canSign)
+  assert.equal(resolveSender({ store, transport, keyRing: notYet, secret: generateSecret() }).canSign, true)
   assert.throws(() => resolveSender({ store, transport, secret: generateSecret(), verifyIntent: 1 as unknown as boolean }), {
     name: 'TypeError',
     message: 'verifyIntent must be a boolean',

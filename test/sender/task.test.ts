@@ -1,8 +1,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { CallbackError, createCallbackTask, createMemoryStore, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
-import type { CallbackStore, NewCallbackTask, SenderOptions } from 'endpoint-callback'
+import { CallbackError, createCallbackTask, createMemoryStore, createWorker, generateEncryptionKey, generateSecret, UrlPolicyError } from 'endpoint-callback'
+import type { CallbackStore, NewCallbackTask, SenderOptions, WorkerOptions } from 'endpoint-callback'
+import { SENDER_OPTION_NAMES } from '../../src/sender.ts'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
+import { createPostgresStore } from 'endpoint-callback/postgres'
+import { createRedisStore } from 'endpoint-callback/redis'
 
 const callbackUrl = 'https://client.example.com/callbacks'
 
@@ -12,7 +15,7 @@ function setup(extra: Partial<SenderOptions> = {}) {
   return { store, sender }
 }
 
-test('a task is stored pending with a header-safe msg_ id and returned as stored', async () => {
+test('a task is stored pending with a header-safe msg_ id and returned as stored, with created: true', async () => {
   const { store, sender } = setup()
   const task = await createCallbackTask({ callbackUrl, event: 'report.ready', metadata: { job: 7 } }, sender)
   assert.match(task.id, /^msg_[0-9a-z]{10}[A-Za-z0-9_-]{16}$/)
@@ -20,7 +23,107 @@ test('a task is stored pending with a header-safe msg_ id and returned as stored
   assert.equal(task.attempts, 0)
   assert.equal(task.callbackUrl, callbackUrl)
   assert.deepEqual(task.metadata, { job: 7 })
-  assert.deepEqual(await store.get(task.id), task)
+  const { created, ...stored } = task
+  assert.equal(created, true)
+  assert.deepEqual(await store.get(task.id), stored)
+})
+
+test('a replayed request can tell its task already existed: created is false', async () => {
+  const { sender } = setup()
+  const first = await createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'req-9' }, sender)
+  const replay = await createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'req-9' }, sender)
+  assert.equal(first.created, true)
+  assert.equal(replay.created, false)
+  assert.equal(replay.id, first.id)
+})
+
+test('the task returned never holds its own secret, so res.json(task) cannot leak it', async () => {
+  const { sender } = setup()
+  const secret = generateSecret()
+  const task = await createCallbackTask({ callbackUrl, event: 'e', secret, idempotencyKey: 'k' }, sender)
+  assert.equal('secret' in task, false)
+  assert.ok(!JSON.stringify(task).includes(secret))
+  const replay = await createCallbackTask({ callbackUrl, event: 'e', secret, idempotencyKey: 'k' }, sender)
+  assert.equal('secret' in replay, false)
+  assert.equal((await sender.store.get(task.id))?.secret, secret, 'the store keeps it for the attempts')
+})
+
+test('an idempotency key reused with another secret, encryptionKey or callbackUrl is a conflict, never the first caller\'s task', async () => {
+  const { sender } = setup()
+  const { publicJwk } = await generateEncryptionKey()
+  const { publicJwk: otherJwk } = await generateEncryptionKey()
+  const secret = generateSecret()
+  const other = generateSecret()
+  await createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'k1', secret, encryptionKey: publicJwk }, sender)
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ secret: other, encryptionKey: publicJwk }, 'secret'],
+    [{ encryptionKey: publicJwk }, 'secret'],
+    [{ secret, encryptionKey: otherJwk }, 'encryptionKey'],
+    [{ secret }, 'encryptionKey'],
+    [{ secret, encryptionKey: publicJwk, callbackUrl: 'https://other.example.com/cb' }, 'callbackUrl'],
+  ]
+  for (const [changed, field] of cases) {
+    await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'k1', ...changed }, sender), (error: unknown) => {
+      assert.ok(error instanceof CallbackError)
+      assert.equal(error.code, 'ERR_CALLBACK_IDEMPOTENCY_CONFLICT')
+      assert.match(error.message, new RegExp(`with a different ${field}$`))
+      assert.ok(!error.message.includes(secret) && !error.message.includes(other))
+      return true
+    })
+  }
+  // the same parameters, keys in another order: the same task
+  const reordered = Object.fromEntries(Object.entries(publicJwk).reverse())
+  assert.equal((await createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'k1', secret, encryptionKey: reordered }, sender)).created, false)
+})
+
+test('unknown option keys are TypeErrors naming the nearest known option', async () => {
+  const { sender } = setup()
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ concurency: 4 }, /unknown option `concurency` \(did you mean `concurrency`\?\)/],
+    [{ urlpolicy: { allowHttp: true } }, /unknown option `urlpolicy` \(did you mean `urlPolicy`\?\)/],
+    [{ pollInterval: 50 }, /unknown option `pollInterval` \(did you mean `pollIntervalMs`\?\)/],
+    [{ urlPolicy: { allowHost: ['127.0.0.1'] } }, /urlPolicy: unknown option `allowHost` \(did you mean `allowHosts`\?\)/],
+  ]
+  for (const [extra, message] of cases) {
+    // built at run time, as a config object would be: no excess-property check at compile time
+    const options = Object.assign({}, sender, extra)
+    await assert.rejects(createCallbackTask({ callbackUrl, event: 'e' }, options), (error: unknown) => error instanceof TypeError && message.test(error.message))
+  }
+  await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', idempotencykey: 'x' } as never, sender), /unknown option `idempotencykey` \(did you mean `idempotencyKey`\?\)/)
+  assert.throws(() => createMemoryStore({ retentionSecond: 1 } as never), /createMemoryStore: unknown option `retentionSecond` \(did you mean `retentionSeconds`\?\)/)
+  assert.throws(() => createWorker(Object.assign({}, sender, { pollInterval: 50 })), /unknown option `pollInterval` \(did you mean `pollIntervalMs`\?\)/)
+  const pool = { query: async () => ({ rows: [] }) }
+  assert.throws(() => createPostgresStore({ pool, shema: 'callbacks' } as never), /createPostgresStore: unknown option `shema` \(did you mean `schema`\?\)/)
+  const client = { eval: async () => null, evalsha: async () => null }
+  assert.throws(() => createRedisStore({ client, prefx: 'callbacks' } as never), /createRedisStore: unknown option `prefx` \(did you mean `prefix`\?\)/)
+})
+
+test('every option of WorkerOptions (sender, worker, destinations) is a known option; misspelt ones name it', async () => {
+  // Record<keyof ...>: adding an option to the interfaces without listing it here fails typecheck,
+  // and the set must then list it too, or the option would be refused as unknown.
+  const workerOptions: Record<keyof WorkerOptions, true> = {
+    store: true, transport: true, secret: true, signingKey: true, keyRing: true, verifyIntent: true, intentSubscriber: true,
+    urlPolicy: true, retry: true, leaseMs: true, now: true, onEvent: true, instrumentation: true, destination: true,
+    transaction: true, pendingTimeoutMs: true, requireTaskSecret: true, pollIntervalMs: true, concurrency: true,
+    batchSize: true, perDestination: true, breaker: true,
+  }
+  assert.deepEqual(new Set(Object.keys(workerOptions)), SENDER_OPTION_NAMES)
+  const { sender } = setup()
+  const worker = createWorker({ ...sender, destination: (task) => new URL(task.callbackUrl).host, perDestination: 3, breaker: { failures: 3 } })
+  assert.equal(worker.running, false)
+  await createCallbackTask({ callbackUrl, event: 'e' }, { ...sender, destination: () => 'tenant-1' })
+  assert.throws(() => createWorker(Object.assign({}, sender, { perDestinaton: 3 })), /unknown option `perDestinaton` \(did you mean `perDestination`\?\)/)
+  assert.throws(() => createWorker(Object.assign({}, sender, { breaker: { windowMS: 1000 } as never })), /breaker: unknown option `windowMS` \(did you mean `windowMs`\?\)/)
+})
+
+test('the memory store refuses a transaction it cannot join, storing nothing', async () => {
+  const store = createMemoryStore()
+  const sender = { store, secret: generateSecret() }
+  await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'tx' }, { ...sender, transaction: {} }), {
+    name: 'TypeError',
+    message: /`transaction`: the memory store cannot join a database transaction/,
+  })
+  assert.equal((await createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'tx' }, sender)).created, true)
 })
 
 test('ids are unique and sort by creation time', async () => {
@@ -60,7 +163,8 @@ function recordingStore(): { store: CallbackStore; inserts: { task: NewCallbackT
     ...inner,
     insert(task, options) {
       inserts.push({ task, options })
-      return inner.insert(task, options)
+      // the memory store itself refuses a transaction: this one only records what it was given
+      return inner.insert(task)
     },
   }
   return { store, inserts }
@@ -111,12 +215,30 @@ test('bad input is a TypeError naming the field, and nothing is stored', async (
   assert.equal(inserts.length, 0)
 })
 
-test('a task needs a key to be signed with: its own secret or the sender\'s', async () => {
+test('a sender with no key is refused when its options are first resolved, naming the options', async () => {
   const store = createMemoryStore()
-  const keyless = { store }
-  await assert.rejects(createCallbackTask({ callbackUrl, event: 'e' }, keyless), /secret/)
-  const task = await createCallbackTask({ callbackUrl, event: 'e', secret: generateSecret() }, keyless)
+  const inserts: NewCallbackTask[] = []
+  const spy: CallbackStore = { ...store, insert: (task, options) => (inserts.push(task), store.insert(task, options)) }
+  const keyless = { store: spy }
+  for (const input of [{ callbackUrl, event: 'e' }, { callbackUrl, event: 'e', secret: generateSecret() }]) {
+    await assert.rejects(createCallbackTask(input, keyless), {
+      name: 'TypeError',
+      message: /secret, signingKey or keyRing is required.*requireTaskSecret: true/,
+    })
+  }
+  assert.equal(inserts.length, 0)
+})
+
+test('requireTaskSecret: every task brings its own secret, and one without is refused before anything is stored', async () => {
+  const store = createMemoryStore()
+  const sender = { store, requireTaskSecret: true }
+  const task = await createCallbackTask({ callbackUrl, event: 'e', secret: generateSecret() }, sender)
   assert.equal(task.status, 'pending')
+  await assert.rejects(createCallbackTask({ callbackUrl, event: 'e', idempotencyKey: 'none' }, sender), {
+    name: 'TypeError',
+    message: /secret is required: the sender sets requireTaskSecret/,
+  })
+  assert.equal((await store.list!({ status: 'pending' })).tasks.length, 1)
 })
 
 test('the deadline is the one given, or creation plus retry.deadlineMs', async () => {

@@ -4,13 +4,14 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { CallbackError, createCallbackTask, createMemoryStore, createWorker, deliver, generateSecret, StoreError } from 'endpoint-callback'
 import type { CallbackStore, DeliveryEvent, SenderOptions } from 'endpoint-callback'
 import { createTestClock, createTestTransport } from '../support/sender.ts'
+import { within } from '../support/waits.ts'
 
 const callbackUrl = 'https://client.example.com/callbacks'
 
-async function until(condition: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
+async function until(condition: () => boolean | Promise<boolean>, ms = 5_000, what = 'the condition'): Promise<void> {
   const end = Date.now() + ms
   while (!(await condition())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(`${what}: not met within ${ms} ms`)
     await sleep(5)
   }
 }
@@ -34,7 +35,7 @@ test('the worker makes the retry once it is due by the injected clock, and not b
     assert.equal(transport.requests[1]!.headers['webhook-id'], task.id)
     assert.equal(transport.requests[1]!.body, transport.requests[0]!.body)
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
 })
 
@@ -64,7 +65,7 @@ test('store errors while claiming are reported as error events and the worker ke
     assert.equal(errors.length, 3)
     assert.ok(errors.every((event) => event.type === 'error' && event.error instanceof StoreError))
   } finally {
-    await worker.stop()
+    await within(worker.stop(), 'stop() did not resolve')
   }
 })
 
@@ -110,14 +111,14 @@ test('stop waits for the attempts in flight and gives back tasks it claimed but 
   assert.equal(done, false, 'stop waits for the attempt in flight')
   answer()
   releaseClaim()
-  await stopped
+  await within(stopped, 'stop() did not resolve once the attempt and the claim had ended')
   assert.equal(worker.active, 0)
   const states = [(await store.get(first.id))?.status, (await store.get(second.id))?.status].sort()
   assert.deepEqual(states, ['delivered', 'scheduled'])
   assert.equal(transport.requests.length, 3, 'the task given back was not sent')
   worker.start()
   assert.equal(worker.running, true, 'a stopped worker starts again')
-  await worker.stop()
+  await within(worker.stop(), 'stop() did not resolve')
 })
 
 test('a worker whose lease ran out does not record over the new holder and only reports lease-lost', async () => {
@@ -144,10 +145,10 @@ test('a worker whose lease ran out does not record over the new holder and only 
   const fresh = createWorker({ ...base, pollIntervalMs: 5 })
   fresh.start()
   await until(async () => (await store.get(task.id))?.status === 'delivered')
-  await fresh.stop()
+  await within(fresh.stop(), 'stop() did not resolve')
 
   stall()
-  await stopping
+  await within(stopping, 'the slow worker did not stop once its attempt ended')
   assert.deepEqual(slowEvents.map((event) => event.type), ['lease-lost'])
   const history = await store.attempts(task.id)
   assert.deepEqual(history.map((attempt) => attempt.status), [500, 204])
@@ -164,4 +165,99 @@ test('leaseMs must exceed the transport timeout, and bad worker options are Type
   assert.throws(() => createWorker({ store, secret, pollIntervalMs: -1 }), /pollIntervalMs/)
   assert.throws(() => createWorker({ store, secret, batchSize: 1.5 }), /batchSize/)
   assert.throws(() => createWorker({ store: {} as never, secret }), /store\.insert/)
+})
+
+test('attempts in flight never exceed concurrency: 10 due tasks, a transport that hangs, concurrency 2, exactly 2 sends', async () => {
+  const clock = createTestClock()
+  const store = createMemoryStore()
+  const hanging: Array<() => void> = []
+  let calls = 0
+  const transport = createTestTransport(() =>
+    ++calls <= 10 ? { status: 503 } : new Promise((resolve) => hanging.push(() => resolve({ status: 204 })))
+  )
+  const sender = { store, secret: generateSecret(), transport, now: clock.now, retry: { jitter: 0 } }
+  for (let i = 0; i < 10; i++) {
+    const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+    await deliver(task.id, {}, sender)
+  }
+  clock.advance(5_000)
+  const worker = createWorker({ ...sender, pollIntervalMs: 5, batchSize: 10, concurrency: 2 })
+  worker.start()
+  try {
+    await until(() => transport.requests.length >= 12, 5_000, `2 sends in flight (saw ${transport.requests.length - 10})`)
+    // every poll in between would claim again if the worker ignored its limit
+    await sleep(200)
+    assert.equal(transport.requests.length - 10, 2, 'sends started while 2 hung, with concurrency 2')
+    assert.equal(worker.active, 2)
+    assert.equal(await store.countDue!(clock.now()), 8, 'the 8 others were left due, not claimed')
+  } finally {
+    const stopped = worker.stop()
+    for (const answer of hanging.splice(0)) answer()
+    await within(stopped, 'stop() did not resolve once the hanging sends were answered')
+  }
+})
+
+test('stop() resolves only once the attempt in flight has ended and is recorded', async () => {
+  const clock = createTestClock()
+  const store = createMemoryStore()
+  let answer: () => void = () => {}
+  const transport = createTestTransport((_request, index) =>
+    index === 0 ? { status: 503 } : new Promise((resolve) => (answer = () => resolve({ status: 204 })))
+  )
+  const sender = { store, secret: generateSecret(), transport, now: clock.now, retry: { jitter: 0 } }
+  const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  await deliver(task.id, {}, sender)
+  clock.advance(5_000)
+  const worker = createWorker({ ...sender, pollIntervalMs: 5 })
+  worker.start()
+  await until(() => transport.requests.length === 2, 5_000, 'the retry was never sent')
+  let stopped = false
+  const stopping = worker.stop().then(() => (stopped = true))
+  await sleep(100)
+  assert.equal(stopped, false, 'stop() resolved while the attempt was still in flight')
+  answer()
+  await within(stopping, 'stop() did not resolve once the attempt ended')
+  assert.equal(worker.active, 0)
+  assert.equal((await store.get(task.id))?.status, 'delivered', 'stop() resolved before the attempt was recorded')
+})
+
+test('a stale completion arriving while the newer holder is still sending is refused, and the newer holder records its own', async () => {
+  const clock = createTestClock()
+  const store = createMemoryStore()
+  let stallStale: () => void = () => {}
+  let stallCurrent: () => void = () => {}
+  const transport = createTestTransport((_request, index) => {
+    if (index === 0) return { status: 500 }
+    if (index === 1) return new Promise((resolve) => (stallStale = () => resolve({ status: 200, body: 'late' })))
+    return new Promise((resolve) => (stallCurrent = () => resolve({ status: 204 })))
+  })
+  const base = { store, secret: generateSecret(), transport, now: clock.now, retry: { jitter: 0 }, leaseMs: 1_000 }
+  const task = await createCallbackTask({ callbackUrl, event: 'e' }, base)
+  await deliver(task.id, {}, base)
+  clock.advance(5_000)
+
+  const staleEvents: DeliveryEvent[] = []
+  const stale = createWorker({ ...base, pollIntervalMs: 5, onEvent: (event) => staleEvents.push(event) })
+  stale.start()
+  await until(() => transport.requests.length === 2, 5_000, 'the first worker never sent the retry')
+  const stopping = stale.stop()
+  clock.advance(1_001) // the first worker's lease is over
+  const current = createWorker({ ...base, pollIntervalMs: 5 })
+  current.start()
+  try {
+    await until(() => transport.requests.length === 3, 5_000, 'the second worker never claimed the expired task')
+    // the first worker's answer comes in now, while the second is still waiting for its own
+    stallStale()
+    await within(stopping, 'the first worker did not stop once its attempt ended')
+    assert.deepEqual(staleEvents.map((event) => event.type), ['lease-lost'])
+    const meanwhile = await store.get(task.id)
+    assert.equal(meanwhile?.status, 'delivering', 'the stale completion was recorded over the newer holder')
+    assert.equal(meanwhile?.attempts, 1)
+    stallCurrent()
+    await until(async () => (await store.get(task.id))?.status === 'delivered', 5_000, 'the newer holder never recorded its delivery')
+    assert.deepEqual((await store.attempts(task.id)).map((attempt) => attempt.status), [500, 204])
+  } finally {
+    stallCurrent()
+    await within(current.stop(), 'stop() did not resolve')
+  }
 })

@@ -34,18 +34,18 @@ function counter(store: CallbackStore) {
 const settle = () => new Promise((resolve) => setImmediate(resolve))
 
 describe('createMemoryStore', () => {
-  it('refuses a maxAttemptHistory that is not a positive integer, naming the option', () => {
-    for (const maxAttemptHistory of [0, -1, 1.5, Number.NaN, '10' as unknown as number]) {
-      assert.throws(() => createMemoryStore({ maxAttemptHistory }), (error: unknown) => {
+  it('refuses an attemptHistory that is not a positive integer, naming the option', () => {
+    for (const attemptHistory of [0, -1, 1.5, Number.NaN, '10' as unknown as number]) {
+      assert.throws(() => createMemoryStore({ attemptHistory }), (error: unknown) => {
         assert.ok(error instanceof TypeError)
-        assert.match(error.message, /maxAttemptHistory/)
+        assert.match(error.message, /attemptHistory/)
         return true
       })
     }
   })
 
-  it('keeps only the newest maxAttemptHistory attempts of a task', async () => {
-    const store = createMemoryStore({ maxAttemptHistory: 3 })
+  it('keeps only the newest attemptHistory attempts of a task', async () => {
+    const store = createMemoryStore({ attemptHistory: 3 })
     let held = await attached(store)
     for (let n = 1; n <= 5; n++) {
       const resolution = { status: 'scheduled' as const, nextAttemptAt: new Date(start + n) }

@@ -3,17 +3,17 @@
  * connection broke before its answer came back (a socket error, no SQLSTATE). The store must find
  * out what committed instead of reading the error as "refused, nothing committed".
  */
-import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import type { AttemptRecord } from 'endpoint-callback'
 import { createPostgresStore, migratePostgres, type PostgresQueryable } from 'endpoint-callback/postgres'
 import { newTask, t0 } from '../support/durable-stores.ts'
-import { DATABASE_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const skip = await serviceSkip('postgres')
+const { after, describe, it } = serviceTests(skip)
 
-describe('postgres completions whose reply is lost', { skip }, () => {
+describe('postgres completions whose reply is lost', () => {
   const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 4 })
   pool.on('error', () => {})
   const schemas: string[] = []

@@ -2,17 +2,17 @@
  * The user's pg Pool as the store finds it: a pool of one connection has none left for queries
  * once the store LISTENs on it.
  */
-import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import { createCallbackTask, createWorker, deliver, generateSecret } from 'endpoint-callback'
 import { createPostgresStore, migratePostgres } from 'endpoint-callback/postgres'
 import { createTestTransport } from '../support/sender.ts'
-import { DATABASE_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const skip = await serviceSkip('postgres')
+const { after, describe, it } = serviceTests(skip)
 
-describe('postgres store on a pool of one connection', { skip, timeout: 30_000 }, () => {
+describe('postgres store on a pool of one connection', { timeout: 30_000 }, () => {
   const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
   const schema = uniqueName('ec_pg_max1')
   after(async () => {

@@ -1,4 +1,3 @@
-import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { newTask, scheduleOneRetry, t0 } from '../support/durable-stores.ts'
 import pg from 'pg'
@@ -9,13 +8,14 @@ import {
   createPostgresStore,
   migratePostgres,
   postgresSchemaSql,
-  pruneDelivered,
+  pruneTasks,
   type PostgresStore
 } from 'endpoint-callback/postgres'
 import { claimSql, latestVersion, migrations, quoteIdentifier } from '../../src/stores/postgres-sql.ts'
-import { DATABASE_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { DATABASE_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const skip = await serviceSkip('postgres')
+const { after, before, describe, it } = serviceTests(skip)
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
 // an idle connection the server closes must not take the test process down
 pool.on('error', () => {})
@@ -56,7 +56,7 @@ storeContract(
 
 const day = 86_400_000
 
-describe('postgres store', { skip }, () => {
+describe('postgres store', () => {
   const schemas: string[] = []
   const stores: CallbackStore[] = []
   const track = (store: PostgresStore) => {
@@ -124,6 +124,33 @@ describe('postgres store', { skip }, () => {
       assert.equal((await store.get(input.id))?.encryptionKey, 'https://client.example/jwks.json')
       assert.equal((await store.get(input.id))?.verifyIntent, true)
       assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: latestVersion, to: latestVersion })
+    })
+
+    it('upgrades a version 5 schema (destinations) to 6 (pending expiry index); a store says so until then', async () => {
+      assert.deepEqual(migrations.map(({ version }) => version), [1, 2, 3, 4, 5, 6])
+      assert.match(migrations[4]!.description, /destination/)
+      assert.match(migrations[5]!.description, /pending/)
+      const schema = uniqueName('ec_pg_v5')
+      schemas.push(schema)
+      const s = quoteIdentifier(schema)
+      // The schema as version 5 (per-destination fairness) left it, holding a pending task.
+      await pool.query(`CREATE SCHEMA ${s}; CREATE TABLE ${s}.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+        ${migrations
+          .filter(({ version }) => version <= 5)
+          .map((migration) => `${migration.sql(schema)}\nINSERT INTO ${s}.migrations (version) VALUES (${migration.version});`)
+          .join('\n')}
+        INSERT INTO ${s}.tasks (id, status, callback_url, event, created_at, updated_at, destination)
+          VALUES ('old-task', 'pending', 'https://client.example/cb', 'report.ready', now(), now(), 'https://client.example');`)
+      const store = track(createPostgresStore({ pool, schema, listen: false }))
+      await assert.rejects(store.check!(), /is at version 5, this version of endpoint-callback needs 6: run migratePostgres/)
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 5, to: 6 })
+      await store.check!()
+      const { rows } = await pool.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexname = 'tasks_pending_idx'`, [schema])
+      assert.equal(rows.length, 1)
+      const old = await store.get('old-task')
+      assert.equal(old?.status, 'pending')
+      assert.equal(old?.destination, 'https://client.example')
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 6, to: 6 })
     })
 
     it('lets several processes migrate one schema at the same time', async () => {
@@ -264,7 +291,7 @@ describe('postgres store', { skip }, () => {
   })
 
   describe('retention', () => {
-    it('deletes delivered tasks older than N days with their attempts, and keeps the rest', async () => {
+    it('deletes delivered tasks finished more than retentionSeconds ago with their attempts, and keeps the rest', async () => {
       const store = track(await freshStore())
       const finish = async (status: 'delivered' | 'failed', at: number) => {
         const input = newTask({ createdAt: new Date(at) })
@@ -281,7 +308,7 @@ describe('postgres store', { skip }, () => {
       const pending = newTask({ createdAt: new Date(now - 90 * day) })
       await store.insert(pending)
 
-      const deleted = await pruneDelivered(pool, { schema: store.schema, olderThanDays: 30, now: () => new Date(now) })
+      const deleted = await pruneTasks(pool, { schema: store.schema, retentionSeconds: 30 * 86_400, now: () => new Date(now) })
       assert.equal(deleted, 1)
       assert.equal(await store.get(old), undefined)
       assert.deepEqual(await store.attempts(old), [])
@@ -289,9 +316,9 @@ describe('postgres store', { skip }, () => {
       assert.equal((await store.get(oldFailed))?.status, 'failed')
       assert.equal((await store.get(pending.id))?.status, 'pending')
 
-      const again = await pruneDelivered(pool, {
+      const again = await pruneTasks(pool, {
         schema: store.schema,
-        olderThanDays: 30,
+        retentionSeconds: 30 * 86_400,
         statuses: ['failed'],
         batchSize: 1,
         now: () => new Date(now)
@@ -301,8 +328,8 @@ describe('postgres store', { skip }, () => {
     })
 
     it('refuses a negative age or an unknown status, naming the option', async () => {
-      await assert.rejects(pruneDelivered(pool, { olderThanDays: -1 }), { name: 'TypeError', message: /`olderThanDays`/ })
-      await assert.rejects(pruneDelivered(pool, { olderThanDays: 1, statuses: ['scheduled' as never] }), {
+      await assert.rejects(pruneTasks(pool, { retentionSeconds: -1 }), { name: 'TypeError', message: /`retentionSeconds`/ })
+      await assert.rejects(pruneTasks(pool, { retentionSeconds: 1, statuses: ['scheduled' as never] }), {
         name: 'TypeError',
         message: /`statuses`/
       })
@@ -476,7 +503,7 @@ describe('postgres store', { skip }, () => {
 async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs
   while (!condition()) {
-    if (Date.now() > until) throw new Error('timed out waiting for a condition')
+    if (Date.now() > until) throw new Error(`not within ${timeoutMs} ms: ${String(condition)}`)
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }

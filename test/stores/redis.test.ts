@@ -1,4 +1,3 @@
-import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { newTask, scheduleOneRetry, t0 } from '../support/durable-stores.ts'
@@ -6,9 +5,10 @@ import { Redis } from 'ioredis'
 import { CallbackError } from 'endpoint-callback'
 import { storeContract } from 'endpoint-callback/testing'
 import { createRedisReplayGuard, createRedisStore, type RedisStore } from 'endpoint-callback/redis'
-import { REDIS_URL, serviceSkip, uniqueName } from '../support/services.ts'
+import { REDIS_URL, serviceSkip, serviceTests, uniqueName } from '../support/services.ts'
 
 const skip = await serviceSkip('redis')
+const { after, describe, it } = serviceTests(skip)
 const client = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 3 })
 client.on('error', () => {})
 after(() => client.disconnect())
@@ -34,7 +34,7 @@ storeContract('redis', () => freshStore(), {
 
 
 
-describe('redis store', { skip }, () => {
+describe('redis store', () => {
   const stores: RedisStore[] = []
   const track = (store: RedisStore) => {
     stores.push(store)
@@ -195,7 +195,7 @@ describe('redis store', { skip }, () => {
   })
 })
 
-describe('redis replay guard', { skip }, () => {
+describe('redis replay guard', () => {
   const prefixes: string[] = []
   const guard = (options: { ttlSeconds?: number; inFlightSeconds?: number } = {}) => {
     const prefix = uniqueName('ec_replay')
@@ -255,6 +255,14 @@ describe('redis replay guard', { skip }, () => {
     assert.equal(await replay.begin('msg_crashed'), 'new')
   })
 
+  it('remembers a processed id for 3 days by default', async () => {
+    const { prefix, guard: replay } = guard()
+    await replay.begin('msg_done')
+    await replay.remember('msg_done')
+    const ttl = await client.ttl(`${prefix}:msg_done`)
+    assert.ok(ttl > 3 * 86_400 - 60 && ttl <= 3 * 86_400, `a processed id is kept ${ttl} s, not 3 days`)
+  })
+
   it('refuses bad options, naming the option', () => {
     assert.throws(() => createRedisReplayGuard({ client: {} as never }), { name: 'TypeError', message: /`client`/ })
     assert.throws(() => createRedisReplayGuard({ client, ttlSeconds: 0 }), { name: 'TypeError', message: /`ttlSeconds`/ })
@@ -268,7 +276,7 @@ describe('redis replay guard', { skip }, () => {
 async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs
   while (!condition()) {
-    if (Date.now() > until) throw new Error('timed out waiting for a condition')
+    if (Date.now() > until) throw new Error(`not within ${timeoutMs} ms: ${String(condition)}`)
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }

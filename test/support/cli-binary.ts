@@ -46,7 +46,7 @@ export async function buildCli(): Promise<BuiltCli> {
 /** The environment children run in: none of the CLI's key variables, nothing of the test runner's. */
 export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env = { ...process.env, ...extra }
-  for (const name of ['CALLBACK_SECRET', 'CALLBACK_PUBLIC_KEY', 'CALLBACK_SIGNING_KEY', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) {
+  for (const name of ['CALLBACK_SECRET', 'CALLBACK_PUBLIC_KEY', 'CALLBACK_SIGNING_KEY', 'CALLBACK_STORE_URL', 'CALLBACK_STORE_SCHEMA', 'CALLBACK_STORE_PREFIX', 'NODE_TEST_CONTEXT', 'NODE_OPTIONS']) {
     if (!(name in extra)) delete env[name]
   }
   return env
@@ -95,9 +95,9 @@ export interface ListenProcess {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-/** Starts `listen` with `args` (add `--port 0`) and waits for the URL it prints first. */
-export async function startListen(bin: string, args: string[], running: Set<ChildProcess>): Promise<ListenProcess> {
-  const child = spawn(process.execPath, [bin, 'listen', ...args], { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+/** Starts `listen` with `args` (add `--port 0`) and `env`, and waits for the URL it prints first. */
+export async function startListen(bin: string, args: string[], running: Set<ChildProcess>, env: Record<string, string> = {}): Promise<ListenProcess> {
+  const child = spawn(process.execPath, [bin, 'listen', ...args], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
   const lines: string[] = []
   let stderr = ''

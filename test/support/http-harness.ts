@@ -2,6 +2,9 @@
  * Runs a Node `http.Server` on 127.0.0.1 for receiver tests and talks to it over a real socket.
  */
 import type { Server, Socket } from 'node:net'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { request as httpRequest } from 'node:http'
+import { within } from './waits.ts'
 import type { Answer, Harness } from './receiver-suite.ts'
 import type { SignedCallback } from './receiver-cases.ts'
 
@@ -33,6 +36,20 @@ export async function listening(server: Server, path = '/callbacks'): Promise<Li
     url,
     bytesRead: () => closedBytes + [...sockets].reduce((sum, socket) => sum + socket.bytesRead, 0),
     send: (callback) => post(url, callback),
+    async hangUp(callback, when) {
+      // the receiver's own 'close' listeners come first (they were added when the request arrived)
+      const seenClosed = new Promise<void>((resolve) => {
+        server.once('request', (_request: IncomingMessage, response: ServerResponse) =>
+          response.once('close', () => setImmediate(resolve))
+        )
+      })
+      const request = httpRequest(url, { method: 'POST', headers: callback.headers, agent: false })
+      request.on('error', () => {})
+      request.end(callback.body)
+      await within(when, 'the handler was never entered for the request to hang up on')
+      request.destroy()
+      await within(seenClosed, 'the server never saw the client hang up')
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy()

@@ -21,12 +21,14 @@ export interface SeededTasks {
 
 /**
  * `urls` name the three receivers: `ok` answers 2xx, `busy` 503, `bad` 400 with {@link HOSTILE_BODY}
- * (the sender's transport decides; see the tests). The failed task gets no retries.
+ * (the sender's transport decides; see the tests). The failed task gets no retries: its sender
+ * lists 400 in `retry.failStatuses`, so its `lastError` is the answer alone.
  */
 export async function seedTasks(sender: SenderOptions, urls: { ok: string; busy: string; bad: string }): Promise<SeededTasks> {
   const make = async (url: string, event: string, key: string, once = false) => {
     const task = await createCallbackTask({ callbackUrl: url, event, idempotencyKey: `${key}-${randomUUID()}`, metadata: HOSTILE_METADATA }, sender)
-    await deliver(task, { report: key }, once ? { ...sender, retry: { ...sender.retry, schedule: [] } } : sender)
+    // A 400 is retried like any non-2xx unless the sender lists it in failStatuses: this one fails at once.
+    await deliver(task, { report: key }, once ? { ...sender, retry: { ...sender.retry, schedule: [], failStatuses: [400] } } : sender)
     return task.id
   }
   return {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import type { VerifiedCallback } from 'endpoint-callback'
 import type { ReceiverOptions } from 'endpoint-callback/fetch'
 import { ROTATING, envelope, receiverCases, secretsIn, signed } from './receiver-cases.ts'
+import { eventually, signal, within } from './waits.ts'
 import type { SignedCallback } from './receiver-cases.ts'
 
 export interface Answer {
@@ -18,6 +19,11 @@ export interface Answer {
 /** A receiver under test: started with options and a handler that returns the status to answer. */
 export interface Harness {
   send(callback: SignedCallback): Promise<Answer>
+  /**
+   * Sends `callback` and hangs up once `when` resolves (the sender's timeout, while the handler
+   * runs); resolves once the receiver has seen the connection close. The handler runs on.
+   */
+  hangUp(callback: SignedCallback, when: Promise<void>): Promise<void>
   close(): Promise<void>
 }
 
@@ -140,27 +146,86 @@ export function receiverSuite(adapter: string, start: StartHarness): void {
   })
 
   test(`${adapter} answers 409 to a duplicate that arrives while the first is still being handled`, async () => {
-    let release!: () => void
-    const released = new Promise<void>((resolve) => (release = resolve))
-    let entered!: () => void
-    const handlerEntered = new Promise<void>((resolve) => (entered = resolve))
+    const released = signal()
+    const entered = signal()
     let calls = 0
     const handle = async () => {
       calls++
-      entered()
-      await released
+      // only the first run waits: a duplicate let through must answer (and fail the test), not hang
+      if (calls === 1) {
+        entered.resolve()
+        await within(released.promise, 'the test never released the first handler', 10_000)
+      }
       return 200
     }
     await withHarness(start, { ...ROTATING, replayGuard: true }, handle, async (harness) => {
       const first = harness.send(signed('signPayload', { id: 'msg_slow' }))
-      await handlerEntered
+      await within(entered.promise, 'the first handler was never entered')
       const sent = signed('standardwebhooks', { id: 'msg_slow' })
-      assertProblem(await harness.send(sent), 409, 'ERR_CALLBACK_DUPLICATE_IN_FLIGHT', sent)
-      release()
-      assert.equal((await first).status, 200)
-      const later = await harness.send(signed('standardwebhooks', { id: 'msg_slow' }))
+      const duplicate = await within(harness.send(sent), 'the duplicate got no answer')
+      released.resolve()
+      assertProblem(duplicate, 409, 'ERR_CALLBACK_DUPLICATE_IN_FLIGHT', sent)
+      assert.equal((await within(first, 'the first got no answer')).status, 200)
+      const later = await within(harness.send(signed('standardwebhooks', { id: 'msg_slow' })), 'the later duplicate got no answer')
       assert.equal(later.status, 200)
       assert.equal(calls, 1)
+    })
+  })
+
+  test(`${adapter} answers 409 to a retry after the sender hung up while the handler still runs, and runs it again once that handler failed`, async () => {
+    const released = signal()
+    const entered = signal()
+    const firstEnded = signal()
+    let calls = 0
+    const handle = async () => {
+      calls++
+      if (calls > 1) return 200
+      entered.resolve()
+      try {
+        await within(released.promise, 'the test never released the first handler', 10_000)
+        return 503
+      } finally {
+        firstEnded.resolve()
+      }
+    }
+    await withHarness(start, { ...ROTATING, replayGuard: true }, handle, async (harness) => {
+      // the sender's timeout: it gives up while the handler still works on the callback
+      await harness.hangUp(signed('signPayload', { id: 'msg_hung_up' }), entered.promise)
+      const retry = signed('standardwebhooks', { id: 'msg_hung_up' })
+      const answer = await within(harness.send(retry), 'the retry got no answer')
+      released.resolve()
+      assertProblem(answer, 409, 'ERR_CALLBACK_DUPLICATE_IN_FLIGHT', retry)
+      assert.equal(calls, 1, 'the retry ran the handler while the first run was still going')
+      await within(firstEnded.promise, 'the first handler never ended')
+      let last: Answer | undefined
+      await eventually(async () => (last = await harness.send(signed('signPayload', { id: 'msg_hung_up' }))).status !== 409, 'the id stayed in flight after its handler answered 503', {
+        describe: () => `last answer ${last?.status}`,
+      })
+      assert.equal(last?.status, 200)
+      assert.equal(calls, 2, 'the handler ran again once the first run failed')
+    })
+  })
+
+  test(`${adapter} runs the handler again for a retry when the sender hung up mid-handler and the handler then threw`, async () => {
+    const released = signal()
+    const entered = signal()
+    const handled: string[] = []
+    const handle = async (callback: VerifiedCallback) => {
+      handled.push(callback.id)
+      if (handled.length > 1) return 200
+      entered.resolve()
+      await within(released.promise, 'the test never released the first handler', 10_000)
+      throw new Error('the database went away after the sender gave up')
+    }
+    await withHarness(start, { ...ROTATING, replayGuard: true }, handle, async (harness) => {
+      await harness.hangUp(signed('signPayload', { id: 'msg_lost' }), entered.promise)
+      released.resolve()
+      let last: Answer | undefined
+      await eventually(async () => (last = await harness.send(signed('standardwebhooks', { id: 'msg_lost' }))).status !== 409, 'the id stayed in flight after its handler threw', {
+        describe: () => `last answer ${last?.status}`,
+      })
+      assert.equal(last?.status, 200)
+      assert.deepEqual(handled, ['msg_lost', 'msg_lost'], 'the retry was acknowledged as a duplicate although the first run failed: the callback is lost')
     })
   })
 }

@@ -1,8 +1,10 @@
 /**
- * Real services for the tests that need them. Outside CI an unreachable service skips those tests
- * with the reason printed; under CI=true it fails them, so a green CI always means they ran.
+ * Real services for the tests that need them. An unreachable service fails those tests, wherever
+ * they run, unless skipping was asked for explicitly with CALLBACK_TEST_SKIP_SERVICES=1: then each
+ * test that needs the service is reported skipped (counted in the run's summary), with the reason.
  */
 import { connect } from 'node:net'
+import * as nodeTest from 'node:test'
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -21,17 +23,40 @@ function reachable(url: string, defaultPort: number): Promise<boolean> {
   })
 }
 
+/** The one variable that lets service-backed tests skip when their service is down. */
+export const SKIP_SERVICES_VARIABLE = 'CALLBACK_TEST_SKIP_SERVICES'
+
 /**
- * `false` when the tests may run; a skip reason otherwise. Throws under CI, where the service
- * must be up.
+ * `false` when the service is reachable. When it is not: a skip reason if CALLBACK_TEST_SKIP_SERVICES
+ * is `1`, and otherwise an error (the test file fails, saying how to start or skip).
  */
-export async function serviceSkip(name: 'postgres' | 'redis'): Promise<false | string> {
+export async function serviceSkip(name: 'postgres' | 'redis', env: NodeJS.ProcessEnv = process.env): Promise<false | string> {
   const url = name === 'postgres' ? DATABASE_URL : REDIS_URL
   if (await reachable(url, name === 'postgres' ? 5432 : 6379)) return false
   const reason = `${name} is not reachable at ${new URL(url).host}`
-  if (process.env.CI === 'true') throw new Error(`${reason}, and CI requires it`)
-  console.warn(`# skipping ${name} tests: ${reason}`)
+  if (env[SKIP_SERVICES_VARIABLE] !== '1') {
+    throw new Error(`${reason}: start it, or set ${SKIP_SERVICES_VARIABLE}=1 to skip the tests that need it`)
+  }
+  console.warn(`# skipping ${name} tests (${SKIP_SERVICES_VARIABLE}=1): ${reason}`)
   return reason
+}
+
+/**
+ * `node:test`'s functions for a file or suite whose tests need a service: as they are when `skip`
+ * is false; otherwise every test is registered as skipped with the reason (so the summary counts
+ * it), suites still run to register them, and hooks (which would need the service) do nothing.
+ */
+export function serviceTests(skip: false | string) {
+  const { describe, it, test, before, after, beforeEach, afterEach } = nodeTest
+  if (skip === false) return { describe, it, test, before, after, beforeEach, afterEach }
+  const skipped = ((name: string) => it(name, { skip }, () => {})) as unknown as typeof it
+  const suite = ((name: string, ...rest: unknown[]) => {
+    const body = rest.find((arg) => typeof arg === 'function') as () => void
+    const { skip: _ignored, ...options } = (rest.find((arg) => typeof arg === 'object' && arg !== null) ?? {}) as { skip?: unknown }
+    return describe(name, options, body)
+  }) as unknown as typeof describe
+  const hook = (() => {}) as typeof before
+  return { describe: suite, it: skipped, test: skipped, before: hook, after: hook, beforeEach: hook, afterEach: hook }
 }
 
 /** A name unique to this test run, for schemas and key prefixes. */
