@@ -1230,7 +1230,7 @@ export function defineStoreContract(
       })
     })
 
-    lifecycleContract(fresh)
+    lifecycleContract(runner, fresh)
   })
 }
 
@@ -1240,7 +1240,8 @@ export function defineStoreContract(
 
 const expiredReason = 'ERR_CALLBACK_PENDING_EXPIRED: no result was attached'
 
-function lifecycleContract(fresh: () => Promise<CallbackStore>): void {
+function lifecycleContract(runner: ContractRunner, fresh: () => Promise<CallbackStore>): void {
+  const { describe, it } = runner
   describe('outbox: a task inserted with its body', () => {
     it('is stored scheduled, due at its nextAttemptAt, and claimed with its body', async () => {
       const store = await fresh()
