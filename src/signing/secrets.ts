@@ -63,6 +63,9 @@ export function decodeSecret(value: unknown, option: string, use: SecretUse): Ke
   return createSecretKey(bytes)
 }
 
+/** The DER of a PKCS#8 Ed25519 private key up to its 32-byte seed (RFC 8410). */
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
+
 /** Reads one `whsk_…` key (64 bytes, seed‖public) into a private key; the halves must match. */
 export function decodeSigningKey(value: unknown, option: string): KeyObject {
   if (typeof value !== 'string') throw new TypeError(`${option} must be a string starting with "${SIGNING_KEY_PREFIX}"`)
@@ -72,11 +75,11 @@ export function decodeSigningKey(value: unknown, option: string): KeyObject {
   if (bytes.length !== 64) {
     throw new TypeError(`${option} must hold 64 bytes (Ed25519 seed and public key), not ${bytes.length}`)
   }
-  const d = bytes.subarray(0, 32).toString('base64url')
   const x = bytes.subarray(32).toString('base64url')
-  const key = createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d, x }, format: 'jwk' })
-  // Node derives the public half from the seed and ignores `x`; a key whose halves disagree would
-  // sign with a key the receiver was never given.
+  // From the seed alone (PKCS#8), then compared with the stored public half: a key whose halves
+  // disagree would sign with a key the receiver was never given. (A JWK with both halves is
+  // refused or not depending on the Node version, with a message that names nothing.)
+  const key = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, bytes.subarray(0, 32)]), format: 'der', type: 'pkcs8' })
   if (createPublicKey(key).export({ format: 'jwk' }).x !== x) {
     throw new TypeError(`${option} is inconsistent: its public half does not belong to its seed`)
   }
