@@ -235,8 +235,13 @@ async function drain(contender: Contender, count: number, failPercent: number, r
     globalThis.gc?.()
     const started = performance.now()
     await session.start(retryDelayMs)
-    await receiver.delivered(count)
+    try {
+      await receiver.delivered(count)
+    } catch (error) {
+      throw new Error(`${contender.name}: ${(error as Error).message}`, { cause: error })
+    }
     const rate = count / ((performance.now() - started) / 1000)
+    console.log(`  ${contender.name}: ${rate.toFixed(0)} callbacks/s`)
     await checkExactlyOnce(contender.name, count)
     return rate
   } finally {
