@@ -284,6 +284,21 @@ export interface CallbackStore {
    */
   subscribe?(listener: (dueAt?: number) => void): () => void
   /**
+   * Optional: calls `listener` with each error the store got over by itself, which therefore no
+   * call rejected with — a statement whose connection went silent and that the store read back or
+   * sent again, a connection that broke and was opened anew. Returns the unsubscribe function.
+   * A worker subscribes while it runs and emits each as an `error` event, so an operator hears of
+   * a failing database even while every call still succeeds in the end. Errors the store met while
+   * nobody was subscribed are dropped. Each is a `StoreError` (`ERR_CALLBACK_STORE`) with the
+   * original error as `cause`, and quotes nothing stored. The memory store has none to report.
+   *
+   * @example
+   * ```ts
+   * const stop = store.subscribeErrors?.((error) => log.warn({ err: error }, 'callback store recovered'))
+   * ```
+   */
+  subscribeErrors?(listener: (error: Error) => void): () => void
+  /**
    * Optional (destinations): holds `destination` back (`hold`), or lets it go again (`null`: a
    * healthy destination). Shared by every worker on the store; claims given `perDestination`
    * skip a held destination until `hold.until`, then hand out one probe of an `open` one.

@@ -64,8 +64,10 @@ function workerSettings(options: WorkerOptions): { pollIntervalMs: number; concu
  * `leaseMs`, and delivers them with at most `concurrency` attempts in flight. A worker that dies
  * loses its leases and another worker claims those tasks again; a worker whose lease ran out cannot
  * record over a newer attempt (it emits `lease-lost` instead). Store errors while claiming are
- * emitted as `error` events and the worker backs off and keeps going; with no `onEvent` listener
- * each distinct one is printed to stderr once. `start()` first checks the store (`store.check`:
+ * emitted as `error` events and the worker backs off and keeps going; so are the errors a store
+ * got over by itself (`store.subscribeErrors`: a statement on a connection that went silent, read
+ * back or sent again), so a failing database is heard of even while every call ends well. With no
+ * `onEvent` listener each distinct error is printed to stderr once. `start()` first checks the store (`store.check`:
  * schema migrated, keys usable). As it polls, the worker also fails the `pending` tasks whose
  * result never came in time (`pendingTimeoutMs`), emitting `failed` for each.
  *
@@ -105,6 +107,7 @@ export function createWorker(options: WorkerOptions): Worker {
   let running = false
   let loop: Promise<void> | undefined
   let unsubscribe: (() => void) | undefined
+  let unsubscribeErrors: (() => void) | undefined
   let wakeWaiter: (() => void) | undefined
   let wokenEarly = false
   let backlog = false
@@ -277,6 +280,8 @@ export function createWorker(options: WorkerOptions): Worker {
       running = true
       wokenEarly = false
       unsubscribe = store.subscribe?.(dueAt)
+      // what the store got over by itself (a statement read back or sent again) is heard of too
+      unsubscribeErrors = store.subscribeErrors?.((error) => sender.emit({ type: 'error', error }))
       loop = claimLoop().catch((error: unknown) => sender.emit({ type: 'error', error }))
     },
     stop() {
@@ -290,6 +295,9 @@ export function createWorker(options: WorkerOptions): Worker {
         await loop
         while (active > 0 || recording > 0) await new Promise<void>((resolve) => (idle = resolve))
         idle = undefined
+        // only now: the last attempts' records may have needed the store to recover
+        unsubscribeErrors?.()
+        unsubscribeErrors = undefined
         loop = undefined
         stopping = undefined
       })()

@@ -69,6 +69,44 @@ test('store errors while claiming are reported as error events and the worker ke
   }
 })
 
+test('errors the store recovered from by itself reach onEvent while the worker runs, from start until stop has finished', async () => {
+  const inner = createMemoryStore()
+  const listeners = new Set<(error: Error) => void>()
+  const report = (message: string) => listeners.forEach((listener) => listener(new StoreError('ERR_CALLBACK_STORE', message)))
+  let completing: (() => void) | undefined
+  const store: CallbackStore = {
+    ...inner,
+    subscribeErrors(listener) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
+    async complete(lease, attempt, resolution) {
+      // the record is held back until the test lets it go, as by a store that is recovering
+      await new Promise<void>((resolve) => (completing = resolve))
+      return inner.complete(lease, attempt, resolution)
+    },
+  }
+  const events: DeliveryEvent[] = []
+  const sender = { store, secret: generateSecret(), transport: createTestTransport(() => ({ status: 200 })), onEvent: (event: DeliveryEvent) => events.push(event) }
+  const task = await createCallbackTask({ callbackUrl, event: 'e' }, sender)
+  await inner.schedule!(task.id, { body: '{}' }, { now: new Date() })
+  report('before start')
+  const worker = createWorker({ ...sender, pollIntervalMs: 5 })
+  worker.start()
+  assert.equal(listeners.size, 1, 'the worker subscribed on start')
+  report('while running')
+  await until(() => completing !== undefined, 5_000, 'the attempt was recording')
+  const stopped = worker.stop()
+  report('while the last record is written')
+  completing!()
+  await within(stopped, 'stop() did not resolve')
+  assert.equal(listeners.size, 0, 'the worker unsubscribed once stopped')
+  report('after stop')
+  const reported = events.flatMap((event) => (event.type === 'error' ? [(event.error as Error).message] : []))
+  assert.deepEqual(reported, ['while running', 'while the last record is written'])
+  assert.equal((await inner.get(task.id))?.status, 'delivered')
+})
+
 test('stop waits for the attempts in flight and gives back tasks it claimed but had not started', async () => {
   const clock = createTestClock()
   const inner = createMemoryStore()
