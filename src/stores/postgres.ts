@@ -11,6 +11,7 @@
 import { announcedDueAt, createDueListeners } from './due-listeners.ts'
 import { checkListQuery, parseStoredJson, readTaskPage } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
+import { createRecoveredErrors } from './recovered-errors.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import { checkOptionNames } from '../option-names.ts'
@@ -150,6 +151,7 @@ const defaultSchema = 'endpoint_callback'
 export interface PostgresStore extends CallbackStore {
   readonly schema: string
   subscribe(listener: (dueAt?: number) => void): () => void
+  subscribeErrors(listener: (error: Error) => void): () => void
   close(): Promise<void>
 }
 
@@ -255,6 +257,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     listDestinations: listDestinationsSql(schema),
   }
   const listeners = createDueListeners()
+  const recovered = createRecoveredErrors()
   // Workers in this process need not wait for the notification's round trip through the server.
   const wakeHere = listeners.wakeSoon
   let listener: ListenConnection | undefined
@@ -287,7 +290,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       const { rows } = await run('complete', pool, sql.completeBatch, [...columns, channel])
       return new Set<number>(rows[0]?.completed ?? [])
     },
-    recorded: async (values) => (await run('complete', pool, sql.attemptRecorded, [values[0], values[6], values[7]])).rows.length > 0
+    recorded: async (values) => (await run('complete', pool, sql.attemptRecorded, [values[0], values[6], values[7]])).rows.length > 0,
+    recovered: recovered.report
   })
 
   return {
@@ -606,7 +610,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
     subscribe(fn: (dueAt?: number) => void) {
       const remove = listeners.add(fn)
-      if (listen && !listener) listener = openListenConnection(pool as Required<PostgresPool>, channel, listeners, timeoutMs)
+      if (listen && !listener) {
+        listener = openListenConnection(pool as Required<PostgresPool>, channel, listeners, timeoutMs, (error) => recovered.report(storeError('LISTEN', schema, error)))
+      }
       let removed = false
       return () => {
         if (removed) return
@@ -617,6 +623,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
           listener = undefined
         }
       }
+    },
+
+    subscribeErrors(fn: (error: Error) => void) {
+      return recovered.add(fn)
     },
 
     async close() {
@@ -735,6 +745,8 @@ function createCompletions(send: {
   many(columns: unknown[][]): Promise<Set<number>>
   /** Whether this completion's attempt is in the history: its statement committed. */
   recorded(values: CompletionValues): Promise<boolean>
+  /** Told of the error a statement met when every completion it carried was settled all the same. */
+  recovered(error: StoreError): void
 }) {
   let queue: PendingCompletion[] = []
   let inFlight = 0
@@ -743,14 +755,27 @@ function createCompletions(send: {
   /**
    * The connection broke before the answer came (no SQLSTATE: a reset, a timeout): the statement
    * may have committed. Its attempt record says whether it did; when it did not, the completion is
-   * sent once more on its own (fenced by the token, so it cannot apply twice).
+   * sent once more on its own (fenced by the token, so it cannot apply twice). Whether it was
+   * settled that way (rather than rejected with `error`).
    */
-  const settleUnknown = async (completion: PendingCompletion, error: unknown) => {
+  const settleUnknown = async (completion: PendingCompletion, error: unknown): Promise<boolean> => {
     try {
       completion.resolve((await send.recorded(completion.values)) || (await send.one(completion.values)))
+      return true
     } catch {
       completion.reject(error)
+      return false
     }
+  }
+
+  /**
+   * Completions settled in spite of `error` resolve like any other, so their callers never see it:
+   * it is reported instead, or nobody would hear that the database went silent. When any of them
+   * was rejected with it, its caller reports it.
+   */
+  const settleAllUnknown = async (completions: PendingCompletion[], error: unknown) => {
+    const settled = await Promise.all(completions.map((completion) => settleUnknown(completion, error)))
+    if (settled.every(Boolean) && error instanceof StoreError) send.recovered(error)
   }
 
   const settleOne = async (completion: PendingCompletion) => {
@@ -758,7 +783,7 @@ function createCompletions(send: {
       completion.resolve(await send.one(completion.values))
     } catch (error) {
       if (refusedByServer((error as { cause?: unknown }).cause)) completion.reject(error)
-      else await settleUnknown(completion, error)
+      else await settleAllUnknown([completion], error)
     }
   }
 
@@ -773,7 +798,7 @@ function createCompletions(send: {
       // bad row (text PostgreSQL cannot store, say) must fail only its own completion. Without a
       // server's answer (the connection broke) the outcome is unknown: each completion finds out.
       if (refusedByServer((error as { cause?: unknown }).cause)) await Promise.all(batch.map(settleOne))
-      else await Promise.all(batch.map((completion) => settleUnknown(completion, error)))
+      else await settleAllUnknown(batch, error)
       return
     }
     batch.forEach((completion, index) => completion.resolve(completed.has(index + 1)))
@@ -821,7 +846,8 @@ function openListenConnection(
   pool: Required<PostgresPool>,
   channel: string,
   listeners: DueListeners,
-  timeoutMs: number
+  timeoutMs: number,
+  report: (error: unknown) => void
 ): ListenConnection {
   let closed = false
   let current: PostgresListenConnection | undefined
@@ -847,11 +873,13 @@ function openListenConnection(
     }
   }
 
-  const drop = (client: PostgresListenConnection) => {
+  /** The connection broke (or closed): a new one listens after a while, and the break is reported. */
+  const drop = (client: PostgresListenConnection, error?: unknown) => {
     if (current !== client) return
     current = undefined
     dispose(client, true)
     schedule()
+    report(error ?? new Error('the LISTEN connection closed'))
   }
 
   const schedule = () => {
@@ -876,7 +904,7 @@ function openListenConnection(
             if (message.channel === channel) listeners.wakeAll(announcedDueAt(message.payload))
           }
         ],
-        ['error', () => drop(self)],
+        ['error', (error: unknown) => drop(self, error)],
         ['end', () => drop(self)]
       ]
       attached.set(self, handlers)
@@ -887,9 +915,10 @@ function openListenConnection(
       backoffMs = 100
       // whatever was announced before LISTEN took hold (or while the connection was down) is lost
       listeners.wakeAll()
-    } catch {
+    } catch (error) {
       if (client) dispose(client, true)
       schedule()
+      if (!closed) report(error)
     }
   }
 

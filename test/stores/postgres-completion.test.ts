@@ -54,10 +54,16 @@ describe('postgres completions whose reply is lost', () => {
     const store = await storeLosingReplies(lose)
     const leases = [await leased(store), await leased(store), await leased(store)]
     lose.replies = 1
+    const reported: Error[] = []
+    const unsubscribe = store.subscribeErrors((error) => reported.push(error))
     // completions of one turn of the event loop share one statement
     const completed = await Promise.all(leases.map((lease, n) => store.complete(lease, delivered(n), { status: 'delivered' })))
+    unsubscribe()
     assert.equal(lose.replies, 0, 'the grouped statement lost its reply')
     assert.deepEqual(completed, [true, true, true])
+    assert.equal(reported.length, 1, 'the lost reply is reported once for the statement, though no call failed')
+    assert.equal((reported[0] as { code?: string }).code, 'ERR_CALLBACK_STORE')
+    assert.equal((reported[0]!.cause as { code?: string }).code, 'ECONNRESET')
     for (const lease of leases) {
       assert.equal((await store.get(lease.task.id))?.status, 'delivered')
       assert.equal((await store.attempts(lease.task.id)).length, 1, 'recorded once')
@@ -69,7 +75,10 @@ describe('postgres completions whose reply is lost', () => {
     const store = await storeLosingReplies(lose)
     const lease = await leased(store)
     lose.replies = 1
+    const reported: Error[] = []
+    store.subscribeErrors((error) => reported.push(error))
     assert.equal(await store.complete(lease, delivered(0), { status: 'delivered' }), true)
     assert.equal((await store.get(lease.task.id))?.status, 'delivered')
+    assert.deepEqual(reported.map((error) => error.message), ['PostgreSQL complete failed: read ECONNRESET'], 'the lost reply is reported')
   })
 })
