@@ -7,7 +7,7 @@
  */
 import { StoreError } from './errors.ts'
 
-/** `call`, or a rejection with `ERR_CALLBACK_STORE` when it has not settled within `ms`. */
+/** The errors of missed deadlines, told apart from a store's own errors. */
 const missed = new WeakSet<object>()
 
 /** Whether `error` is a missed deadline: the store may still carry the call out, or may not. */
@@ -15,6 +15,7 @@ export function missedDeadline(error: unknown): boolean {
   return typeof error === 'object' && error !== null && missed.has(error)
 }
 
+/** `call`, or a rejection with `ERR_CALLBACK_STORE` when it has not settled within `ms`. */
 export function withinDeadline<T>(call: Promise<T>, ms: number, operation: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {

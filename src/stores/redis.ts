@@ -16,6 +16,8 @@
  * @module endpoint-callback/redis
  */
 import { announcedDueAt, createDueListeners } from './due-listeners.ts'
+import { createRecoveredErrors } from './recovered-errors.ts'
+import { missedDeadline, withinDeadline } from '../store-deadline.ts'
 import { callbackHost, checkListQuery, listOrder, matchesListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
@@ -55,6 +57,12 @@ export interface RedisClient extends RedisScriptClient {
   duplicate?(): RedisSubscriber
   /** ioredis: closes the connection; with `true`, opens a new one (and sends unanswered commands again). */
   disconnect?(reconnect?: boolean): void
+  /**
+   * ioredis: `error` when the connection breaks (it then reconnects and sends the unanswered
+   * commands again). Listened to while a worker subscribes to the store's errors.
+   */
+  on?(event: 'error', listener: (error: unknown) => void): unknown
+  removeListener?(event: 'error', listener: (error: unknown) => void): unknown
 }
 
 /** Options of {@link createRedisStore}. */
@@ -91,6 +99,7 @@ export interface RedisStoreOptions {
 export interface RedisStore extends CallbackStore {
   readonly prefix: string
   subscribe(listener: (dueAt?: number) => void): () => void
+  subscribeErrors(listener: (error: Error) => void): () => void
   close(): Promise<void>
 }
 
@@ -116,26 +125,6 @@ async function runScript(
     if (!String((error as Error | null)?.message).includes('NOSCRIPT')) throw error
     return client.eval(source, keys.length, ...keys, ...args)
   }
-}
-
-/** `call`, or a rejection once `timeoutMs` passed, after `onTimeout` ran. */
-function bounded<T>(call: Promise<T>, timeoutMs: number, onTimeout: () => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new Error(`no answer from Redis within ${timeoutMs} ms`))
-      onTimeout()
-    }, timeoutMs)
-    call.then(
-      (value) => {
-        clearTimeout(timer)
-        resolve(value)
-      },
-      (error: unknown) => {
-        clearTimeout(timer)
-        reject(error)
-      }
-    )
-  })
 }
 
 /**
@@ -680,12 +669,22 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
   async function run(operation: string, which: Script, keys: string[], args: Array<string | number>) {
     try {
-      return await bounded(runScript(client, which, keys, args), timeoutMs, reconnect)
+      return await withinDeadline(runScript(client, which, keys, args), timeoutMs, operation)
     } catch (error) {
+      if (missedDeadline(error)) reconnect()
       const reason = error instanceof Error ? `: ${error.message}` : ''
       throw new StoreError('ERR_CALLBACK_STORE', `Redis ${operation} failed${reason}`, { cause: error })
     }
   }
+
+  // A connection that breaks is reopened by ioredis, which sends the unanswered commands again:
+  // every call may still end well, so the break is reported to whoever subscribed to the errors.
+  const recovered = createRecoveredErrors()
+  const connectionError = (which: string) => (error: unknown) => {
+    const reason = error instanceof Error ? `: ${error.message}` : ''
+    recovered.report(new StoreError('ERR_CALLBACK_STORE', `Redis ${which} failed${reason}`, { cause: error }))
+  }
+  const clientError = connectionError('connection')
 
   const closeSubscriber = () => {
     const current = subscriber
@@ -1070,9 +1069,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         const current = client.duplicate!()
         subscriber = current
         let ready = 0
-        current.on('error', () => {
-          // ioredis reconnects by itself; polling covers the gap
-        })
+        // ioredis reconnects by itself and polling covers the gap, but the break is heard of
+        current.on('error', connectionError('pub/sub connection'))
         current.on('ready', () => {
           // messages published while disconnected are lost: look once after every reconnect
           if (ready++ > 0 && subscriber === current) listeners.wakeAll()
@@ -1091,6 +1089,19 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         removed = true
         remove()
         if (listeners.size === 0) closeSubscriber()
+      }
+    },
+
+    subscribeErrors(fn: (error: Error) => void) {
+      const remove = recovered.add(fn)
+      if (recovered.size === 1) client.on?.('error', clientError)
+      let removed = false
+      return () => {
+        if (removed) return
+        removed = true
+        remove()
+        // the user's client is left as it was found
+        if (recovered.size === 0) client.removeListener?.('error', clientError)
       }
     },
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import { newTask, scheduleOneRetry, t0 } from '../support/durable-stores.ts'
 import { Redis } from 'ioredis'
 import { CallbackError } from 'endpoint-callback'
@@ -179,6 +180,35 @@ describe('redis store', () => {
       await listening.close()
       otherClient.disconnect()
     }
+  })
+
+  it('reports the breaks ioredis gets over by itself to subscribeErrors, and leaves the client as it found it', async () => {
+    const own = new Redis(REDIS_URL, { lazyConnect: true })
+    const pubsub = new EventEmitter()
+    const store = createRedisStore({
+      client: Object.assign(own, { duplicate: () => Object.assign(pubsub, { subscribe: async () => 1, disconnect() {} }) }),
+      prefix: uniqueName('ec_redis'),
+    })
+    const listenersBefore = own.listenerCount('error')
+    const reported: Error[] = []
+    const unsubscribeDue = store.subscribe(() => {})
+    const unsubscribe = store.subscribeErrors((error) => reported.push(error))
+    try {
+      own.emit('error', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }))
+      pubsub.emit('error', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' }))
+      assert.deepEqual(reported.map((error) => error.message), [
+        'Redis connection failed: read ECONNRESET',
+        'Redis pub/sub connection failed: connect ECONNREFUSED 127.0.0.1:6379',
+      ])
+      assert.ok(reported.every((error) => error instanceof CallbackError && error.code === 'ERR_CALLBACK_STORE' && error.cause instanceof Error))
+    } finally {
+      unsubscribe()
+      unsubscribe()
+      unsubscribeDue()
+      await store.close()
+    }
+    assert.equal(own.listenerCount('error'), listenersBefore, "the store's listener is gone from the user's client")
+    own.disconnect()
   })
 
   it('reports a failing server as a StoreError with the cause kept', async () => {

@@ -13,9 +13,10 @@ export interface TcpProxy {
   /**
    * The far side of every open connection dies silently: nothing more is forwarded either way, and
    * no FIN or RST is sent, so the client only learns of it from its own timeouts. New connections
-   * go through as usual (the database came back on a new connection).
+   * go through as usual (the database came back on a new connection). With `clientPort`, only the
+   * connection the client opened from that local port dies: one statement's connection, say.
    */
-  silence(): void
+  silence(only?: { clientPort: number }): void
   /** Connections accepted while up. */
   readonly connections: number
   close(): Promise<void>
@@ -62,8 +63,10 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     restore() {
       down = false
     },
-    silence() {
-      for (const { client, upstream } of live) {
+    silence(only) {
+      for (const pair of live) {
+        const { client, upstream } = pair
+        if (only !== undefined && client.remotePort !== only.clientPort) continue
         client.unpipe(upstream)
         upstream.unpipe(client)
         // whatever arrives from now on is read and dropped, so no side sees back-pressure either
@@ -72,8 +75,8 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
         open.delete(client)
         open.delete(upstream)
         silenced.push(client, upstream)
+        live.delete(pair)
       }
-      live.clear()
     },
     get connections() {
       return connections
