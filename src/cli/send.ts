@@ -9,6 +9,7 @@ import { deliver } from '../deliver.ts'
 import { createMemoryStore } from '../stores/memory.ts'
 import { createCallbackTask } from '../task.ts'
 import { createHttpTransport } from '../transports/http.ts'
+import { checkCallbackUrl, compileUrlPolicy, forbiddenAddressReason } from '../transports/url-policy.ts'
 import type { HttpTransportOptions } from '../transports/http.ts'
 import type { CallbackStore, DeliveryEvent, UrlPolicy } from '../types.ts'
 import { createWorker } from '../worker.ts'
@@ -105,7 +106,7 @@ export async function sendCommand(options: SendCommandOptions): Promise<number> 
     try {
       task = await createCallbackTask({ callbackUrl: url, event }, sender)
     } catch (error) {
-      if (error instanceof UrlPolicyError) throw new CliError(EXIT.usage, refusal(error.code, error.message), { cause: error })
+      if (error instanceof UrlPolicyError) throw new CliError(EXIT.usage, refusal(error.code, error.message, allowLocal, () => opensLocally(url)), { cause: error })
       throw error
     }
     printLine(`POST ${task.callbackUrl} webhook-id ${task.id} (${event})`)
@@ -123,7 +124,11 @@ export async function sendCommand(options: SendCommandOptions): Promise<number> 
     const error = outcome.type === 'failed' ? outcome.reason : 'HTTP 410: the receiver asked to stop (cancelled)'
     // Refused at connect time (a name that resolves to a private address): the policy, not the receiver.
     if (/^ERR_CALLBACK_URL_/.test(error)) {
-      printError(refusal(error.slice(0, error.indexOf(':')), error.slice(error.indexOf(':') + 1).trim()))
+      const message = error.slice(error.indexOf(':') + 1).trim()
+      // the name passed; the address it resolved to did not
+      const address = /resolves to (\S+), which/.exec(message)?.[1]
+      const opens = () => address !== undefined && forbiddenAddressReason(address, compileUrlPolicy(LOCAL_URL_POLICY)) === undefined
+      printError(refusal(error.slice(0, error.indexOf(':')), message, allowLocal, opens))
       return EXIT.usage
     }
     printError(`not delivered: ${error}`)
@@ -133,10 +138,31 @@ export async function sendCommand(options: SendCommandOptions): Promise<number> 
   }
 }
 
-function refusal(code: string, message: string): string {
+/**
+ * The policy's refusal, with a hint in the terms of the command line: `--allow-local` where it
+ * would let the URL through (`opens`, asked only without it), and otherwise what it never opens.
+ */
+function refusal(code: string, message: string, allowLocal: boolean, opens: () => boolean): string {
   // The library's hint names the option (urlPolicy.allowHttp); on the command line it is --allow-local.
   message = message.replace(/\s*\((?:set|add it to|see) urlPolicy[^)]*\)/g, '')
-  return `refused by the URL policy: ${code}: ${message}${code === 'ERR_CALLBACK_URL_PROTOCOL' || code === 'ERR_CALLBACK_URL_FORBIDDEN_ADDRESS' ? ' (--allow-local permits http and loopback/private hosts)' : ''}`
+  let hint = ''
+  if (code === 'ERR_CALLBACK_URL_PROTOCOL' || code === 'ERR_CALLBACK_URL_FORBIDDEN_ADDRESS') {
+    if (!allowLocal && (code === 'ERR_CALLBACK_URL_PROTOCOL' || opens())) hint = ' (--allow-local permits http and loopback/private hosts)'
+    else if (code === 'ERR_CALLBACK_URL_FORBIDDEN_ADDRESS') {
+      hint = ` (link-local, CGNAT, multicast, reserved and cloud metadata addresses and internal names stay refused ${allowLocal ? 'with' : 'even with'} --allow-local)`
+    }
+  }
+  return `refused by the URL policy: ${code}: ${message}${hint}`
+}
+
+/** Whether `--allow-local` would let `url` through the checks made before any name is resolved. */
+function opensLocally(url: string): boolean {
+  try {
+    checkCallbackUrl(url, compileUrlPolicy(LOCAL_URL_POLICY))
+    return true
+  } catch {
+    return false
+  }
 }
 
 async function readData(text: string): Promise<unknown> {

@@ -56,3 +56,48 @@ test('send --allow-local does dial a private address, so the connector above wou
   assert.ok(connect.dialled.length > 0, 'nothing was dialled')
   assert.ok(connect.dialled.every((dial) => dial.hostname === '10.1.2.3'), JSON.stringify(connect.dialled))
 })
+
+/** Runs a `send` that must be refused (exit 2): what it printed on stderr, or the message it ended with. */
+async function refusalText(opts: SendCommandOptions): Promise<string> {
+  const printed: string[] = []
+  const write = process.stderr.write
+  process.stderr.write = ((chunk: string | Uint8Array) => printed.push(String(chunk)) > 0) as typeof process.stderr.write
+  try {
+    assert.equal(await within(sendCommand(opts), `send ${opts.url} did not end`, 10_000), EXIT.usage, `${opts.url} was not refused`)
+    return printed.join('')
+  } catch (error) {
+    if (!(error instanceof CliError)) throw error
+    assert.equal(error.exitCode, EXIT.usage, `${opts.url} was not refused`)
+    return error.message
+  } finally {
+    process.stderr.write = write
+  }
+}
+
+test('the refusal hint says what --allow-local opens, and that it does not open link-local or metadata addresses, with it or without it', async () => {
+  const connect = refusingConnector()
+  const local = (url: string, addresses: string[]) => options(url, { lookup: scriptedResolver(addresses), connect })
+  const plain = (url: string, addresses: string[]) => ({ ...local(url, addresses), allowLocal: false })
+  const opens = /--allow-local permits http and loopback\/private hosts/
+  const staysRefused = /link-local, CGNAT, multicast, reserved and cloud metadata addresses and internal names stay refused/
+
+  // given --allow-local: never told to pass what was passed, but why it did not help
+  for (const text of [
+    await refusalText(local('http://169.254.169.254/latest/meta-data', [])),
+    await refusalText(local('http://[fe80::1]/hooks', [])),
+    await refusalText(local('http://callbacks.example/hooks', ['169.254.0.1'])),
+  ]) {
+    assert.doesNotMatch(text, opens, text)
+    assert.match(text, staysRefused, text)
+    assert.match(text, /with --allow-local/, text)
+  }
+  // without it: pointed at --allow-local only where it would help
+  for (const text of [await refusalText(plain('http://127.0.0.1/hooks', [])), await refusalText(plain('https://callbacks.example/hooks', ['10.1.2.3']))]) {
+    assert.match(text, opens, text)
+  }
+  for (const text of [await refusalText(plain('https://169.254.169.254/latest', [])), await refusalText(plain('https://callbacks.example/hooks', ['169.254.0.1']))]) {
+    assert.doesNotMatch(text, opens, text)
+    assert.match(text, staysRefused, text)
+  }
+  assert.deepEqual(connect.dialled, [], 'nothing was dialled')
+})
