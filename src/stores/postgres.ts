@@ -134,7 +134,8 @@ export interface PostgresStoreOptions {
    * statement gets no answer in time is closed rather than given back to the pool: when the
    * database's side died without a word (no FIN, no RST) it would otherwise hang every statement
    * sent on it. The call fails with `ERR_CALLBACK_STORE`, which the worker reports as an `error`
-   * event before it carries on.
+   * event before it carries on — except a completion, which the store reads back (and sends again
+   * when it had not committed): it then succeeds, and its error goes to `subscribeErrors` instead.
    */
   timeoutMs?: number | undefined
 }

@@ -143,3 +143,40 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
     })
   })
 }
+
+const listening = serviceTests(await serviceSkip('postgres'))
+listening.describe('postgres store whose LISTEN connection breaks', { timeout: 30_000 }, () => {
+  listening.it('reports the break to subscribeErrors and listens again on a new connection', async () => {
+    const direct = await openDurableStore('postgres')
+    const target = new URL(DATABASE_URL)
+    const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+    const url = new URL(DATABASE_URL)
+    url.hostname = '127.0.0.1'
+    url.port = String(proxy.port)
+    const pool = new pg.Pool({ connectionString: url.href, max: 4 })
+    const store = createPostgresStore({ pool, schema: direct.name, timeoutMs: STORE_TIMEOUT_MS })
+    const reported: Error[] = []
+    let wakes = 0
+    const unsubscribeErrors = store.subscribeErrors((error) => reported.push(error))
+    const unsubscribe = store.subscribe(() => wakes++)
+    try {
+      // LISTEN holds: the store says so by waking once
+      await eventually(() => wakes === 1, 'LISTEN took hold')
+      proxy.cut()
+      proxy.restore()
+      await eventually(() => reported.length > 0, 'the broken LISTEN connection was reported')
+      // listening again: the store wakes its subscribers once more, since announcements were lost
+      await eventually(() => wakes === 2, 'LISTEN took hold again')
+      assert.match(reported[0]!.message, /^PostgreSQL LISTEN failed/)
+      assert.equal((reported[0] as Error & { code?: string }).code, 'ERR_CALLBACK_STORE')
+      assert.ok(reported[0]!.cause instanceof Error, 'the original error is kept as the cause')
+    } finally {
+      unsubscribe()
+      unsubscribeErrors()
+      await store.close()
+      await pool.end()
+      await proxy.close()
+      await direct.drop()
+    }
+  })
+})
