@@ -117,7 +117,8 @@ for (const kind of ['postgres', 'redis'] as const satisfies DurableKind[]) {
         errors.every((error) => (error as { code?: string }).code === 'ERR_CALLBACK_STORE'),
         'every error is a store error'
       )
-      t.diagnostic(`${kind}: ${errors.length} store errors, ${receiver.requests} requests for ${ids.length} tasks`)
+      const messages = [...new Set(errors.map((error) => (error as Error).message))]
+      t.diagnostic(`${kind}: ${errors.length} store errors (${messages.join('; ')}), ${receiver.requests} requests for ${ids.length} tasks`)
     })
   })
 }
