@@ -6,6 +6,8 @@
 import pRetry from 'p-retry'
 import { CallbackError, DeliveryError, TaskError, UrlPolicyError } from './errors.ts'
 import { verifyIntent } from './intent.ts'
+import { inlineOutcomeHandler } from './destinations/policy.ts'
+import type { DestinationOptions } from './destinations/policy.ts'
 import { classifyError, classifyResponse, describeError } from './outcome.ts'
 import { recordableText } from './recorded-text.ts'
 import { attemptBudgetMs } from './attempt-budget.ts'
@@ -52,6 +54,13 @@ export interface AttemptResult {
  * Attaches `payload` to a `pending` task and makes the first delivery attempt right away. The body
  * is the JSON envelope `{ type, timestamp, data }`, built once and sent byte for byte on every
  * attempt, signed each time with a fresh timestamp and the task id as `webhook-id`.
+ *
+ * When the task's destination is held back (the receiver asked to wait with `Retry-After`, or its
+ * circuit breaker is open) and the store keeps destinations, nothing is sent inline: the task is
+ * left scheduled, spending no attempt, and it resolves `retrying` with `attempts: 0`, as for the
+ * outbox below; a worker sends it once the destination may be tried. The inline attempt's own
+ * outcome counts for its destination as a worker's does (a `Retry-After` throttles it, failures
+ * count toward its breaker, with the `breaker` option of `options` when it has one).
  *
  * Resolves with what happened: `delivered`, `retrying` (the next attempt is stored as due at
  * `nextAttemptAt`; a worker picks it up), `failed` or `cancelled` (410 Gone). A receiver's failure
@@ -101,10 +110,13 @@ export async function deliver(
   const attached = await attachableBody(event, encryptionKey, payload, sender)
   const { transaction } = options
   if (transaction !== undefined) return scheduleInTransaction(id, attached, transaction, sender)
+  // A store that keeps destinations does not lease a task whose destination is held back (a
+  // throttle, an open breaker): it leaves it scheduled for a worker, reported as `retrying`.
   const lease = await sender.store.attach(id, attached, { now: sender.now(), leaseMs: sender.leaseMs })
   if (lease === undefined) return currentReport(id, sender)
 
-  const result = await runAttempt(lease, sender)
+  // The inline attempt's outcome reaches its destination as a worker's does.
+  const result = await runAttempt(lease, sender, undefined, undefined, inlineOutcomeHandler(options as SenderOptions & DestinationOptions, sender))
   const report: DeliveryReport = { status: reportStatus(result), attempts: result.record.attempt }
   if (result.resolution.status === 'scheduled' && result.completed) report.nextAttemptAt = result.resolution.nextAttemptAt
   if (result.response !== undefined) {

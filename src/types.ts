@@ -158,6 +158,16 @@ export interface DestinationState {
   lastError?: string
 }
 
+/** A destination's failures as {@link CallbackStore.countDestinationFailure} counts them, over every worker. */
+export interface DestinationTally {
+  /** Failures since its last answer. */
+  inARow: number
+  /** Attempts counted in the current window (from its first failure on). */
+  attempts: number
+  /** Failures among them. */
+  failures: number
+}
+
 /** What follows an attempt: the task is done, or due again at `nextAttemptAt`. */
 export type AttemptResolution =
   | { status: TerminalStatus; lastError?: string }
@@ -195,6 +205,13 @@ export interface CallbackStore {
    * Attaches the result to a `pending` task and leases it to the caller for its first attempt:
    * stores `body` (and `contentType`), sets status `delivering`, lease until `now + leaseMs`.
    * Returns `undefined` when the task does not exist or is not `pending` (nothing changes).
+   *
+   * A store with `setDestination` checks the task's destination in the same step: when it is held
+   * back at `now` (a hold whose `until` is after `now`, or an `open` or `probing` breaker — what a
+   * claim with `perDestination` would skip), the result is attached but the task is made
+   * `scheduled`, due at `now`, without a lease (as `schedule` does, waking subscribed workers), and
+   * `undefined` is returned: no attempt goes out past the hold, and a worker sends the task once
+   * its destination may be tried again. `deliver` then reports it `retrying` with 0 attempts.
    */
   attach(
     id: string,
@@ -304,6 +321,19 @@ export interface CallbackStore {
    * skip a held destination until `hold.until`, then hand out one probe of an `open` one.
    */
   setDestination?(destination: string, hold: DestinationHold | null, now: Date): Promise<void>
+  /**
+   * Optional (destinations, shared circuit breaker): counts a failed attempt (see the breaker's
+   * thresholds) of `destination` at `now`, for every worker on the store, and returns the tally.
+   * `inARow` counts failures since the last answer; `attempts` and `failures` count the attempts
+   * since the first failure of the current window, which starts with a failure when the last
+   * one is over (`windowMs` after its start) and lasts `windowMs`. A store that has it also counts,
+   * in `complete`, an attempt answered with a status below 500 other than 408 toward a destination
+   * that has a tally: `inARow` back to 0 and one more of `attempts` (its window over: the tally is
+   * dropped), in the statement or script that records the attempt, so an attempt to a destination
+   * that never failed writes nothing more. `setDestination` drops the destination's tally (a hold
+   * set or lifted: counting starts afresh). The memory store keeps it in process.
+   */
+  countDestinationFailure?(destination: string, now: Date, windowMs: number): Promise<DestinationTally>
   /**
    * Optional (destinations, inspection): the destinations that are held back, have attempts in
    * flight or tasks due at `now`, most due first.

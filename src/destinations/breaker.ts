@@ -5,12 +5,15 @@
  * Thresholds (defaults): the breaker opens after 5 failures in a row, or when at least half of at
  * least 10 attempts in the last minute failed. A failure is an attempt that got no answer (timeout,
  * refused or reset connection, DNS, TLS) or an answer 408 or 5xx without `Retry-After`; any other
- * answer (2xx, 4xx, 410) shows the destination is up. Once open, a single probe is sent after a
+ * answer (2xx, 4xx, 410) shows the destination is up. The counts are over every worker on the
+ * store (PostgreSQL, Redis; the memory store: every worker in the process), and the attempts of the
+ * failure rate are counted from the first failure in the window on, so answers before it do not
+ * dilute it. Once open, a single probe is sent after a
  * cool-down of 30 s that doubles each time the probe fails, up to 10 min; the first probe that
  * gets through closes it.
  */
 import { checkOptionNames } from '../option-names.ts'
-import type { AttemptRecord } from '../types.ts'
+import type { AttemptRecord, DestinationTally } from '../types.ts'
 
 /** Thresholds of the circuit breaker; see the module's defaults. */
 export interface BreakerOptions {
@@ -79,7 +82,16 @@ export function isDestinationFailure(record: AttemptRecord): boolean {
   return error !== undefined && FAILURE_CODES.some((code) => error.startsWith(code))
 }
 
-/** The outcomes one worker saw per destination, to decide when a breaker opens. */
+/**
+ * Whether a destination's tally (as a store counts it for every worker) crosses a threshold: its
+ * failures in a row, or its share of failures once the window holds `minAttempts` attempts.
+ */
+export function crossesThreshold(breaker: ResolvedBreaker, tally: DestinationTally): boolean {
+  if (tally.inARow >= breaker.failures) return true
+  return tally.attempts >= breaker.minAttempts && tally.failures / tally.attempts >= breaker.failureRate
+}
+
+/** The outcomes one worker saw per destination, to decide when a breaker opens (a store that cannot count them). */
 export interface FailureCounter {
   /** Counts an attempt at `at` (epoch ms); `true` when the destination now crosses a threshold. */
   record(destination: string, failed: boolean, at: number): boolean

@@ -1,13 +1,16 @@
 /**
  * The worker's side of destinations: what its claims ask of the store, and what each attempt's
  * outcome changes (a throttle, a breaker opening, a probe closing it). The state itself lives in
- * the store, so every worker on a durable store sees the same holds; each worker counts the
- * failures it sees itself, and the first one to cross a threshold opens the breaker for all.
+ * the store, so every worker on a durable store sees the same holds. Failures are counted in the
+ * store too, where it can (`countDestinationFailure`: a write only for a failure, the answers that
+ * follow counted by `complete` itself), so the thresholds hold over every worker together: ten
+ * processes do not each send a dead host its five failures. A store without it leaves each worker
+ * to count what it sees. `deliver`'s inline first attempt goes through the same outcome handling.
  */
 import type { ResolvedSender } from '../sender.ts'
 import type { AttemptRecord, DestinationHold, Lease, TransportResponse } from '../types.ts'
-import { cooldownAfter, createFailureCounter, isDestinationFailure, resolveBreakerOptions } from './breaker.ts'
-import type { BreakerOptions } from './breaker.ts'
+import { cooldownAfter, createFailureCounter, crossesThreshold, isDestinationFailure, resolveBreakerOptions } from './breaker.ts'
+import type { BreakerOptions, ResolvedBreaker } from './breaker.ts'
 import { throttleFor } from './throttle.ts'
 
 /** The worker options about destinations. */
@@ -87,17 +90,7 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
   /** When each attempt in flight started (performance.now()). */
   const startedAt = new Map<Lease, number>()
   const capOf = (destination: string) => perDestination! + (fast.has(destination) ? bonus : 0)
-  const counter = breaker === undefined ? undefined : createFailureCounter(breaker)
-
-  async function hold(destination: string, value: DestinationHold | null, now: Date): Promise<boolean> {
-    try {
-      await setDestination!(destination, value, now)
-      return true
-    } catch (error) {
-      sender.emit({ type: 'error', error })
-      return false
-    }
-  }
+  const outcomes = createOutcomeHandler(breaker, sender)!
 
   return {
     perDestination,
@@ -162,40 +155,104 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
           if (lastFast.length > MAX_IDLE_FAST_IN_VIEW) lastFast.pop()
         }
       }
-      const wait = throttleFor(response, now, sender.retry.maxRetryAfterMs)
-      if (wait !== undefined) {
-        // The receiver is up and said how long to wait: a throttle, not a failure.
-        const until = new Date(now.getTime() + wait)
-        const reason = `HTTP ${record.status}: Retry-After asked to wait ${Math.ceil(wait / 1000)} s`
-        counter?.reset(destination)
-        if (await hold(destination, { state: 'throttled', until, reason, openings: 0 }, now)) {
-          sender.emit({ type: 'destination-throttled', destination, reason, until })
-        }
-        return
-      }
-      if (breaker === undefined || counter === undefined) return
-      const failed = isDestinationFailure(record)
-      const reason = record.error ?? `HTTP ${record.status}`
-      if (lease.probe !== undefined) {
-        if (failed) {
-          const openings = lease.probe.openings + 1
-          const until = new Date(now.getTime() + cooldownAfter(breaker, openings))
-          if (await hold(destination, { state: 'open', until, reason, openings }, now)) {
-            sender.emit({ type: 'destination-unhealthy', destination, reason, until })
-          }
-        } else if (await hold(destination, null, now)) {
-          counter.reset(destination)
-          sender.emit({ type: 'destination-recovered', destination })
-        }
-        return
-      }
-      if (counter.record(destination, failed, now.getTime())) {
-        counter.reset(destination)
-        const until = new Date(now.getTime() + cooldownAfter(breaker, 1))
-        if (await hold(destination, { state: 'open', until, reason, openings: 1 }, now)) {
-          sender.emit({ type: 'destination-unhealthy', destination, reason, until })
-        }
-      }
+      await outcomes(lease, record, response, now)
     },
   }
+}
+
+/** Applies one attempt's outcome to its destination (see {@link DestinationPolicy.afterAttempt}); `now` is when it ended. */
+export type OutcomeHandler = (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, now?: Date) => Promise<void>
+
+/**
+ * What an attempt's outcome does to its destination, for a worker's attempts and `deliver`'s
+ * inline ones alike: a `Retry-After` throttles it, failures count toward its breaker (in the store
+ * when it can count them for every worker), a probe's outcome closes or reopens it. `undefined`
+ * when the store keeps no destinations (no `setDestination`). Never rejects: store errors are emitted.
+ */
+export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sender: ResolvedSender): OutcomeHandler | undefined {
+  const { store } = sender
+  if (typeof store.setDestination !== 'function') return undefined
+  const setDestination = store.setDestination.bind(store)
+  const countShared = typeof store.countDestinationFailure === 'function' ? store.countDestinationFailure.bind(store) : undefined
+  // a store that cannot count for every worker: this process counts what it sees
+  const counter = breaker === undefined || countShared !== undefined ? undefined : createFailureCounter(breaker)
+
+  async function hold(destination: string, value: DestinationHold | null, now: Date): Promise<boolean> {
+    try {
+      await setDestination(destination, value, now)
+      return true
+    } catch (error) {
+      sender.emit({ type: 'error', error })
+      return false
+    }
+  }
+
+  /** Counts a failure (or, locally, an answer); `true` when the destination now crosses a threshold. */
+  async function crossed(destination: string, failed: boolean, now: Date): Promise<boolean> {
+    if (counter !== undefined) return counter.record(destination, failed, now.getTime())
+    // shared: answers are counted by the store's `complete`
+    if (!failed) return false
+    try {
+      return crossesThreshold(breaker!, await countShared!(destination, now, breaker!.windowMs))
+    } catch (error) {
+      sender.emit({ type: 'error', error })
+      return false
+    }
+  }
+
+  return async (lease, record, response, now = sender.now()) => {
+    const { destination } = lease.task
+    if (destination === undefined) return
+    const wait = throttleFor(response, now, sender.retry.maxRetryAfterMs)
+    if (wait !== undefined) {
+      // The receiver is up and said how long to wait: a throttle, not a failure.
+      const until = new Date(now.getTime() + wait)
+      const reason = `HTTP ${record.status}: Retry-After asked to wait ${Math.ceil(wait / 1000)} s`
+      counter?.reset(destination)
+      if (await hold(destination, { state: 'throttled', until, reason, openings: 0 }, now)) {
+        sender.emit({ type: 'destination-throttled', destination, reason, until })
+      }
+      return
+    }
+    if (breaker === undefined) return
+    const failed = isDestinationFailure(record)
+    const reason = record.error ?? `HTTP ${record.status}`
+    if (lease.probe !== undefined) {
+      if (failed) {
+        const openings = lease.probe.openings + 1
+        const until = new Date(now.getTime() + cooldownAfter(breaker, openings))
+        if (await hold(destination, { state: 'open', until, reason, openings }, now)) {
+          sender.emit({ type: 'destination-unhealthy', destination, reason, until })
+        }
+      } else if (await hold(destination, null, now)) {
+        counter?.reset(destination)
+        sender.emit({ type: 'destination-recovered', destination })
+      }
+      return
+    }
+    if (await crossed(destination, failed, now)) {
+      counter?.reset(destination)
+      const until = new Date(now.getTime() + cooldownAfter(breaker, 1))
+      if (await hold(destination, { state: 'open', until, reason, openings: 1 }, now)) {
+        sender.emit({ type: 'destination-unhealthy', destination, reason, until })
+      }
+    }
+  }
+}
+
+const outcomeHandlers = new WeakMap<object, { handler: OutcomeHandler | undefined }>()
+
+/**
+ * The outcome handler for `deliver`'s inline attempts with these options: the breaker's thresholds
+ * are the `breaker` option's when the object carries one (the worker's options passed to `deliver`
+ * too), else the defaults. Resolved once per options object.
+ */
+export function inlineOutcomeHandler(options: DestinationOptions, sender: ResolvedSender): OutcomeHandler | undefined {
+  let found = outcomeHandlers.get(options)
+  if (found === undefined) {
+    const breaker = options.breaker === false ? undefined : resolveBreakerOptions(options.breaker)
+    found = { handler: createOutcomeHandler(breaker, sender) }
+    outcomeHandlers.set(options, found)
+  }
+  return found.handler
 }

@@ -305,6 +305,26 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
 
   const holds = new Map<string, { state: 'throttled' | 'open' | 'probing'; until: number; reason: string; openings: number }>()
 
+  /** Whether a claim at `at` would skip `destination` (see `attach`). */
+  const isHeld = (destination: string, at: number) => {
+    const hold = holds.get(destination)
+    return hold !== undefined && (hold.until > at || hold.state !== 'throttled')
+  }
+
+  /** Failures counted per destination for the breaker (see `countDestinationFailure`). */
+  const tallies = new Map<string, { inARow: number; attempts: number; failures: number; expires: number }>()
+
+  /** An answered attempt of `destination` at `at`: counted while it has a tally (see `complete`). */
+  const countAnswer = (destination: string, at: number) => {
+    const tally = tallies.get(destination)
+    if (tally === undefined) return
+    if (tally.expires <= at) tallies.delete(destination)
+    else {
+      tally.inARow = 0
+      tally.attempts += 1
+    }
+  }
+
   /** How many more of `destination`'s tasks a claim at `at` may take, and whether the next is a probe. */
   function roomFor(destination: string, at: number, perDestination: number, inFlight: number): { left: number; probe: boolean } {
     const hold = holds.get(destination)
@@ -439,7 +459,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       unexpire(entry.number)
       entry.body = result.body
       entry.contentType = result.contentType
-      lease(entry, now.getTime(), leaseMs)
+      const at = now.getTime()
+      if (entry.destination !== undefined && isHeld(entry.destination, at)) {
+        // its destination is held back: a worker sends it once it may be tried again
+        entry.status = 'scheduled'
+        setUpdated(entry, Math.max(updatedOf(entry), at))
+        setDue(entry.number, at)
+        wake()
+        return undefined
+      }
+      lease(entry, at, leaseMs)
       return toLease(entry)
     },
 
@@ -533,6 +562,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
       entry.attempts += 1
       entry.status = resolution.status
       setUpdated(entry, Math.max(updatedOf(entry), stored.startedAt + stored.durationMs))
+      if (tallies.size > 0 && entry.destination !== undefined && answered(stored.status)) countAnswer(entry.destination, stored.startedAt + stored.durationMs)
       // A delivered task's last failure is history (the attempts keep it), not its state.
       if (resolution.status === 'delivered') entry.lastError = undefined
       else if (resolution.lastError !== undefined) entry.lastError = resolution.lastError
@@ -644,8 +674,20 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
 
     async setDestination(destination, hold, now) {
       void now
+      tallies.delete(destination)
       if (hold === null) holds.delete(destination)
       else holds.set(destination, { state: hold.state, until: hold.until.getTime(), reason: hold.reason, openings: hold.openings })
+    },
+
+    async countDestinationFailure(destination, now, windowMs) {
+      const at = now.getTime()
+      let tally = tallies.get(destination)
+      if (tally === undefined) tallies.set(destination, (tally = { inARow: 0, attempts: 0, failures: 0, expires: -Infinity }))
+      if (tally.expires <= at) Object.assign(tally, { attempts: 0, failures: 0, expires: at + windowMs })
+      tally.inARow += 1
+      tally.attempts += 1
+      tally.failures += 1
+      return { inARow: tally.inARow, attempts: tally.attempts, failures: tally.failures }
     },
 
     async listDestinations(now) {
@@ -693,6 +735,9 @@ function refuseTransaction(options: StoreCallOptions | undefined): void {
 }
 
 const MEMORY_STORE_OPTION_NAMES: ReadonlySet<string> = new Set(['attemptHistory', 'retentionSeconds'])
+
+/** Whether an attempt's HTTP status shows its destination up, for the breaker's tally: below 500, other than 408. */
+const answered = (status: number | undefined) => status !== undefined && status < 500 && status !== 408
 
 /** Due tasks a limited claim looks past (held or capped destinations) before it stops looking. */
 const MAX_SKIPPED_PER_CLAIM = 10_000

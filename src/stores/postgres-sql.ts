@@ -152,8 +152,37 @@ CREATE TABLE IF NOT EXISTS ${s}.destinations (
     description: 'an index of pending tasks by when they expire, for the workers that fail them',
     sql: (schema) => `CREATE INDEX IF NOT EXISTS tasks_pending_idx ON ${quoteIdentifier(schema)}.tasks (next_attempt_at)
   WHERE status = 'pending';`
+  },
+  {
+    version: 7,
+    description: "the breaker's failure tallies shared by every worker, and a destination for unfinished tasks stored before version 5",
+    sql: (schema) => {
+      const s = quoteIdentifier(schema)
+      // A destination that never failed has no row: an answered attempt reads one index page and writes nothing.
+      return `CREATE TABLE IF NOT EXISTS ${s}.destination_tallies (
+  destination  text PRIMARY KEY,
+  in_a_row     integer NOT NULL,
+  attempts     integer NOT NULL,
+  failures     integer NOT NULL,
+  window_ends  timestamptz NOT NULL
+);
+
+-- Tasks stored before version 5 have no destination, and claims would not limit them: the ones
+-- still to be sent get their callback URL's origin, the default destination. Finished tasks keep none.
+UPDATE ${s}.tasks SET destination = ${originSql('callback_url')}
+WHERE destination IS NULL AND status IN ('pending', 'scheduled', 'delivering');`
+    }
   }
 ]
+
+/**
+ * SQL for the origin (`scheme://host[:port]`, lower case) of a stored callback URL, as
+ * `new URL(url).origin` gives it for the normalised URLs the library stores (default ports already
+ * left out, user information dropped).
+ */
+export function originSql(column: string): string {
+  return `lower(regexp_replace(${column}, '^([A-Za-z][A-Za-z0-9+.-]*://)(?:[^@/?#]*@)?([^/?#]*).*$', '\\1\\2'))`
+}
 
 /** The newest schema version this code knows. */
 export const latestVersion = migrations[migrations.length - 1]!.version
@@ -270,13 +299,34 @@ export function selectTaskSql(schema: string): string {
   return `SELECT ${taskColumns} FROM ${quoteIdentifier(schema)}.tasks WHERE id = $1`
 }
 
-/** $1 id, $2 body, $3 content_type, $4 now, $5 lease expiry, $6 token. */
+/**
+ * $1 id, $2 body, $3 content_type, $4 now, $5 lease expiry, $6 token, $7 due channel.
+ * When the task's destination is held back at $4 (as a limited claim would skip it), the task is
+ * made `scheduled`, due at $4, unleased, and announced (`held` true); otherwise it is leased.
+ */
 export function attachSql(schema: string): string {
-  return `UPDATE ${quoteIdentifier(schema)}.tasks
-SET status = 'delivering', body = $2, content_type = $3, next_attempt_at = $5::timestamptz,
-    lease_token = $6, leased_at = $4::timestamptz, updated_at = $4::timestamptz
-WHERE id = $1 AND status = 'pending'
-RETURNING ${taskColumns}`
+  const s = quoteIdentifier(schema)
+  return `WITH held AS (
+  SELECT EXISTS (
+    SELECT 1 FROM ${s}.destinations AS d
+    WHERE d.destination = t.destination AND (d.until > $4::timestamptz OR d.state IN ('open', 'probing'))
+  ) AS held
+  FROM ${s}.tasks AS t WHERE t.id = $1 AND t.status = 'pending'
+), attached AS (
+  UPDATE ${s}.tasks AS t
+  SET status = CASE WHEN h.held THEN 'scheduled' ELSE 'delivering' END, body = $2, content_type = $3,
+      next_attempt_at = CASE WHEN h.held THEN $4::timestamptz ELSE $5::timestamptz END,
+      lease_token = CASE WHEN h.held THEN NULL ELSE $6 END,
+      leased_at = CASE WHEN h.held THEN NULL ELSE $4::timestamptz END, updated_at = $4::timestamptz
+  FROM held AS h
+  WHERE t.id = $1 AND t.status = 'pending'
+  RETURNING h.held, ${taskColumns
+    .split(',')
+    .map((column) => `t.${column.trim()}`)
+    .join(', ')}
+)
+SELECT *, CASE WHEN held THEN pg_notify($7, (extract(epoch FROM next_attempt_at) * 1000)::bigint::text)::text END AS notified
+FROM attached`
 }
 
 /**
@@ -319,15 +369,32 @@ export function completeSql(schema: string): string {
       last_error = CASE WHEN $3 = 'delivered' THEN NULL ELSE COALESCE($5, last_error) END,
       lease_token = NULL, leased_at = NULL, updated_at = GREATEST(updated_at, $6::timestamptz)
   WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
-  RETURNING id, status, next_attempt_at
+  RETURNING id, status, next_attempt_at, destination
 ), recorded AS (
   INSERT INTO ${s}.attempts (task_id, attempt, started_at, duration_ms, status, error, response_body, outcome)
   SELECT id, $7, $8::timestamptz, $9, $10, $11, $12, $13 FROM done
-)
+), answered AS (
+  SELECT destination, 1 AS n, $6::timestamptz AS at FROM done WHERE $10::int < 500 AND $10::int <> 408 AND destination IS NOT NULL
+)${tallyAnswersSql(s)}
 SELECT count(*)::int AS completed,
   max(pg_notify($14, (extract(epoch FROM next_attempt_at) * 1000)::bigint::text)::text)
     FILTER (WHERE status = 'scheduled') AS notified
 FROM done`
+}
+
+/**
+ * The part of a completion that counts answers (`answered`: destination, n, at) toward the
+ * destinations with a failure tally: in a row back to 0, `n` more attempts, or the tally dropped
+ * once its window is over. A destination without a tally (one that never failed) writes nothing.
+ */
+function tallyAnswersSql(s: string): string {
+  return `, counted AS (
+  UPDATE ${s}.destination_tallies AS d SET in_a_row = 0, attempts = d.attempts + a.n
+  FROM answered AS a WHERE d.destination = a.destination AND d.window_ends > a.at
+), forgotten AS (
+  DELETE FROM ${s}.destination_tallies AS d
+  USING answered AS a WHERE d.destination = a.destination AND d.window_ends <= a.at
+)`
 }
 
 /**
@@ -354,13 +421,18 @@ export function completeBatchSql(schema: string): string {
       updated_at = GREATEST(t.updated_at, i.updated_at)
   FROM input AS i
   WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'delivering'
-  RETURNING i.position, t.status, t.next_attempt_at
+  RETURNING i.position, t.status, t.next_attempt_at, t.destination
 ), recorded AS (
   INSERT INTO ${s}.attempts (task_id, attempt, started_at, duration_ms, status, error, response_body, outcome)
   SELECT i.id, i.attempt, i.started_at, i.duration_ms, i.http_status, i.error, i.response_body, i.outcome
   FROM done JOIN input AS i USING (position)
   ORDER BY i.position
-)
+), answered AS (
+  SELECT done.destination, count(*)::int AS n, max(i.updated_at) AS at
+  FROM done JOIN input AS i USING (position)
+  WHERE i.http_status < 500 AND i.http_status <> 408 AND done.destination IS NOT NULL
+  GROUP BY done.destination
+)${tallyAnswersSql(s)}
 SELECT array_agg(position)::int[] AS completed,
   CASE WHEN bool_or(status = 'scheduled') THEN
     pg_notify($14, (extract(epoch FROM min(next_attempt_at) FILTER (WHERE status = 'scheduled')) * 1000)::bigint::text)::text
@@ -662,18 +734,37 @@ SELECT (SELECT count(*) FROM picked)::int AS locked,
 FROM (SELECT 1) AS one LEFT JOIN claimed ON true`
 }
 
-/** $1 destination, $2 state, $3 until, $4 reason, $5 openings, $6 now. */
+/** $1 destination, $2 state, $3 until, $4 reason, $5 openings, $6 now. Drops its failure tally: counting starts afresh. */
 export function holdDestinationSql(schema: string): string {
-  return `INSERT INTO ${quoteIdentifier(schema)}.destinations (destination, state, until, reason, openings, updated_at)
+  return `WITH untallied AS (DELETE FROM ${quoteIdentifier(schema)}.destination_tallies WHERE destination = $1)
+INSERT INTO ${quoteIdentifier(schema)}.destinations (destination, state, until, reason, openings, updated_at)
 VALUES ($1, $2, $3::timestamptz, $4, $5, $6::timestamptz)
 ON CONFLICT (destination) DO UPDATE
 SET state = EXCLUDED.state, until = EXCLUDED.until, reason = EXCLUDED.reason, openings = EXCLUDED.openings,
     updated_at = EXCLUDED.updated_at`
 }
 
-/** $1 destination. A healthy destination has no row. */
+/** $1 destination. A healthy destination has no row. Its failure tally goes too: counting starts afresh. */
 export function clearDestinationSql(schema: string): string {
-  return `DELETE FROM ${quoteIdentifier(schema)}.destinations WHERE destination = $1`
+  const s = quoteIdentifier(schema)
+  return `WITH untallied AS (DELETE FROM ${s}.destination_tallies WHERE destination = $1)
+DELETE FROM ${s}.destinations WHERE destination = $1`
+}
+
+/**
+ * Counts a failed attempt of a destination for every worker (see `CallbackStore.countDestinationFailure`).
+ * $1 destination, $2 now, $3 the end of a window starting now.
+ */
+export function countDestinationFailureSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  return `INSERT INTO ${s}.destination_tallies AS d (destination, in_a_row, attempts, failures, window_ends)
+VALUES ($1, 1, 1, 1, $3::timestamptz)
+ON CONFLICT (destination) DO UPDATE
+SET in_a_row = d.in_a_row + 1,
+    attempts = CASE WHEN d.window_ends <= $2::timestamptz THEN 1 ELSE d.attempts + 1 END,
+    failures = CASE WHEN d.window_ends <= $2::timestamptz THEN 1 ELSE d.failures + 1 END,
+    window_ends = CASE WHEN d.window_ends <= $2::timestamptz THEN $3::timestamptz ELSE d.window_ends END
+RETURNING in_a_row, attempts, failures`
 }
 
 /** $1 now. Destinations held back, with attempts in flight or with tasks due; most due first. */

@@ -39,6 +39,7 @@ import {
   claimQuickSql,
   claimSql,
   clearDestinationSql,
+  countDestinationFailureSql,
   holdDestinationSql,
   listDestinationsSql,
   completeBatchSql,
@@ -255,6 +256,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     summaryEstimates: summaryEstimatesSql(schema),
     holdDestination: holdDestinationSql(schema),
     clearDestination: clearDestinationSql(schema),
+    countDestinationFailure: countDestinationFailureSql(schema),
     listDestinations: listDestinationsSql(schema),
   }
   const listeners = createDueListeners()
@@ -348,8 +350,14 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         result.contentType ?? null,
         lease.now.toISOString(),
         expiresAt.toISOString(),
-        token
+        token,
+        channel
       ])
+      if (rows[0]?.held === true) {
+        // its destination is held back: scheduled for a worker, not leased
+        wakeHere()
+        return undefined
+      }
       return rows[0] ? { task: toTask(rows[0]), token, expiresAt } : undefined
     },
 
@@ -544,6 +552,16 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
           now.toISOString()
         ])
       }
+    },
+
+    async countDestinationFailure(destination: string, now: Date, windowMs: number) {
+      const { rows } = await run('countDestinationFailure', pool, sql.countDestinationFailure, [
+        destination,
+        now.toISOString(),
+        new Date(now.getTime() + windowMs).toISOString()
+      ])
+      const row = rows[0]
+      return { inARow: Number(row?.in_a_row ?? 1), attempts: Number(row?.attempts ?? 1), failures: Number(row?.failures ?? 1) }
     },
 
     async listDestinations(now: Date) {

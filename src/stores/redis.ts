@@ -157,14 +157,45 @@ return {1, redis.call('HGETALL', KEYS[1])}
 
 const getScript = script(`return redis.call('HGETALL', KEYS[1])`)
 
-/** KEYS: task, due, pending expiry, pending list. ARGV: id, body, contentType ('' = none), now, lease expiry, token. */
-const attachScript = script(`
+/**
+ * Lua: the destination of the task at `key` — its own, or for a task stored before destinations
+ * existed, its callback URL's origin (the default destination), written into the task then.
+ */
+const DESTINATION_OF = `
+local function destinationOf(key, d)
+  if d then return d end
+  local url = redis.call('HGET', key, 'callbackUrl')
+  if not url then return nil end
+  local scheme, authority = string.match(url, '^(%a[%w+.-]*://)([^/?#]*)')
+  if not scheme then return nil end
+  d = string.lower(scheme .. string.gsub(authority, '^.*@', ''))
+  redis.call('HSET', key, 'destination', d)
+  return d
+end`
+
+/**
+ * KEYS: task, due, pending expiry, pending list. ARGV: id, body, contentType ('' = none), now,
+ * lease expiry, token, destination hold prefix, channel. When the task's destination is held back
+ * at `now` (as a limited claim would skip it), the task is scheduled, due now, unleased, and
+ * announced; the reply is then 2.
+ */
+const attachScript = script(`${DESTINATION_OF}
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return false end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'contentType', ARGV[3]) end
+local d = destinationOf(KEYS[1], redis.call('HGET', KEYS[1], 'destination'))
+if d then
+  local hold = redis.call('HMGET', ARGV[7] .. d, 'state', 'until')
+  if hold[1] and (tonumber(hold[2]) > tonumber(ARGV[4]) or hold[1] ~= 'throttled') then
+    redis.call('HSET', KEYS[1], 'status', 'scheduled', 'body', ARGV[2], 'nextAttemptAt', ARGV[4], 'updatedAt', ARGV[4])
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+    redis.call('PUBLISH', ARGV[8], ARGV[4])
+    return 2
+  end
+end
 redis.call('HSET', KEYS[1], 'status', 'delivering', 'body', ARGV[2], 'nextAttemptAt', ARGV[5],
   'token', ARGV[6], 'leasedAt', ARGV[4], 'updatedAt', ARGV[4])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'contentType', ARGV[3]) end
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 `)
@@ -253,7 +284,7 @@ return leased
  * set, the caller's attempts in flight per destination (JSON object).
  * Returns { leased task hashes, probe openings per lease (-1: not a probe) }.
  */
-const claimLimitedScript = script(`
+const claimLimitedScript = script(`${DESTINATION_OF}
 local now = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local cap = tonumber(ARGV[6])
@@ -296,7 +327,7 @@ while #chosen < limit and offset < maxScan and over < overMax do
     if #chosen >= limit then break end
     local task = redis.call('HMGET', ARGV[1] .. id, 'status', 'destination', 'deadline')
     if task[1] == 'scheduled' or task[1] == 'delivering' then
-      local d = task[2]
+      local d = destinationOf(ARGV[1] .. id, task[2])
       if not d or (task[3] and tonumber(task[3]) < now) then
         chosen[#chosen + 1] = { id, false }
       else
@@ -348,8 +379,12 @@ end
 return { leased, probes }
 `)
 
-/** KEYS: hold, destinations set. ARGV: destination, state ('' = healthy again), until, reason, openings, now. */
+/**
+ * KEYS: hold, destinations set, failure tally. ARGV: destination, state ('' = healthy again), until,
+ * reason, openings, now. The tally goes either way: counting starts afresh.
+ */
 const setDestinationScript = script(`
+redis.call('DEL', KEYS[3])
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
   return 1
@@ -357,6 +392,21 @@ end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'until', ARGV[3], 'reason', ARGV[4], 'openings', ARGV[5], 'updatedAt', ARGV[6])
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
+`)
+
+/**
+ * Counts a failed attempt of a destination for every worker (see `CallbackStore.countDestinationFailure`).
+ * KEYS: failure tally. ARGV: now, the end of a window starting now, how long the tally outlives its last failure (ms).
+ */
+const countDestinationFailureScript = script(`
+local ends = tonumber(redis.call('HGET', KEYS[1], 'windowEnds') or '0')
+if ends <= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'attempts', 0, 'failures', 0, 'windowEnds', ARGV[2])
+end
+local tally = { redis.call('HINCRBY', KEYS[1], 'inARow', 1), redis.call('HINCRBY', KEYS[1], 'attempts', 1),
+  redis.call('HINCRBY', KEYS[1], 'failures', 1) }
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return tally
 `)
 
 /**
@@ -413,11 +463,28 @@ end`
 /**
  * KEYS: task, due, attempts, failed. ARGV: id, token, status, next attempt ms ('' when terminal),
  * has last error ('1'/'0'), last error, updated ms, attempt JSON, history cap, retention seconds,
- * channel, idempotency key prefix.
+ * channel, idempotency key prefix, failure tally prefix, the attempt's HTTP status ('' = none).
+ * An answer (below 500, not 408) counts toward its destination's failure tally when it has one.
  */
 const completeScript = script(`
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'delivering' then
   return 0
+end
+local answer = tonumber(ARGV[14])
+if answer and answer < 500 and answer ~= 408 then
+  local d = redis.call('HGET', KEYS[1], 'destination')
+  if d then
+    local tally = ARGV[13] .. d
+    local ends = redis.call('HGET', tally, 'windowEnds')
+    if ends then
+      if tonumber(ends) <= tonumber(ARGV[7]) then
+        redis.call('DEL', tally)
+      else
+        redis.call('HSET', tally, 'inARow', 0)
+        redis.call('HINCRBY', tally, 'attempts', 1)
+      end
+    end
+  end
 end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
@@ -651,6 +718,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const holdPrefix = `${prefix}:destination:`
   const inFlightPrefix = `${prefix}:in-flight:`
   const destinationsKey = `${prefix}:destinations`
+  const tallyPrefix = `${prefix}:tally:`
   const taskKey = (id: string) => `${taskPrefix}${id}`
   const attemptsKey = (id: string) => `${prefix}:attempts:${id}`
   const listeners = createDueListeners()
@@ -759,9 +827,16 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         result.contentType ?? '',
         lease.now.getTime(),
         expiresAt.getTime(),
-        token
-      ])) as string[] | null
-      return fields ? { task: toTask(fields), token, expiresAt } : undefined
+        token,
+        holdPrefix,
+        channel
+      ])) as string[] | number | null
+      if (fields === 2) {
+        // its destination is held back: scheduled for a worker, not leased
+        wakeHere()
+        return undefined
+      }
+      return Array.isArray(fields) ? { task: toTask(fields), token, expiresAt } : undefined
     },
 
     async schedule(id, result, { now }, callOptions) {
@@ -865,7 +940,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         attemptHistory,
         retentionSeconds,
         channel,
-        keyPrefix
+        keyPrefix,
+        tallyPrefix,
+        attempt.status ?? ''
       ])
       if (reply === 1 && resolution.status === 'scheduled') wakeHere(resolution.nextAttemptAt.getTime())
       return reply === 1
@@ -974,7 +1051,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async setDestination(destination: string, hold: DestinationHold | null, now: Date) {
-      await run('setDestination', setDestinationScript, [`${holdPrefix}${destination}`, destinationsKey], [
+      await run('setDestination', setDestinationScript, [`${holdPrefix}${destination}`, destinationsKey, `${tallyPrefix}${destination}`], [
         destination,
         hold?.state ?? '',
         hold?.until.getTime() ?? '',
@@ -982,6 +1059,17 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         hold?.openings ?? 0,
         now.getTime()
       ])
+    },
+
+    async countDestinationFailure(destination: string, now: Date, windowMs: number) {
+      const at = now.getTime()
+      const [inARow, attempts, failures] = (await run('countDestinationFailure', countDestinationFailureScript, [`${tallyPrefix}${destination}`], [
+        at,
+        at + windowMs,
+        // a tally with no failure for a day (or a window, if longer) is let go
+        Math.max(windowMs, 86_400_000)
+      ])) as number[]
+      return { inARow: Number(inARow), attempts: Number(attempts), failures: Number(failures) }
     },
 
     async listDestinations(now: Date) {

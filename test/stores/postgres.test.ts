@@ -127,7 +127,7 @@ describe('postgres store', () => {
     })
 
     it('upgrades a version 5 schema (destinations) to 6 (pending expiry index); a store says so until then', async () => {
-      assert.deepEqual(migrations.map(({ version }) => version), [1, 2, 3, 4, 5, 6])
+      assert.deepEqual(migrations.map(({ version }) => version), [1, 2, 3, 4, 5, 6, 7])
       assert.match(migrations[4]!.description, /destination/)
       assert.match(migrations[5]!.description, /pending/)
       const schema = uniqueName('ec_pg_v5')
@@ -142,15 +142,42 @@ describe('postgres store', () => {
         INSERT INTO ${s}.tasks (id, status, callback_url, event, created_at, updated_at, destination)
           VALUES ('old-task', 'pending', 'https://client.example/cb', 'report.ready', now(), now(), 'https://client.example');`)
       const store = track(createPostgresStore({ pool, schema, listen: false }))
-      await assert.rejects(store.check!(), /is at version 5, this version of endpoint-callback needs 6: run migratePostgres/)
-      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 5, to: 6 })
+      await assert.rejects(store.check!(), new RegExp(`is at version 5, this version of endpoint-callback needs ${latestVersion}: run migratePostgres`))
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 5, to: latestVersion })
       await store.check!()
       const { rows } = await pool.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexname = 'tasks_pending_idx'`, [schema])
       assert.equal(rows.length, 1)
       const old = await store.get('old-task')
       assert.equal(old?.status, 'pending')
       assert.equal(old?.destination, 'https://client.example')
-      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 6, to: 6 })
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: latestVersion, to: latestVersion })
+    })
+
+    it('gives the unfinished tasks stored before destinations (no destination) their origin at version 7, so claims limit them', async () => {
+      const schema = uniqueName('ec_pg_v6')
+      schemas.push(schema)
+      const s = quoteIdentifier(schema)
+      // The schema at version 6, holding tasks as the code before version 5 wrote them: no destination.
+      await pool.query(`CREATE SCHEMA ${s}; CREATE TABLE ${s}.migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+        ${migrations
+          .filter(({ version }) => version <= 6)
+          .map((migration) => `${migration.sql(schema)}\nINSERT INTO ${s}.migrations (version) VALUES (${migration.version});`)
+          .join('\n')}
+        INSERT INTO ${s}.tasks (id, status, callback_url, event, created_at, updated_at, body, next_attempt_at, attempts)
+          SELECT 'old-' || n, 'scheduled', 'https://user:pw@Client.Example:8443/cb/' || n || '?q=1', 'report.ready', now(), now(), '{}',
+            '2030-01-01T00:00:00Z'::timestamptz + n * interval '1 millisecond', 0
+          FROM generate_series(1, 4) AS n;
+        INSERT INTO ${s}.tasks (id, status, callback_url, event, created_at, updated_at, body, next_attempt_at)
+          VALUES ('old-pending', 'pending', 'http://[::1]:3000/cb', 'report.ready', now(), now(), NULL, NULL),
+            ('old-done', 'delivered', 'https://done.example/cb', 'report.ready', now(), now(), '{}', NULL);`)
+      assert.deepEqual(await migratePostgres(pool, { schema }), { schema, from: 6, to: latestVersion })
+      const store = track(createPostgresStore({ pool, schema, listen: false }))
+      const origin = new URL('https://user:pw@Client.Example:8443/cb/1?q=1').origin
+      assert.equal((await store.get('old-1'))?.destination, origin)
+      assert.equal((await store.get('old-pending'))?.destination, new URL('http://[::1]:3000/cb').origin)
+      assert.equal((await store.get('old-done'))?.destination, undefined, 'finished tasks are left as they were')
+      const claimed = await store.claim({ now: new Date(Date.UTC(2030, 0, 1, 0, 0, 1)), limit: 10, leaseMs: 60_000, perDestination: 2, inFlight: new Map() })
+      assert.deepEqual(claimed.map((lease) => lease.task.id), ['old-1', 'old-2'], 'limited to 2 like any task of its destination')
     })
 
     it('lets several processes migrate one schema at the same time', async () => {
