@@ -1213,6 +1213,61 @@ export function defineStoreContract(
         assert.deepEqual(ids(await claimAt(store, base + 10)), [late])
       })
 
+      it('attaches the result to a task of a held destination without leasing it: scheduled, due now, its attempts unspent', async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'setDestination')) return
+        const attachAt = async (destination: string | undefined, at: number) => {
+          const input = newTask(destination === undefined ? {} : { destination })
+          await store.insert(input)
+          return { id: input.id, lease: await store.attach(input.id, { body: '{"held":true}' }, { now: new Date(at), leaseMs }) }
+        }
+        await store.setDestination('a', { state: 'throttled', until: new Date(base + 10_000), reason: 'HTTP 429', openings: 0 }, new Date(base))
+        await store.setDestination('b', { state: 'open', until: new Date(base + 1), reason: 'HTTP 503', openings: 1 }, new Date(base))
+        await store.setDestination('c', { state: 'throttled', until: new Date(base + 1), reason: 'HTTP 429', openings: 0 }, new Date(base))
+        const throttled = await attachAt('a', base + 5)
+        assert.equal(throttled.lease, undefined, 'no lease while throttled')
+        const task = await store.get(throttled.id)
+        assert.equal(task?.status, 'scheduled')
+        assert.equal(task?.attempts, 0)
+        assert.equal(task?.body, '{"held":true}')
+        assert.equal(task?.nextAttemptAt?.getTime(), base + 5)
+        assert.equal((await attachAt('b', base + 5)).lease, undefined, 'an open breaker holds its destination past its cool-down: the probe is a claim')
+        assert.ok((await attachAt('c', base + 5)).lease, 'a throttle that is over holds nothing')
+        assert.ok((await attachAt('d', base + 5)).lease, 'nor does a destination never held')
+        assert.ok((await attachAt(undefined, base + 5)).lease, 'nor a task without a destination')
+        assert.deepEqual(ids(await claimAt(store, base + 9_999)).includes(throttled.id), false)
+        assert.deepEqual(ids(await claimAt(store, base + 10_000, 10, { b: 1 })), [throttled.id], 'a claim takes it once the throttle is over')
+      })
+
+      it('counts failures for every caller (countDestinationFailure); an answer complete records resets the run, setDestination the tally', async (t) => {
+        const store = await fresh()
+        if (typeof store.countDestinationFailure !== 'function') return t.skip('the store has no countDestinationFailure')
+        const window = 60_000
+        const count = (at: number, destination = 'a') => store.countDestinationFailure!(destination, new Date(at), window)
+        const answer = async (status: number, at: number, destination = 'a') => {
+          const id = await destinationTask(store, destination, base)
+          const [held] = await store.claim({ now: new Date(at - 100), limit: 1, leaseMs, perDestination: 100, inFlight: new Map() })
+          assert.equal(held?.task.id, id)
+          const attempt = attemptAt(1, at - 100, { status, durationMs: 100 })
+          assert.equal(await store.complete(held!, attempt, retryAt(at + window * 10)), true)
+        }
+        assert.deepEqual(await count(base + 1_000), { inARow: 1, attempts: 1, failures: 1 })
+        assert.deepEqual(await count(base + 2_000), { inARow: 2, attempts: 2, failures: 2 })
+        assert.deepEqual(await count(base + 2_000, 'b'), { inARow: 1, attempts: 1, failures: 1 }, 'each destination on its own')
+        await answer(204, base + 3_000)
+        assert.deepEqual(await count(base + 4_000), { inARow: 1, attempts: 4, failures: 3 }, 'the answer ended the run and counts as an attempt')
+        await answer(503, base + 5_000)
+        await answer(408, base + 5_000)
+        assert.deepEqual(await count(base + 6_000), { inARow: 2, attempts: 5, failures: 4 }, 'a 503 or 408 recorded is no answer (its failure is counted by the caller)')
+        assert.deepEqual(await count(base + 1_000 + window), { inARow: 3, attempts: 1, failures: 1 }, 'a new window; the run goes on')
+        await store.setDestination!('a', null, new Date(base + 70_000))
+        assert.deepEqual(await count(base + 70_001), { inARow: 1, attempts: 1, failures: 1 }, 'lifting or setting a hold starts afresh')
+        await answer(200, base + 70_001 + window)
+        assert.deepEqual(await count(base + 70_002 + window), { inARow: 1, attempts: 1, failures: 1 }, 'an answer after the window lets the tally go')
+        await answer(200, base + 200_000, 'c')
+        assert.deepEqual(await count(base + 200_001, 'c'), { inARow: 1, attempts: 1, failures: 1 }, 'answers of a destination without a tally are not counted')
+      })
+
       it('lists destinations with their state, attempts in flight, due tasks and last error', async (t) => {
         const store = await fresh()
         if (!skipUnless(t, store, 'listDestinations')) return

@@ -211,6 +211,26 @@ describe('redis store', () => {
     own.disconnect()
   })
 
+  it('limits the tasks stored before destinations (no destination field) as tasks of their origin, and keeps it', async () => {
+    const store = track(freshStore())
+    const url = 'https://user:pw@Client.Example:8443/cb?q=1'
+    const ids: string[] = []
+    for (let n = 1; n <= 3; n++) {
+      // as the code before destinations stored them: no destination in the hash
+      const input = newTask({ callbackUrl: url, createdAt: new Date(t0) })
+      await store.insert(input)
+      assert.equal(await client.hexists(`${store.prefix}:task:${input.id}`, 'destination'), 0)
+      const held = await store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 60_000 })
+      assert.ok(held)
+      await store.release(held, new Date(t0 + n))
+      ids.push(input.id)
+    }
+    const claimed = await store.claim({ now: new Date(t0 + 10), limit: 10, leaseMs: 60_000, perDestination: 2, inFlight: new Map() })
+    assert.deepEqual(claimed.map((lease) => lease.task.id), ids.slice(0, 2))
+    assert.deepEqual(claimed.map((lease) => lease.task.destination), [new URL(url).origin, new URL(url).origin])
+    assert.equal((await store.get(ids[2]!))?.destination, new URL(url).origin, 'the one passed over has its destination now too')
+  })
+
   it('reports a failing server as a StoreError with the cause kept', async () => {
     const broken = new Redis('redis://127.0.0.1:1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
     broken.on('error', () => {})
