@@ -24,7 +24,7 @@ async function until(what: string, condition: () => boolean, ms = 15_000): Promi
 }
 
 for (const kind of ['postgres', 'redis'] as DurableKind[]) {
-  describe(`three workers on one ${kind} store`, { skip: await serviceSkip(kind) }, () => {
+  describe(`workers sharing one ${kind} store`, { skip: await serviceSkip(kind) }, () => {
     it('keep a dead endpoint to their cap, open its breaker for all, and deliver the healthy callbacks at once', async (t) => {
       const dead = await startEndpoint(tarpit)
       const arrivals: number[] = []
@@ -80,6 +80,42 @@ for (const kind of ['postgres', 'redis'] as DurableKind[]) {
       const deadState = listed.find((one) => one.destination === new URL(dead.url).origin)
       assert.equal(deadState?.state, 'open')
       assert.equal(deadState?.due, 20 - received)
+    })
+
+    it("count a failing endpoint's failures together: four workers send it its threshold and their attempts in flight, not four thresholds", async (t) => {
+      // Answers 500 after a moment, so the workers' attempts overlap and spread over all four.
+      const failing = await startEndpoint((_request, response) => void setTimeout(() => response.writeHead(500).end(), 40))
+      const transport = createHttpTransport({ urlPolicy, timeoutMs: 2_000 })
+      const main = await openDurableStore(kind)
+      const others: DurableStore[] = []
+      const workers: Worker[] = []
+      t.after(async () => {
+        await Promise.all(workers.map((worker) => worker.stop()))
+        await transport.close()
+        await Promise.all(others.map((other) => other.close()))
+        await main.drop()
+        await failing.close()
+      })
+      const sender: SenderOptions = { store: main.store, secret: generateSecret(), urlPolicy, transport, leaseMs: 5_000, retry: { schedule: [600_000] } }
+      for (let i = 0; i < 40; i++) await makeDue(main.store, await createCallbackTask({ callbackUrl: failing.url, event: 'job.done' }, sender))
+      const events: DeliveryEvent[] = []
+      const count = 4
+      for (let n = 0; n < count; n++) {
+        const own = n === 0 ? main : await openDurableStore(kind, { name: main.name })
+        if (n > 0) others.push(own)
+        workers.push(
+          createWorker({ ...sender, store: own.store, pollIntervalMs: 20, perDestination: 1, breaker: { failures: 5, cooldownMs: 600_000 }, onEvent: (event) => events.push(event) })
+        )
+      }
+      for (const worker of workers) worker.start()
+      await until('the breaker opens', () => events.some((event) => event.type === 'destination-unhealthy'))
+      await until('the attempts in flight end', () => failing.open === 0)
+      await sleep(300)
+      const received = failing.received
+      // Each worker counting on its own lets up to 4 × 4 + 1 = 17 through before one of them reaches 5.
+      assert.ok(received <= 5 + (count - 1), `the failing endpoint received ${received} attempts: more than 5 and one in flight per other worker`)
+      await sleep(300)
+      assert.equal(failing.received, received, 'none after it opened')
     })
   })
 }
