@@ -25,6 +25,8 @@ pre { background: var(--panel); border: 1px solid var(--line); padding: .6rem; o
 .card .label { color: var(--muted); font-size: .85rem; }
 .card .value { font-size: 1.4rem; font-variant-numeric: tabular-nums; }
 .status { display: inline-block; padding: 0 .45rem; border-radius: 9px; font-size: .8rem; border: 1px solid var(--line); }
+.dest-state { display: inline-block; padding: 0 .45rem; border-radius: 9px; font-size: .8rem; border: 1px solid var(--line); }
+.dest-closed { color: var(--ok); } .dest-open { color: var(--bad); } .dest-throttled, .dest-probing { color: var(--warn); }
 .status-delivered { color: var(--ok); } .status-failed { color: var(--bad); } .status-scheduled, .status-delivering { color: var(--warn); }
 .error { color: var(--bad); }
 .muted { color: var(--muted); }

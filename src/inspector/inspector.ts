@@ -7,7 +7,7 @@ import { csrfRefusal, csrfSetCookie, csrfTokenOf, newCsrfToken } from './csrf.ts
 import { htmlText } from './html.ts'
 import type { Html } from './html.ts'
 import { overviewQuery, readOverview } from './overview.ts'
-import { layout, messagePage, noticeFor, overviewPage, searchPage, taskPage } from './pages.ts'
+import { destinationsPage, layout, messagePage, noticeFor, overviewPage, searchPage, taskPage } from './pages.ts'
 import type { PageContext, SearchForm } from './pages.ts'
 import { CallbackError } from '../errors.ts'
 import { cancelTask, listAttempts, redeliverFailed, redeliverTask } from '../inspect.ts'
@@ -71,7 +71,9 @@ const securityHeaders: Record<string, string> = {
 
 /**
  * A web page to find, read and repair callbacks, for operators: an overview (counts by status,
- * the due backlog, attempts per hour, the destinations failing most), a search (status, event,
+ * the due backlog, attempts per hour, the destinations failing most), the destinations (state —
+ * closed, throttled, open, probing — attempts in flight, tasks due, held until, last error; from
+ * the store's `listDestinations`), a search (status, event,
  * callback host, id, idempotency key, time range), each task with its envelope and attempts, and
  * the actions redeliver, cancel and redeliver every failed task of a search. It renders HTML on
  * the server (works without JavaScript) under a strict Content-Security-Policy, escapes everything
@@ -160,6 +162,11 @@ export function createInspector(options: InspectorOptions): Inspector {
         const at = now()
         const overview = await readOverview(store, overviewQuery(at, countCap))
         return page(200, overviewPage(context, overview, at, countCap, refreshSeconds))
+      }
+      if (route === '/destinations') {
+        const at = now()
+        const destinations = typeof store.listDestinations === 'function' ? await store.listDestinations(at) : undefined
+        return page(200, destinationsPage(context, destinations, at))
       }
       const notice = noticeFor(url.searchParams.get('notice'), url.searchParams.get('count'))
       if (route === '/tasks') {

@@ -7,7 +7,7 @@ import { html } from './html.ts'
 import type { Html } from './html.ts'
 import type { Overview } from './overview.ts'
 import { TASK_STATUSES } from '../stores/task-list.ts'
-import type { AttemptRecord, CallbackTask, TaskPage, TaskStatus } from '../types.ts'
+import type { AttemptRecord, CallbackTask, DestinationState, TaskPage, TaskStatus } from '../types.ts'
 
 /** What every page needs to know about the request it answers. */
 export interface PageContext {
@@ -39,7 +39,7 @@ export function layout(context: PageContext, heading: string, body: Html, refres
 <link rel="stylesheet" href="${base}/assets/inspector.css">
 <script src="${base}/assets/inspector.js" defer></script></head>
 <body data-refresh="${refreshSeconds}"><header><h1><a href="${base}/">${context.title}</a></h1>
-<nav><a href="${base}/">Overview</a><a href="${base}/tasks">Search</a></nav>${context.readOnly ? html`<span class="muted">read-only</span>` : ''}</header>
+<nav><a href="${base}/">Overview</a><a href="${base}/tasks">Search</a><a href="${base}/destinations">Destinations</a></nav>${context.readOnly ? html`<span class="muted">read-only</span>` : ''}</header>
 <main>${body}</main></body></html>`
 }
 
@@ -188,6 +188,33 @@ function pretty(body: string): string {
   } catch {
     return body
   }
+}
+
+/**
+ * The destinations the store reports (held back, with attempts in flight or tasks due), or why
+ * there are none to show: `undefined` when the store keeps no destinations.
+ */
+export function destinationsPage(context: PageContext, destinations: DestinationState[] | undefined, now: Date): Html {
+  const { base } = context
+  let body: Html
+  if (destinations === undefined) {
+    body = html`<p class="muted" data-destinations="unsupported">This store keeps no destinations (it has no <code>listDestinations</code>): there are no per-destination limits, throttles or circuit breakers to show.</p>`
+  } else if (destinations.length === 0) {
+    body = html`<p class="muted" data-destinations="none">No destination is held back, has attempts in flight or tasks due.</p>`
+  } else {
+    body = html`<table class="destinations"><thead><tr><th>destination</th><th>state</th><th class="num">in flight</th><th class="num">due</th><th>held until</th><th class="num">breaker openings</th><th>last error</th></tr></thead><tbody>
+${destinations.map((one) => {
+  const host = hostOf(one.destination)
+  const name = host === '' ? html`${one.destination}` : html`<a href="${searchHref(base, { host })}">${one.destination}</a>`
+  return html`<tr data-destination="${one.destination}"><td class="mono">${name}</td><td><span class="dest-state dest-${one.state}">${one.state}</span></td><td class="num">${number(one.inFlight)}</td><td class="num">${number(one.due)}</td><td>${one.until === undefined ? time(undefined) : html`${time(one.until)}${one.until.getTime() > now.getTime() ? html` <span class="muted">(in ${duration(one.until.getTime() - now.getTime())})</span>` : ''}`}</td><td class="num">${number(one.openings)}</td><td class="error mono">${one.lastError ?? ''}</td></tr>`
+})}
+</tbody></table>`
+  }
+  return layout(
+    context,
+    'Destinations',
+    html`<section><h2>Destinations</h2><p class="legend muted">closed: healthy · throttled: the receiver asked to wait (Retry-After) · open: its circuit breaker holds its tasks until a probe · probing: that probe is in flight. Held tasks spend no attempt.</p>${body}</section>`
+  )
 }
 
 export function messagePage(context: PageContext, heading: string, message: string): Html {

@@ -97,6 +97,28 @@ describe('what the pages show', () => {
     assert.match(await (await get(inspector, `/tasks/${id}`)).text(), /&lt;svg onload=&quot;alert\(1\)&quot;&gt;/)
   })
 
+  test('the destinations page says so when the store keeps no destinations, and lists a PostgreSQL store’s', async (t) => {
+    const { listDestinations: _listDestinations, ...withoutDestinations } = createMemoryStore()
+    const plain = await get(open({ store: withoutDestinations }), '/destinations')
+    assert.equal(plain.status, 200)
+    assert.match(await plain.text(), /data-destinations="unsupported">This store keeps no destinations/)
+    const postgresSkip = await serviceSkip('postgres')
+    if (postgresSkip) return t.skip(postgresSkip)
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
+    const schema = uniqueName('ec_inspector_dest')
+    try {
+      await migratePostgres(pool, { schema })
+      const store = createPostgresStore({ pool, schema, listen: false })
+      const now = new Date()
+      await store.setDestination!('https://slow.example', { state: 'throttled', until: new Date(now.getTime() + 120_000), reason: 'HTTP 429: Retry-After asked to wait 120 s', openings: 0 }, now)
+      const body = await (await get(open({ store, now: () => now }), '/destinations')).text()
+      assert.match(body, /<tr data-destination="https:\/\/slow.example">.*dest-throttled.*\(in 2 min\).*HTTP 429: Retry-After asked to wait 120 s/s)
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+      await pool.end()
+    }
+  })
+
   test('never shows a task’s own secret, and passes each task through redact before rendering it', async () => {
     const taskSecret = generateSecret()
     const { sender } = await seeded()

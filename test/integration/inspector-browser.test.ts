@@ -194,6 +194,26 @@ describe('the inspector in Chromium over PostgreSQL', () => {
     await page.screenshot({ path: join(OUTPUT, 'task-redelivered.png'), fullPage: true })
   })
 
+  test('the destinations page, reached from the menu, shows a held destination and its last error as text', async () => {
+    const until = new Date(Date.now() + 600_000)
+    const destination = 'http://held.test:1'
+    await sender.store.setDestination!(destination, { state: 'open', until, reason: `ERR_CALLBACK_TIMEOUT: ${HOSTILE_BODY}`, openings: 3 }, new Date())
+    try {
+      await page.goto(`${origin}${BASE}/`)
+      await page.click('nav a:text("Destinations")')
+      await page.waitForURL(/\/destinations$/)
+      const row = page.locator(`tr[data-destination="${destination}"]`)
+      const cells = await row.locator('td').evaluateAll((tds) => tds.map((td) => td.textContent?.trim()))
+      assert.deepEqual([cells[0], cells[1], cells[2], cells[3], cells[5]], [destination, 'open', '0', '0', '3'])
+      assert.equal(await row.locator('td.error').textContent(), `ERR_CALLBACK_TIMEOUT: ${HOSTILE_BODY}`)
+      assert.equal(await page.locator('main img, main script, main b').count(), 0, 'no element came out of the reason')
+      assert.deepEqual(consoleErrors, [], 'nothing was blocked or broke')
+      await page.screenshot({ path: join(OUTPUT, 'destinations.png'), fullPage: true })
+    } finally {
+      await sender.store.setDestination!(destination, null, new Date())
+    }
+  })
+
   test('readOnly leaves no action on the page and refuses a posted one', async () => {
     await page.goto(`${origin}/readonly/tasks/${seeded.retrying}`)
     assert.equal(await page.locator('li.attempt').count(), 1)

@@ -184,8 +184,9 @@ describe('outbox on PostgreSQL', () => {
     assert.equal(rolledBack.length, 5)
     for (const task of rolledBack) assert.equal(await durable.store.get(task.id), undefined, `rolled-back task ${task.id} is stored`)
     const seenBefore = new Set(receiver.seen.keys())
-    // the first attempts fail, so the worker has to pick the retries up from the store
-    const failing = { ...sender, transport: { send: async () => ({ status: 503, headers: {}, body: '', durationMs: 1 }) }, retry: { schedule: [50] } }
+    // the first attempts fail, so the worker has to pick the retries up from the store (staged
+    // failures: they are not to open the destination's breaker, as five real ones in a row would)
+    const failing = { ...sender, transport: { send: async () => ({ status: 503, headers: {}, body: '', durationMs: 1 }) }, retry: { schedule: [50] }, breaker: false }
     for (const task of committed) assert.equal((await deliver(task.id, { batch: true }, failing)).status, 'retrying')
     const worker = createWorker({ ...sender, pollIntervalMs: 50 })
     worker.start()

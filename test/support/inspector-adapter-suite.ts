@@ -90,6 +90,28 @@ export function inspectorAdapterContract(name: string, mount: Mount): void {
       assert.match(text, /HTTP 400/)
     })
 
+    test('lists the destinations with their state, attempts in flight, tasks due, hold and last error, escaped', async () => {
+      const until = new Date(Date.now() + 3_600_000)
+      await sender.store.setDestination!('https://busy.example', { state: 'open', until, reason: '<img src=x onerror=alert(1)> HTTP 503', openings: 2 }, new Date())
+      try {
+        const response = await app.fetch(`${BASE}/destinations`)
+        assert.equal(response.status, 200)
+        const body = await response.text()
+        const row = /<tr data-destination="https:\/\/busy.example">(.*?)<\/tr>/s.exec(body)?.[1]
+        assert.ok(row, 'the held destination has its row')
+        const cells = [...row.matchAll(/<td[^>]*>(.*?)<\/td>/gs)].map((cell) => cell[1]!.replace(/<[^>]+>/g, ''))
+        assert.deepEqual([cells[1], cells[2], cells[3], cells[5]], ['open', '0', '0', '2'])
+        assert.ok(row.includes(until.toISOString()), 'held until')
+        assert.ok(row.includes('&lt;img src=x onerror=alert(1)&gt; HTTP 503'), 'the last error, as text')
+        assert.ok(!body.includes('<img'), 'no markup from the store')
+        assert.ok(row.includes(`href="${BASE}/tasks?host=busy.example"`), 'a link to its tasks')
+      } finally {
+        await sender.store.setDestination!('https://busy.example', null, new Date())
+      }
+      const none = await (await app.fetch(`${BASE}/destinations`)).text()
+      assert.match(none, /data-destinations="none"/)
+    })
+
     test('redeliver runs from its own form, and is refused without the CSRF token or from another origin', async () => {
       const page = await app.fetch(`${BASE}/tasks/${seeded.failed}`)
       const { cookie, token } = csrfOf(page, await page.text())
