@@ -251,7 +251,8 @@ export interface CallbackStore {
   /**
    * Records an attempt and what follows it, atomically, only while `lease.token` still holds the
    * task. Returns `false` (and changes nothing) when it does not: the lease expired and another
-   * worker claimed the task, or the task was cancelled.
+   * worker claimed the task, or the task was cancelled. A store with `countDestinationFailure`
+   * also counts an answered attempt toward its destination's failure tally here (see there).
    */
   complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution): Promise<boolean>
   /**

@@ -57,7 +57,6 @@ export interface DestinationPolicy {
   afterAttempt(lease: Lease, record: AttemptRecord, response: TransportResponse | undefined): Promise<void>
 }
 
-/** Checks the options once and returns the policy the worker calls. */
 /** An attempt quicker than this, with none of its destination's running longer, counts as fast. */
 const FAST_ATTEMPT_MS = 1_000
 /** Fast destinations with nothing in flight that a claim's view still gives their room. */
@@ -65,6 +64,7 @@ const MAX_IDLE_FAST_IN_VIEW = 16
 /** Destinations whose speed is remembered; the least recently seen are forgotten first. */
 const MAX_REMEMBERED = 10_000
 
+/** Checks the options once and returns the policy the worker calls. */
 export function createDestinationPolicy(options: DestinationOptions, concurrency: number, sender: ResolvedSender): DestinationPolicy {
   let { perDestination } = options
   perDestination ??= Math.max(2, Math.floor(concurrency / 5))

@@ -388,12 +388,21 @@ FROM done`
  * once its window is over. A destination without a tally (one that never failed) writes nothing.
  */
 function tallyAnswersSql(s: string): string {
-  return `, counted AS (
+  // Locked in the order of their names first, so two workers' batches answering for the same
+  // destinations wait for each other instead of deadlocking.
+  return `, tallied AS (
+  SELECT d.destination FROM ${s}.destination_tallies AS d
+  WHERE d.destination IN (SELECT destination FROM answered)
+  ORDER BY d.destination
+  FOR UPDATE
+), counted AS (
   UPDATE ${s}.destination_tallies AS d SET in_a_row = 0, attempts = d.attempts + a.n
   FROM answered AS a WHERE d.destination = a.destination AND d.window_ends > a.at
+    AND d.destination IN (SELECT destination FROM tallied)
 ), forgotten AS (
   DELETE FROM ${s}.destination_tallies AS d
   USING answered AS a WHERE d.destination = a.destination AND d.window_ends <= a.at
+    AND d.destination IN (SELECT destination FROM tallied)
 )`
 }
 

@@ -422,6 +422,27 @@ describe('postgres store', () => {
       )
     })
 
+    it("counts the answers of a batch toward their destinations' failure tallies, once each, batched like the records", async () => {
+      const { store, sent } = countingStore((await freshStore()).schema)
+      const leases = []
+      for (const destination of ['a', 'a', 'a', 'b', 'b', 'c']) {
+        const input = newTask({ destination })
+        await store.insert(input)
+        leases.push((await store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 60_000 }))!)
+      }
+      for (const destination of ['a', 'b']) await store.countDestinationFailure!(destination, new Date(t0), 60_000)
+      sent.length = 0
+      const statuses = [204, 503, 200, 404, 204, 204]
+      await Promise.all(
+        leases.map((lease, i) => store.complete(lease, { attempt: 1, startedAt: new Date(t0), durationMs: 5, status: statuses[i]!, outcome: 'delivered' }, { status: 'delivered' }))
+      )
+      assert.ok(sent.length < leases.length, `${sent.length} statements for ${leases.length} completions`)
+      // a: 2 answers (the 503 is no answer); b: 2; c had no tally and gets none
+      assert.deepEqual(await store.countDestinationFailure!('a', new Date(t0 + 10), 60_000), { inARow: 1, attempts: 4, failures: 2 })
+      assert.deepEqual(await store.countDestinationFailure!('b', new Date(t0 + 10), 60_000), { inARow: 1, attempts: 4, failures: 2 })
+      assert.deepEqual(await store.countDestinationFailure!('c', new Date(t0 + 10), 60_000), { inARow: 1, attempts: 1, failures: 1 })
+    })
+
     it('fails only the completion whose attempt PostgreSQL cannot store, and records the others', async () => {
       const { store } = countingStore((await freshStore()).schema)
       const leases = await leased(store, 5)
