@@ -164,9 +164,8 @@ export function createInspector(options: InspectorOptions): Inspector {
         return page(200, overviewPage(context, overview, at, countCap, refreshSeconds))
       }
       if (route === '/destinations') {
-        const at = now()
-        const destinations = typeof store.listDestinations === 'function' ? await store.listDestinations(at) : undefined
-        return page(200, destinationsPage(context, destinations, at))
+        const destinations = typeof store.listDestinations === 'function' ? await store.listDestinations(now()) : undefined
+        return page(200, destinationsPage(context, destinations))
       }
       const notice = noticeFor(url.searchParams.get('notice'), url.searchParams.get('count'))
       if (route === '/tasks') {

@@ -194,7 +194,7 @@ function pretty(body: string): string {
  * The destinations the store reports (held back, with attempts in flight or tasks due), or why
  * there are none to show: `undefined` when the store keeps no destinations.
  */
-export function destinationsPage(context: PageContext, destinations: DestinationState[] | undefined, now: Date): Html {
+export function destinationsPage(context: PageContext, destinations: DestinationState[] | undefined): Html {
   const { base } = context
   let body: Html
   if (destinations === undefined) {
@@ -206,7 +206,7 @@ export function destinationsPage(context: PageContext, destinations: Destination
 ${destinations.map((one) => {
   const host = hostOf(one.destination)
   const name = host === '' ? html`${one.destination}` : html`<a href="${searchHref(base, { host })}">${one.destination}</a>`
-  return html`<tr data-destination="${one.destination}"><td class="mono">${name}</td><td><span class="dest-state dest-${one.state}">${one.state}</span></td><td class="num">${number(one.inFlight)}</td><td class="num">${number(one.due)}</td><td>${one.until === undefined ? time(undefined) : html`${time(one.until)}${one.until.getTime() > now.getTime() ? html` <span class="muted">(in ${duration(one.until.getTime() - now.getTime())})</span>` : ''}`}</td><td class="num">${number(one.openings)}</td><td class="error mono">${one.lastError ?? ''}</td></tr>`
+  return html`<tr data-destination="${one.destination}"><td class="mono">${name}</td><td><span class="dest-state dest-${one.state}">${one.state}</span></td><td class="num">${number(one.inFlight)}</td><td class="num">${number(one.due)}</td><td>${time(one.until)}</td><td class="num">${number(one.openings)}</td><td class="error mono">${one.lastError ?? ''}</td></tr>`
 })}
 </tbody></table>`
   }

@@ -112,7 +112,8 @@ describe('what the pages show', () => {
       const now = new Date()
       await store.setDestination!('https://slow.example', { state: 'throttled', until: new Date(now.getTime() + 120_000), reason: 'HTTP 429: Retry-After asked to wait 120 s', openings: 0 }, now)
       const body = await (await get(open({ store, now: () => now }), '/destinations')).text()
-      assert.match(body, /<tr data-destination="https:\/\/slow.example">.*dest-throttled.*\(in 2 min\).*HTTP 429: Retry-After asked to wait 120 s/s)
+      const until = new Date(now.getTime() + 120_000).toISOString()
+      assert.match(body, new RegExp(`<tr data-destination="https://slow.example">.*dest-throttled.*datetime="${until}".*HTTP 429: Retry-After asked to wait 120 s`, 's'))
     } finally {
       await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
       await pool.end()
