@@ -12,6 +12,7 @@ import type { AttemptRecord, DestinationHold, Lease, TransportResponse } from '.
 import { cooldownAfter, createFailureCounter, crossesThreshold, isDestinationFailure, resolveBreakerOptions } from './breaker.ts'
 import type { BreakerOptions, ResolvedBreaker } from './breaker.ts'
 import { throttleFor } from './throttle.ts'
+import { withinDeadline } from '../store-deadline.ts'
 
 /** The worker options about destinations. */
 export interface DestinationOptions {
@@ -179,7 +180,7 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
 
   async function hold(destination: string, value: DestinationHold | null, now: Date): Promise<boolean> {
     try {
-      await setDestination(destination, value, now)
+      await withinDeadline(setDestination(destination, value, now), sender.leaseMs, 'setDestination')
       return true
     } catch (error) {
       sender.emit({ type: 'error', error })
@@ -193,7 +194,7 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
     // shared: answers are counted by the store's `complete`
     if (!failed) return false
     try {
-      return crossesThreshold(breaker!, await countShared!(destination, now, breaker!.windowMs))
+      return crossesThreshold(breaker!, await withinDeadline(countShared!(destination, now, breaker!.windowMs), sender.leaseMs, 'countDestinationFailure'))
     } catch (error) {
       sender.emit({ type: 'error', error })
       return false

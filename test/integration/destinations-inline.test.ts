@@ -109,3 +109,28 @@ for (const kind of ['memory', 'postgres', 'redis'] as Kind[]) {
     })
   })
 }
+
+describe('a store whose destination calls never answer', () => {
+  it('holds no attempt past the lease: the throttle or the failure count is given up as an error event, the attempt still recorded', async () => {
+    const { createTestTransport } = await import('../support/sender.ts')
+    const memory = createMemoryStore()
+    const never = () => new Promise<never>(() => {})
+    const store: CallbackStore = { ...memory, setDestination: never, countDestinationFailure: never }
+    const events: DeliveryEvent[] = []
+    let status = 429
+    const transport = createTestTransport(() => (status === 429 ? { status, headers: { 'retry-after': '60' } } : { status }))
+    const sender = { store, secret: generateSecret(), transport, leaseMs: 400, onEvent: (event: DeliveryEvent) => events.push(event) }
+    for (const answer of [429, 500]) {
+      status = answer
+      const task = await createCallbackTask({ callbackUrl: 'https://client.example/hook', event: 'job.done' }, sender)
+      const started = performance.now()
+      const report = await deliver(task, {}, sender)
+      assert.ok(performance.now() - started < 5_000, `deliver took ${Math.round(performance.now() - started)} ms`)
+      assert.deepEqual([report.status, report.attempts], ['retrying', 1], `the ${answer} is recorded`)
+    }
+    const errors = events.filter((event) => event.type === 'error').map((event) => String((event as { error: Error }).error.message))
+    assert.equal(errors.length, 2)
+    assert.match(errors[0]!, /setDestination did not answer within 400 ms/)
+    assert.match(errors[1]!, /countDestinationFailure did not answer within 400 ms/)
+  })
+})
