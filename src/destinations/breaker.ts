@@ -3,7 +3,10 @@
  * Pure and clock-free (instants are passed in), so it is tested without waiting.
  *
  * Thresholds (defaults): the breaker opens after 5 failures in a row, or when at least half of at
- * least 10 attempts in the last minute failed. A failure is an attempt that got no answer (timeout,
+ * least 10 attempts in the last minute failed — in both cases only while at least half of the
+ * attempts since the window's first failure failed, so a busy destination that fails now and then
+ * (and so, by chance, several times in a row) stays closed; 20 failures in a row open it whatever
+ * came before. A failure is an attempt that got no answer (timeout,
  * refused or reset connection, DNS, TLS) or an answer 408 or 5xx without `Retry-After`; any other
  * answer (2xx, 4xx, 410) shows the destination is up. The counts are over every worker on the
  * store (PostgreSQL, Redis; the memory store: every worker in the process), and the attempts of the
@@ -17,7 +20,10 @@ import type { AttemptRecord, DestinationTally } from '../types.ts'
 
 /** Thresholds of the circuit breaker; see the module's defaults. */
 export interface BreakerOptions {
-  /** Failures in a row that open the breaker. Default 5. */
+  /**
+   * Failures in a row that open the breaker, while at least `failureRate` of the attempts since the
+   * window's first failure failed; four times as many open it in any case. Default 5.
+   */
   failures?: number | undefined
   /** Share of failed attempts within `windowMs` that opens it (0 to 1). Default 0.5. */
   failureRate?: number | undefined
@@ -84,12 +90,25 @@ export function isDestinationFailure(record: AttemptRecord): boolean {
 
 /**
  * Whether a destination's tally (as a store counts it for every worker) crosses a threshold: its
- * failures in a row, or its share of failures once the window holds `minAttempts` attempts.
+ * share of failures since the window's first failure is at least `failureRate`, and either its
+ * failures in a row reach `failures` or the window holds `minAttempts` attempts; or its failures
+ * in a row reach four times `failures`.
  */
 export function crossesThreshold(breaker: ResolvedBreaker, tally: DestinationTally): boolean {
-  if (tally.inARow >= breaker.failures) return true
-  return tally.attempts >= breaker.minAttempts && tally.failures / tally.attempts >= breaker.failureRate
+  // Failing now and then is not failing: a busy destination that answers most attempts strings
+  // `failures` failures together by chance (at 1,000 attempts a second and 20 % failing, several
+  // times a minute), and opening on that would hold all its callbacks for a cool-down. So a
+  // streak opens the breaker only while failures are also `failureRate` of the attempts counted
+  // since the window's first failure. A destination that dies after failing now and then has
+  // many answers in its window: four times `failures` in a row opens it whatever came before (20
+  // in a row at 20 % failing is a one-in-10^14 chance).
+  if (tally.inARow >= STREAK_ALONE * breaker.failures) return true
+  if (tally.attempts <= 0 || tally.failures < breaker.failureRate * tally.attempts) return false
+  return tally.inARow >= breaker.failures || tally.attempts >= breaker.minAttempts
 }
+
+/** A streak this many times `failures` long opens the breaker however many answers came before it. */
+const STREAK_ALONE = 4
 
 /** The outcomes one worker saw per destination, to decide when a breaker opens (a store that cannot count them). */
 export interface FailureCounter {
@@ -117,6 +136,8 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
   return {
     record(destination, failed, at) {
       let tally = tallies.get(destination)
+      // Counted from a failure on, as the stores count: answers before it do not dilute the rate.
+      if (tally === undefined && !failed) return false
       if (tally === undefined) {
         tally = { inARow: 0, at: [], failed: [] }
         if (tallies.size >= maxDestinations) tallies.delete(tallies.keys().next().value!)
@@ -129,16 +150,16 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
       tally.failed.push(failed)
       let drop = 0
       while (drop < tally.at.length && (tally.at[drop]! <= at - breaker.windowMs || tally.at.length - drop > MAX_WINDOW_ENTRIES)) drop++
+      // the window starts at its first failure
+      while (drop < tally.at.length && !tally.failed[drop]) drop++
       if (drop > 0) {
         tally.at.splice(0, drop)
         tally.failed.splice(0, drop)
       }
       if (!failed) return false
-      if (tally.inARow >= breaker.failures) return true
-      if (tally.at.length < breaker.minAttempts) return false
       let failures = 0
       for (const one of tally.failed) if (one) failures++
-      return failures / tally.at.length >= breaker.failureRate
+      return crossesThreshold(breaker, { inARow: tally.inARow, attempts: tally.at.length, failures })
     },
     reset(destination) {
       tallies.delete(destination)

@@ -18,9 +18,9 @@ test('the breaker opens after 5 failures in a row by default, and a success in b
 
 test('it opens when half of at least 10 attempts in the last minute failed, and forgets attempts older than the window', () => {
   const counter = createFailureCounter(defaults)
-  // alternating: never 5 in a row, but 50 % of 10
+  // alternating: never 5 in a row, but 50 % of 10 or more, counted from the first failure
   let opened = false
-  for (let i = 0; i < 10; i++) opened = counter.record('b', i % 2 === 1, at + i * 1000)
+  for (let i = 0; i < 12; i++) opened = counter.record('b', i % 2 === 1, at + i * 1000)
   assert.equal(opened, true)
   const spread = createFailureCounter(defaults)
   // the same pattern spread over ten minutes: never 10 attempts within a minute
@@ -83,4 +83,23 @@ test('createWorker checks perDestination and breaker at once', async () => {
   assert.throws(() => createWorker({ ...sender, perDestination: 0 }), { name: 'TypeError', message: /perDestination/ })
   assert.throws(() => createWorker({ ...sender, breaker: { windowMs: -1 } }), { name: 'TypeError', message: /breaker\.windowMs/ })
   assert.doesNotThrow(() => createWorker({ ...sender, breaker: false }))
+})
+
+test('a streak among mostly answered attempts does not open the breaker; one four times as long does', () => {
+  const counter = createFailureCounter(defaults)
+  // answered attempts before the first failure do not count; from it on: 1 failure in 5, then 5 in a row
+  for (let i = 0; i < 50; i++) assert.equal(counter.record('busy', false, at + i), false)
+  let opened = false
+  for (let i = 0; i < 40; i++) opened ||= counter.record('busy', i % 5 === 0, at + 100 + i)
+  for (let i = 0; i < 5; i++) opened ||= counter.record('busy', true, at + 200 + i)
+  assert.equal(opened, false, '5 in a row among 8 failures of 45 attempts')
+  // the destination dies: it opens once half the window's attempts failed, by 20 in a row at the latest
+  let more = 0
+  while (!counter.record('busy', true, at + 300 + more)) more++
+  assert.ok(5 + more + 1 <= 20, `opened after ${5 + more + 1} failures in a row`)
+  const long = createFailureCounter(defaults)
+  for (let i = 0; i < 200; i++) long.record('long', i % 5 === 0, at + i)
+  let streak = 0
+  while (!long.record('long', true, at + 1000 + streak)) streak++
+  assert.equal(streak + 1, 20, 'four times `failures` in a row opens it after 200 mostly answered attempts')
 })
