@@ -2,10 +2,11 @@
  * Recording a callback task: the moment a service accepts a job and promises to call back.
  */
 import { createHash, randomFillSync, timingSafeEqual } from 'node:crypto'
-import { TaskError, UrlPolicyError } from './errors.ts'
+import { StoreError, TaskError, UrlPolicyError } from './errors.ts'
 import { attachableBody } from './deliver.ts'
 import { pendingExpiry, withoutSecret } from './pending-expiry.ts'
 import { resolveSender } from './sender.ts'
+import type { ResolvedSender } from './sender.ts'
 import { checkEncryptionKey } from './signing/jwe.ts'
 import { createSigner } from './signing/standard-webhooks.ts'
 import { checkCallbackUrl } from './transports/url-policy.ts'
@@ -100,8 +101,125 @@ const MAX_IDEMPOTENCY_KEY_LENGTH = 255
  */
 export async function createCallbackTask(input: CallbackTaskInput, options: SenderOptions): Promise<CreatedCallbackTask> {
   const sender = resolveSender(options)
-  if (input === null || typeof input !== 'object') throw new TypeError('input must be an object')
-  checkOptionNames(input, TASK_INPUT_NAMES, 'createCallbackTask input')
+  const task = await prepareTask(input, sender, sender.now(), 'createCallbackTask input')
+  const { transaction } = options
+  const { task: stored, created } =
+    transaction === undefined ? await sender.store.insert(task) : await sender.store.insert(task, { transaction })
+  return answered(stored, created, task)
+}
+
+/** One item of what {@link createCallbackTasks} resolves with, at the index of its input. */
+export type CallbackTaskResult =
+  /** The item is stored: the task, with `created: false` when its idempotency key named a task already stored. */
+  | { ok: true; task: CreatedCallbackTask }
+  /**
+   * The item is not stored: a `TypeError` or `UrlPolicyError` for bad input (as
+   * {@link createCallbackTask} would throw), a `CallbackError` coded `ERR_CALLBACK_PAYLOAD_INVALID`
+   * for a payload that is not JSON, or a `TaskError` coded `ERR_CALLBACK_IDEMPOTENCY_CONFLICT`.
+   */
+  | { ok: false; error: Error }
+
+/** The most items one {@link createCallbackTasks} call takes. */
+const MAX_TASKS_PER_CALL = 10_000
+
+/**
+ * Records many callback tasks at once, in one round trip to the store: each item is what
+ * {@link createCallbackTask} takes, checked the same way (URL policy, fields, idempotency), and
+ * answered at its own index. An item that is refused does not stop the others: its entry is
+ * `{ ok: false, error }` and it is not stored. An `idempotencyKey` stored before answers that task
+ * with `created: false`, as does the second of two items of one call with the same key (it answers
+ * the first's task; a different `callbackUrl`, `event`, `secret` or `encryptionKey` is an
+ * `ERR_CALLBACK_IDEMPOTENCY_CONFLICT` entry).
+ *
+ * At most 10,000 items per call; more, or `inputs` that is not an array, is a `TypeError` before
+ * anything is stored. An empty array answers `[]` without calling the store.
+ *
+ * With `transaction` in the options (PostgreSQL), the tasks are inserted inside your transaction
+ * and commit or roll back with it; the memory and Redis stores refuse it with a `TypeError`.
+ *
+ * When the store fails (it is unreachable, a query times out), the call rejects with its
+ * `StoreError` and no entry is answered. What was stored then: on PostgreSQL nothing (the batch is
+ * one statement); on Redis nothing if the script did not run, all of it if it did (one script,
+ * which Redis runs whole); with a store of your own that has no `insertMany`, the items before the
+ * failing one (they are inserted one at a time). Retrying the call with the same idempotency keys
+ * is safe: what was stored answers `created: false`.
+ *
+ * @example
+ * ```ts
+ * import { createCallbackTasks, createMemoryStore } from 'endpoint-callback'
+ *
+ * const sender = { store: createMemoryStore(), secret: process.env.CALLBACK_SECRET }
+ * const results = await createCallbackTasks(
+ *   [
+ *     { callbackUrl: 'https://a.example/hooks', event: 'report.ready', idempotencyKey: 'job-1', payload: { reportId: 1 } },
+ *     { callbackUrl: 'https://b.example/hooks', event: 'report.ready', idempotencyKey: 'job-2', payload: { reportId: 2 } }
+ *   ],
+ *   sender
+ * )
+ * for (const result of results) {
+ *   if (result.ok) console.log(result.task.id, result.task.created ? 'created' : 'seen before')
+ *   else console.error(result.error.message)
+ * }
+ * ```
+ */
+export async function createCallbackTasks(inputs: readonly CallbackTaskInput[], options: SenderOptions): Promise<CallbackTaskResult[]> {
+  const sender = resolveSender(options)
+  if (!Array.isArray(inputs)) throw new TypeError('createCallbackTasks: inputs must be an array of task inputs')
+  if (inputs.length > MAX_TASKS_PER_CALL) {
+    throw new TypeError(`createCallbackTasks: at most ${MAX_TASKS_PER_CALL} inputs per call (got ${inputs.length}); split them into several calls`)
+  }
+  const results: CallbackTaskResult[] = new Array(inputs.length)
+  if (inputs.length === 0) return results
+  const createdAt = sender.now()
+  const prepared: NewCallbackTask[] = []
+  const at: number[] = []
+  for (let index = 0; index < inputs.length; index++) {
+    try {
+      prepared.push(await prepareTask(inputs[index], sender, createdAt, `createCallbackTasks input ${index}`))
+      at.push(index)
+    } catch (error) {
+      results[index] = { ok: false, error: asError(error) }
+    }
+  }
+  if (prepared.length > 0) {
+    const { store } = sender
+    const { transaction } = options
+    const storeOptions = transaction === undefined ? undefined : { transaction }
+    let stored: Array<{ task: CallbackTask; created: boolean }>
+    if (typeof store.insertMany === 'function') {
+      stored = await store.insertMany(prepared, storeOptions)
+      if (!Array.isArray(stored) || stored.length !== prepared.length) {
+        throw new StoreError('ERR_CALLBACK_STORE', `insertMany answered ${Array.isArray(stored) ? stored.length : 'no'} results for ${prepared.length} tasks`)
+      }
+    } else {
+      // A store of an older shape: one insert after another, in order, so a key repeated in the
+      // batch finds the first item's task.
+      stored = []
+      for (const task of prepared) stored.push(storeOptions === undefined ? await store.insert(task) : await store.insert(task, storeOptions))
+    }
+    for (let item = 0; item < prepared.length; item++) {
+      const { task, created } = stored[item]!
+      try {
+        results[at[item]!] = { ok: true, task: answered(task, created, prepared[item]!) }
+      } catch (error) {
+        results[at[item]!] = { ok: false, error: asError(error) }
+      }
+    }
+  }
+  return results
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+/**
+ * One input checked and turned into the task a store inserts: the URL policy, every field, the
+ * secret and, with a payload, its body. Throws what {@link createCallbackTask} documents; stores nothing.
+ */
+async function prepareTask(input: CallbackTaskInput | undefined, sender: ResolvedSender, createdAt: Date, who: string): Promise<NewCallbackTask> {
+  if (input === null || typeof input !== 'object') throw new TypeError(`${who} must be an object`)
+  checkOptionNames(input, TASK_INPUT_NAMES, who)
   const { callbackUrl, event, idempotencyKey, secret, encryptionKey, verifyIntent, metadata, deadline } = input
 
   if (typeof callbackUrl !== 'string' || callbackUrl === '') throw new TypeError('callbackUrl must be a non-empty string')
@@ -132,7 +250,6 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
   }
   if (metadata !== undefined) checkMetadata(metadata)
 
-  const createdAt = sender.now()
   let taskDeadline: Date | undefined
   if (deadline !== undefined) {
     if (!(deadline instanceof Date) || Number.isNaN(deadline.getTime())) throw new TypeError('deadline must be a valid Date')
@@ -159,12 +276,16 @@ export async function createCallbackTask(input: CallbackTaskInput, options: Send
     const expiresAt = pendingExpiry(sender, createdAt, taskDeadline)
     if (expiresAt !== undefined) task.nextAttemptAt = expiresAt
   }
+  return task
+}
 
-  const { transaction } = options
-  const { task: stored, created } =
-    transaction === undefined ? await sender.store.insert(task) : await sender.store.insert(task, { transaction })
+/**
+ * What the caller gets for a task the store answered: the task without its secret, or an
+ * `ERR_CALLBACK_IDEMPOTENCY_CONFLICT` when its key names a task stored with other parameters.
+ */
+function answered(stored: CallbackTask, created: boolean, given: NewCallbackTask): CreatedCallbackTask {
   if (!created) {
-    const differs = idempotencyMismatch(stored, task)
+    const differs = idempotencyMismatch(stored, given)
     if (differs !== undefined) {
       throw new TaskError('ERR_CALLBACK_IDEMPOTENCY_CONFLICT', `idempotencyKey is already used by task ${stored.id} with a different ${differs}`)
     }

@@ -199,6 +199,18 @@ export interface CallbackStore {
    * throws a `TypeError` rather than write outside it.
    */
   insert(task: NewCallbackTask, options?: StoreCallOptions): Promise<{ task: CallbackTask; created: boolean }>
+  /**
+   * Optional (bulk create): inserts every task as {@link CallbackStore.insert} would, in one round
+   * trip, and answers `{ task, created }` for each, in the order given. An `idempotencyKey` already
+   * stored answers the stored task with `created: false`, and so does the second of two tasks of one
+   * call with the same key (it answers the first's task) — also when two calls race. Subscribed
+   * workers are woken once for the batch, with the earliest due instant of the tasks with a `body`
+   * (inside a transaction: when it commits); a batch of `pending` tasks wakes nobody. When it
+   * rejects, it should have stored nothing (the memory, PostgreSQL and Redis stores store all or
+   * nothing). A store that cannot join `options.transaction` throws a `TypeError`.
+   * `createCallbackTasks` inserts the tasks one at a time through `insert` on a store without it.
+   */
+  insertMany?(tasks: readonly NewCallbackTask[], options?: StoreCallOptions): Promise<Array<{ task: CallbackTask; created: boolean }>>
   /** The task, or `undefined`. */
   get(id: string): Promise<CallbackTask | undefined>
   /**

@@ -380,6 +380,70 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     return { numbers, probes }
   }
 
+  /** The task stored under `task`'s idempotency key, if any. */
+  function storedUnder(task: NewCallbackTask): Entry | undefined {
+    return task.idempotencyKey === undefined ? undefined : byIdempotencyKey.get(task.idempotencyKey)
+  }
+
+  function metadataOf(task: NewCallbackTask): string | undefined {
+    if (task.metadata === undefined) return undefined
+    try {
+      return JSON.stringify(task.metadata)
+    } catch (error) {
+      throw new TypeError('metadata must be JSON-serialisable', { cause: error })
+    }
+  }
+
+  /** Stores a new task (its id is free, its key unused): scheduled with a body, else pending. */
+  function store(task: NewCallbackTask, metadata: string | undefined): Entry {
+    if (tasks.has(task.id)) {
+      throw new StoreError('ERR_CALLBACK_STORE', `a task with id ${JSON.stringify(task.id)} is already stored`)
+    }
+    const number = freeNumbers.pop() ?? byNumber.length
+    if ((number + 1) * ROW > rows.length) {
+      const grown = new Float64Array(rows.length * 2)
+      grown.set(rows)
+      rows = grown
+    }
+    const createdAt = task.createdAt.getTime()
+    const withBody = task.body !== undefined
+    const entry: Entry = {
+      id: task.id,
+      status: withBody ? 'scheduled' : 'pending',
+      callbackUrl: task.callbackUrl,
+      event: task.event,
+      idempotencyKey: task.idempotencyKey,
+      secret: Array.isArray(task.secret) ? [...task.secret] : task.secret,
+      encryptionKey: task.encryptionKey === undefined ? undefined : JSON.stringify(task.encryptionKey),
+      verifyIntent: task.verifyIntent === true,
+      metadata,
+      body: task.body,
+      contentType: withBody ? task.contentType : undefined,
+      attempts: 0,
+      lastError: undefined,
+      number,
+      history: undefined,
+      destination: task.destination
+    }
+    const row = number * ROW
+    rows[row + DUE] = NaN
+    rows[row + UPDATED] = createdAt
+    rows[row + CREATED] = createdAt
+    rows[row + DEADLINE] = task.deadline === undefined ? NaN : task.deadline.getTime()
+    rows[row + EXPIRES] = NaN
+    const next = task.nextAttemptAt === undefined ? NaN : task.nextAttemptAt.getTime()
+    if (withBody) {
+      setDue(number, Number.isNaN(next) ? createdAt : next)
+    } else if (!Number.isNaN(next)) {
+      rows[row + EXPIRES] = next
+      expiring.add(next, number)
+    }
+    tasks.set(entry.id, entry)
+    byNumber[number] = entry
+    if (entry.idempotencyKey !== undefined) byIdempotencyKey.set(entry.idempotencyKey, entry)
+    return entry
+  }
+
   /** A task became due sooner: let subscribed workers look now rather than at their next poll. */
   const wake = due.wakeSoon
 
@@ -387,65 +451,41 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): CallbackSto
     async insert(task: NewCallbackTask, callOptions?: StoreCallOptions) {
       refuseTransaction(callOptions)
       letGo(task.createdAt.getTime())
-      if (task.idempotencyKey !== undefined) {
-        const existing = byIdempotencyKey.get(task.idempotencyKey)
-        if (existing !== undefined) return { task: toTask(existing), created: false }
-      }
-      if (tasks.has(task.id)) {
-        throw new StoreError('ERR_CALLBACK_STORE', `a task with id ${JSON.stringify(task.id)} is already stored`)
-      }
-      let metadata: string | undefined
-      if (task.metadata !== undefined) {
-        try {
-          metadata = JSON.stringify(task.metadata)
-        } catch (error) {
-          throw new TypeError('metadata must be JSON-serialisable', { cause: error })
-        }
-      }
-      const number = freeNumbers.pop() ?? byNumber.length
-      if ((number + 1) * ROW > rows.length) {
-        const grown = new Float64Array(rows.length * 2)
-        grown.set(rows)
-        rows = grown
-      }
-      const createdAt = task.createdAt.getTime()
-      const withBody = task.body !== undefined
-      const entry: Entry = {
-        id: task.id,
-        status: withBody ? 'scheduled' : 'pending',
-        callbackUrl: task.callbackUrl,
-        event: task.event,
-        idempotencyKey: task.idempotencyKey,
-        secret: Array.isArray(task.secret) ? [...task.secret] : task.secret,
-        encryptionKey: task.encryptionKey === undefined ? undefined : JSON.stringify(task.encryptionKey),
-        verifyIntent: task.verifyIntent === true,
-        metadata,
-        body: task.body,
-        contentType: withBody ? task.contentType : undefined,
-        attempts: 0,
-        lastError: undefined,
-        number,
-        history: undefined,
-        destination: task.destination
-      }
-      const row = number * ROW
-      rows[row + DUE] = NaN
-      rows[row + UPDATED] = createdAt
-      rows[row + CREATED] = createdAt
-      rows[row + DEADLINE] = task.deadline === undefined ? NaN : task.deadline.getTime()
-      rows[row + EXPIRES] = NaN
-      const next = task.nextAttemptAt === undefined ? NaN : task.nextAttemptAt.getTime()
-      if (withBody) {
-        setDue(number, Number.isNaN(next) ? createdAt : next)
-        wake()
-      } else if (!Number.isNaN(next)) {
-        rows[row + EXPIRES] = next
-        expiring.add(next, number)
-      }
-      tasks.set(entry.id, entry)
-      byNumber[number] = entry
-      if (entry.idempotencyKey !== undefined) byIdempotencyKey.set(entry.idempotencyKey, entry)
+      const existing = storedUnder(task)
+      if (existing !== undefined) return { task: toTask(existing), created: false }
+      const entry = store(task, metadataOf(task))
+      if (entry.body !== undefined) wake()
       return { task: toTask(entry), created: true }
+    },
+
+    async insertMany(batch: readonly NewCallbackTask[], callOptions?: StoreCallOptions) {
+      refuseTransaction(callOptions)
+      if (batch.length === 0) return []
+      letGo(batch[0]!.createdAt.getTime())
+      // Everything that can refuse the batch is checked before the first task is stored: all or nothing.
+      const metadata = batch.map(metadataOf)
+      const ids = new Set<string>()
+      const keys = new Set<string>()
+      for (const task of batch) {
+        const key = task.idempotencyKey
+        if (key !== undefined && (keys.has(key) || byIdempotencyKey.has(key))) continue
+        if (key !== undefined) keys.add(key)
+        if (ids.has(task.id) || tasks.has(task.id)) {
+          throw new StoreError('ERR_CALLBACK_STORE', `a task with id ${JSON.stringify(task.id)} is already stored`)
+        }
+        ids.add(task.id)
+      }
+      let earliest = Infinity
+      const answers = batch.map((task, index) => {
+        const existing = storedUnder(task)
+        if (existing !== undefined) return { task: toTask(existing), created: false }
+        const entry = store(task, metadata[index])
+        if (entry.body !== undefined) earliest = Math.min(earliest, rows[entry.number * ROW + DUE]!)
+        return { task: toTask(entry), created: true }
+      })
+      // one wake-up for the batch, at the earliest instant one of its tasks falls due
+      if (earliest !== Infinity) wake(earliest)
+      return answers
     },
 
     async get(id) {

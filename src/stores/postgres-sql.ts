@@ -252,6 +252,51 @@ FROM inserted`
 }
 
 /**
+ * Many tasks in one statement, as {@link insertTaskSql} inserts one. $1…$13 are arrays of the same
+ * length, one element per task (null where a task has no value): $1 id, $2 callback_url, $3 event,
+ * $4 idempotency_key, $5 secret (json text), $6 metadata (json text), $7 deadline, $8 created_at,
+ * $9 encryption_key (json text), $10 verify_intent, $11 body, $12 content_type, $13
+ * next_attempt_at; $14 due channel, $15 destination (array). The batch has no key twice (the store
+ * keeps the first).
+ *
+ * One row per task already stored under one of the batch's keys (`kind` 'existing', every column),
+ * one per task inserted ('inserted', its id), and one 'notified' row: a single
+ * notification for the batch, with the earliest due instant of the scheduled tasks inserted (none
+ * for a batch of pending tasks). An id already stored is a unique violation of the whole statement,
+ * which then stores nothing. The rows already stored are read with the statement's snapshot, so
+ * they never include the ones it inserts; a key a racing transaction committed while this one
+ * waited on it is in neither set (the store asks again).
+ */
+export function insertTasksSql(schema: string): string {
+  const s = quoteIdentifier(schema)
+  const columns = taskColumns.split(',').map((column) => column.trim())
+  const nulls = columns.slice(1).map((column) => `NULL AS ${column.split(/\s+/).pop()}`).join(', ')
+  return `WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
+    $9::text[], $10::boolean[], $11::text[], $12::text[], $13::timestamptz[], $15::text[])
+    AS input (id, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, encryption_key, verify_intent,
+      body, content_type, next_attempt_at, destination)
+),
+inserted AS (
+  INSERT INTO ${s}.tasks
+    (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at, encryption_key, verify_intent,
+     body, content_type, next_attempt_at, destination)
+  SELECT id, CASE WHEN body IS NULL THEN 'pending' ELSE 'scheduled' END, callback_url, event, idempotency_key, secret::json, metadata::json,
+    deadline, created_at, created_at, encryption_key::json, verify_intent, body, content_type, next_attempt_at, destination
+  FROM input
+  ON CONFLICT (idempotency_key) DO NOTHING
+  RETURNING id, status, next_attempt_at
+)
+SELECT 'existing' AS kind, ${columns.join(', ')} FROM ${s}.tasks
+WHERE idempotency_key = ANY($4::text[])
+UNION ALL
+SELECT 'inserted', id, ${nulls} FROM inserted
+UNION ALL
+SELECT 'notified', (SELECT pg_notify($14, (extract(epoch FROM min(next_attempt_at)) * 1000)::bigint::text)::text
+  FROM inserted WHERE status = 'scheduled' HAVING count(*) > 0), ${nulls}`
+}
+
+/**
  * Outbox: attaches the result to a pending task and makes it due at once, unleased.
  * $1 id, $2 body, $3 content_type, $4 now, $5 due channel.
  */

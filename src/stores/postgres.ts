@@ -12,6 +12,7 @@ import { announcedDueAt, createDueListeners } from './due-listeners.ts'
 import { checkListQuery, parseStoredJson, readTaskPage } from './task-list.ts'
 import type { DueListeners } from './due-listeners.ts'
 import { createRecoveredErrors } from './recovered-errors.ts'
+import { answerBatch, dedupeBatch, earliestDue, insertedTask } from './batch.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
 import { checkOptionNames } from '../option-names.ts'
@@ -49,6 +50,7 @@ import {
   dueChannel,
   expirePendingSql,
   insertTaskSql,
+  insertTasksSql,
   latestVersion,
   migrationScript,
   pruneSql,
@@ -232,6 +234,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const channel = dueChannel(schema)
   const sql = {
     insert: insertTaskSql(schema),
+    insertMany: insertTasksSql(schema),
     schedule: scheduleSql(schema),
     version: currentVersionSql(schema),
     expirePending: expirePendingSql(schema),
@@ -334,6 +337,66 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         if (existing.rows[0]) return { task: toTask(existing.rows[0]), created: false }
       }
       throw new StoreError('ERR_CALLBACK_STORE', `PostgreSQL insert failed: task id ${task.id} is already stored`)
+    },
+
+    async insertMany(tasks: readonly NewCallbackTask[], callOptions?: StoreCallOptions) {
+      const transaction = transactionOf(callOptions, pool)
+      const db = transaction ?? pool
+      const batch = dedupeBatch(tasks)
+      const answers: Array<{ task: CallbackTask; created: boolean } | undefined> = new Array(batch.unique.length)
+      let left = batch.unique.map((_, index) => index)
+      // A key that a racing transaction committed while this statement waited on it is neither
+      // inserted nor seen by the statement's snapshot: the next statement sees it.
+      for (let round = 0; left.length > 0 && round < 3; round++) {
+        const count = left.length
+        const columns: unknown[][] = Array.from({ length: 14 }, () => new Array(count))
+        for (let n = 0; n < count; n++) {
+          const task = batch.unique[left[n]!]!
+          const withBody = task.body !== undefined
+          columns[0]![n] = task.id
+          columns[1]![n] = task.callbackUrl
+          columns[2]![n] = task.event
+          columns[3]![n] = task.idempotencyKey ?? null
+          columns[4]![n] = task.secret === undefined ? null : JSON.stringify(task.secret)
+          columns[5]![n] = task.metadata === undefined ? null : JSON.stringify(task.metadata)
+          columns[6]![n] = task.deadline?.toISOString() ?? null
+          columns[7]![n] = task.createdAt.toISOString()
+          columns[8]![n] = task.encryptionKey === undefined ? null : JSON.stringify(task.encryptionKey)
+          columns[9]![n] = task.verifyIntent === true ? true : null
+          columns[10]![n] = task.body ?? null
+          columns[11]![n] = withBody ? (task.contentType ?? null) : null
+          columns[12]![n] = task.nextAttemptAt?.toISOString() ?? (withBody ? columns[7]![n] : null)
+          columns[13]![n] = task.destination ?? null
+        }
+        const { rows } = await run('insertMany', db, sql.insertMany, [...columns.slice(0, 13), channel, columns[13]])
+        const inserted = new Set<string>()
+        const existing = new Map<string, Record<string, unknown>>()
+        for (const row of rows) {
+          if (row.kind === 'inserted') inserted.add(row.id)
+          else if (row.kind === 'existing') existing.set(row.idempotency_key, row)
+        }
+        const missing: number[] = []
+        for (const index of left) {
+          const task = batch.unique[index]!
+          if (inserted.has(task.id)) {
+            answers[index] = { task: insertedTask(task), created: true }
+            continue
+          }
+          const stored = task.idempotencyKey === undefined ? undefined : existing.get(task.idempotencyKey)
+          if (stored !== undefined) answers[index] = { task: toTask(stored), created: false }
+          else missing.push(index)
+        }
+        left = missing
+        // Inside a transaction the NOTIFY wakes workers at commit; waking them now would be early.
+        if (transaction === undefined && inserted.size > 0) {
+          const due = earliestDue(batch.unique.filter((task) => inserted.has(task.id)))
+          if (due !== undefined) wakeHere(due)
+        }
+      }
+      if (left.length > 0) {
+        throw new StoreError('ERR_CALLBACK_STORE', `PostgreSQL insert failed: task id ${batch.unique[left[0]!]!.id} is neither stored nor found by its key`)
+      }
+      return answerBatch(batch, answers as Array<{ task: CallbackTask; created: boolean }>)
     },
 
     async get(id) {

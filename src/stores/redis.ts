@@ -18,6 +18,7 @@
 import { announcedDueAt, createDueListeners } from './due-listeners.ts'
 import { createRecoveredErrors } from './recovered-errors.ts'
 import { missedDeadline, withinDeadline } from '../store-deadline.ts'
+import { answerBatch, dedupeBatch, earliestDue, insertedTask } from './batch.ts'
 import { callbackHost, checkListQuery, listOrder, matchesListQuery, parseStoredJson, readTaskPage, unreadableReason } from './task-list.ts'
 import { createHash, randomUUID } from 'node:crypto'
 import { StoreError } from '../errors.ts'
@@ -153,6 +154,60 @@ else
   if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2]) end
 end
 return {1, redis.call('HGETALL', KEYS[1])}
+`)
+
+/**
+ * Many tasks as {@link insertScript} inserts one, in one call. KEYS: due, pending expiry, pending
+ * list, then per task its key and, when it has one, its idempotency key's. ARGV: task key prefix,
+ * channel, then per task: '1' when it has an idempotency key ('0' otherwise), id, due ms ('' =
+ * pending), pending expiry ms ('' = never), created ms, the number of hash arguments, the hash's
+ * field/value pairs. An id already stored refuses the batch before anything is written ({2, its
+ * index}). Answers {1, replies}: per task 1 when it was inserted, or the stored task's fields when
+ * its key named one. One PUBLISH for the batch, with the earliest due instant of the tasks inserted
+ * with their body.
+ */
+const insertManyScript = script(`
+local items = {}
+local k, a = 4, 3
+while a <= #ARGV do
+  local keyed = ARGV[a] == '1'
+  local item = { task = KEYS[k], key = keyed and KEYS[k + 1] or false, at = a }
+  k = k + (keyed and 2 or 1)
+  a = a + 6 + tonumber(ARGV[a + 5])
+  items[#items + 1] = item
+  if redis.call('EXISTS', item.task) == 1 then return {2, #items} end
+end
+local replies = {}
+local earliest = false
+for i, item in ipairs(items) do
+  local a = item.at
+  local id = ARGV[a + 1]
+  local stored = false
+  if item.key and not redis.call('SET', item.key, id, 'NX') then
+    stored = redis.call('HGETALL', ARGV[1] .. redis.call('GET', item.key))
+    if #stored == 0 then
+      -- the task the key named has expired: the key is free again
+      stored = false
+      redis.call('SET', item.key, id)
+    end
+  end
+  if stored then
+    replies[i] = stored
+  else
+    redis.call('HSET', item.task, unpack(ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5])))
+    if ARGV[a + 2] ~= '' then
+      redis.call('ZADD', KEYS[1], ARGV[a + 2], id)
+      local due = tonumber(ARGV[a + 2])
+      if not earliest or due < earliest then earliest = due end
+    else
+      redis.call('ZADD', KEYS[3], ARGV[a + 4], id)
+      if ARGV[a + 3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[a + 3], id) end
+    end
+    replies[i] = 1
+  end
+end
+if earliest then redis.call('PUBLISH', ARGV[2], string.format('%d', earliest)) end
+return {1, replies}
 `)
 
 const getScript = script(`return redis.call('HGETALL', KEYS[1])`)
@@ -767,28 +822,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       refuseTransaction(callOptions)
       const withBody = task.body !== undefined
       const due = withBody ? (task.nextAttemptAt ?? task.createdAt).getTime() : undefined
-      const fields: string[] = [
-        'id', task.id,
-        'status', withBody ? 'scheduled' : 'pending',
-        'callbackUrl', task.callbackUrl,
-        'event', task.event,
-        'attempts', '0',
-        'createdAt', String(task.createdAt.getTime()),
-        'updatedAt', String(task.createdAt.getTime())
-      ]
-      if (task.idempotencyKey !== undefined) fields.push('idempotencyKey', task.idempotencyKey)
-      if (task.secret !== undefined) fields.push('secret', JSON.stringify(task.secret))
-      if (task.encryptionKey !== undefined) fields.push('encryptionKey', JSON.stringify(task.encryptionKey))
-      if (task.verifyIntent === true) fields.push('verifyIntent', '1')
-      if (task.metadata !== undefined) fields.push('metadata', JSON.stringify(task.metadata))
-      if (task.deadline !== undefined) fields.push('deadline', String(task.deadline.getTime()))
-      if (task.destination !== undefined) fields.push('destination', task.destination)
-      if (withBody) {
-        fields.push('body', task.body!, 'nextAttemptAt', String(due))
-        if (task.contentType !== undefined) fields.push('contentType', task.contentType)
-      } else if (task.nextAttemptAt !== undefined) {
-        fields.push('nextAttemptAt', String(task.nextAttemptAt.getTime()))
-      }
+      const fields = taskFields(task, due)
       const keys = [taskKey(task.id), dueKey, pendingExpiryKey, pendingKey]
       if (task.idempotencyKey !== undefined) keys.push(`${keyPrefix}${task.idempotencyKey}`)
       const reply = (await run('insert', insertScript, keys, [
@@ -805,6 +839,41 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       }
       if (reply[0] === 1 && withBody) wakeHere()
       return { task: toTask(reply[1]), created: reply[0] === 1 }
+    },
+
+    async insertMany(tasks: readonly NewCallbackTask[], callOptions?: StoreCallOptions) {
+      refuseTransaction(callOptions)
+      const batch = dedupeBatch(tasks)
+      if (batch.unique.length === 0) return []
+      const keys = [dueKey, pendingExpiryKey, pendingKey]
+      const args: Array<string | number> = [taskPrefix, channel]
+      for (const task of batch.unique) {
+        const withBody = task.body !== undefined
+        const due = withBody ? (task.nextAttemptAt ?? task.createdAt).getTime() : undefined
+        const fields = taskFields(task, due)
+        keys.push(taskKey(task.id))
+        if (task.idempotencyKey !== undefined) keys.push(`${keyPrefix}${task.idempotencyKey}`)
+        args.push(
+          task.idempotencyKey === undefined ? '0' : '1',
+          task.id,
+          due ?? '',
+          withBody || task.nextAttemptAt === undefined ? '' : task.nextAttemptAt.getTime(),
+          task.createdAt.getTime(),
+          fields.length
+        )
+        for (const field of fields) args.push(field)
+      }
+      const reply = (await run('insertMany', insertManyScript, keys, args)) as [number, Array<number | string[]>]
+      if (reply[0] === 2) {
+        throw new StoreError('ERR_CALLBACK_STORE', `Redis insert failed: task id ${batch.unique[Number(reply[1]) - 1]?.id} is already stored`)
+      }
+      const answers = batch.unique.map((task, index) => {
+        const stored = reply[1][index]
+        return Array.isArray(stored) ? { task: toTask(stored), created: false } : { task: insertedTask(task), created: true }
+      })
+      const due = earliestDue(batch.unique.filter((_, index) => !Array.isArray(reply[1][index])))
+      if (due !== undefined) wakeHere(due)
+      return answerBatch(batch, answers)
     },
 
     async get(id) {
@@ -1309,6 +1378,34 @@ function checkPrefix(prefix: unknown, where: string): string {
 function field(fields: string[], name: string): string | undefined {
   for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]
   return undefined
+}
+
+/** The task hash's field/value pairs as `insert` writes them; `due` is when a task with a body falls due. */
+function taskFields(task: NewCallbackTask, due: number | undefined): string[] {
+  const withBody = task.body !== undefined
+  const fields: string[] = [
+    'id', task.id,
+    'status', withBody ? 'scheduled' : 'pending',
+    'callbackUrl', task.callbackUrl,
+    'event', task.event,
+    'attempts', '0',
+    'createdAt', String(task.createdAt.getTime()),
+    'updatedAt', String(task.createdAt.getTime())
+  ]
+  if (task.idempotencyKey !== undefined) fields.push('idempotencyKey', task.idempotencyKey)
+  if (task.secret !== undefined) fields.push('secret', JSON.stringify(task.secret))
+  if (task.encryptionKey !== undefined) fields.push('encryptionKey', JSON.stringify(task.encryptionKey))
+  if (task.verifyIntent === true) fields.push('verifyIntent', '1')
+  if (task.metadata !== undefined) fields.push('metadata', JSON.stringify(task.metadata))
+  if (task.deadline !== undefined) fields.push('deadline', String(task.deadline.getTime()))
+  if (task.destination !== undefined) fields.push('destination', task.destination)
+  if (withBody) {
+    fields.push('body', task.body!, 'nextAttemptAt', String(due))
+    if (task.contentType !== undefined) fields.push('contentType', task.contentType)
+  } else if (task.nextAttemptAt !== undefined) {
+    fields.push('nextAttemptAt', String(task.nextAttemptAt.getTime()))
+  }
+  return fields
 }
 
 function toTask(fields: string[]): CallbackTask {
