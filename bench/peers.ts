@@ -10,8 +10,8 @@
  *              receiver has all 5,000. 64 requests in flight for everyone.
  * - failures:  the same drain where 20 % of the ids are answered 500 on their first attempt and are
  *              retried 100 ms later (pg-boss: `retryDelay: 0`, its smallest; its next fetch decides).
- * - enqueue:   1,000 due callbacks recorded per call: ours `createCallbackTask` one at a time, 32 in
- *              flight (there is no bulk create yet), BullMQ `addBulk`, pg-boss `insert`.
+ * - enqueue:   1,000 due callbacks recorded per call: ours `createCallbackTasks` (each with its
+ *              payload, so stored due at once), BullMQ `addBulk`, pg-boss `insert`.
  * - retry:     default worker settings (pg-boss: the drain's, as its defaults fetch one job every
  *              2 s and never catch up); 100 callbacks whose first attempt is answered 500 and whose
  *              retry is due 200 ms later (pg-boss: 1 s, its smallest delay that is not "at once");
@@ -31,9 +31,9 @@ import { Queue, Worker as BullWorker } from 'bullmq'
 import { Redis } from 'ioredis'
 import PgBoss from 'pg-boss'
 import { Agent, request } from 'undici'
-import { createCallbackTask, createWorker, deliver, generateSecret } from 'endpoint-callback'
+import { createCallbackTask, createCallbackTasks, createWorker, deliver, generateSecret } from 'endpoint-callback'
 import type { SenderOptions, Worker } from 'endpoint-callback'
-import { inParallel, makeDue, openDurableStore } from '../test/support/durable-stores.ts'
+import { inParallel, openDurableStore } from '../test/support/durable-stores.ts'
 import type { DurableKind, DurableStore } from '../test/support/durable-stores.ts'
 import { DATABASE_URL, REDIS_URL, serviceSkip, uniqueName } from '../test/support/services.ts'
 import { startCountingReceiver } from './support/counting-receiver.ts'
@@ -97,10 +97,13 @@ function ours(kind: DurableKind): Contender {
       const sender = (retryDelayMs: number): SenderOptions => ({ store: durable.store, secret, urlPolicy, retry: { schedule: [retryDelayMs], jitter: 0 } })
       return {
         async enqueue(count, retryDelayMs) {
-          await inParallel(Array.from({ length: count }, (_, i) => i), 32, async () => {
-            const task = await createCallbackTask({ callbackUrl: receiver.url, event: EVENT }, sender(retryDelayMs))
-            await makeDue(durable.store, task, payload)
-          })
+          const options = sender(retryDelayMs)
+          for (let from = 0; from < count; from += BULK) {
+            const inputs = Array.from({ length: Math.min(BULK, count - from) }, () => ({ callbackUrl: receiver.url, event: EVENT, payload }))
+            const results = await createCallbackTasks(inputs, options)
+            const refused = results.find((result) => !result.ok)
+            if (refused !== undefined && !refused.ok) throw refused.error
+          }
         },
         async start(retryDelayMs) {
           worker = createWorker({ ...sender(retryDelayMs), concurrency: IN_FLIGHT })

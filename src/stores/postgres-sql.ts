@@ -256,18 +256,19 @@ FROM inserted`
  * length, one element per task (null where a task has no value): $1 id, $2 callback_url, $3 event,
  * $4 idempotency_key, $5 secret (json text), $6 metadata (json text), $7 deadline, $8 created_at,
  * $9 encryption_key (json text), $10 verify_intent, $11 body, $12 content_type, $13
- * next_attempt_at; $14 due channel, $15 destination (array). The batch has no key twice (the store
- * keeps the first).
+ * next_attempt_at; $14 due channel, $15 destination (array); `keyed`: $16 the batch's idempotency
+ * keys (without nulls). The batch has no key twice (the store keeps the first). A batch without
+ * keys (`keyed` false) has a statement of its own that looks for no stored task.
  *
- * One row per task already stored under one of the batch's keys (`kind` 'existing', every column),
- * one per task inserted ('inserted', its id), and one 'notified' row: a single
+ * One row per task already stored under one of the batch's keys (`kind` 'existing', every column;
+ * only when `keyed`), one per task inserted ('inserted', its id), and one 'notified' row: a single
  * notification for the batch, with the earliest due instant of the scheduled tasks inserted (none
  * for a batch of pending tasks). An id already stored is a unique violation of the whole statement,
  * which then stores nothing. The rows already stored are read with the statement's snapshot, so
  * they never include the ones it inserts; a key a racing transaction committed while this one
  * waited on it is in neither set (the store asks again).
  */
-export function insertTasksSql(schema: string): string {
+export function insertTasksSql(schema: string, keyed: boolean): string {
   const s = quoteIdentifier(schema)
   const columns = taskColumns.split(',').map((column) => column.trim())
   const nulls = columns.slice(1).map((column) => `NULL AS ${column.split(/\s+/).pop()}`).join(', ')
@@ -284,16 +285,17 @@ inserted AS (
   SELECT id, CASE WHEN body IS NULL THEN 'pending' ELSE 'scheduled' END, callback_url, event, idempotency_key, secret::json, metadata::json,
     deadline, created_at, created_at, encryption_key::json, verify_intent, body, content_type, next_attempt_at, destination
   FROM input
+  -- in id order: every index ending in id then fills its pages in order (a quarter smaller than in random order)
+  ORDER BY id
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING id, status, next_attempt_at
 )
-SELECT 'existing' AS kind, ${columns.join(', ')} FROM ${s}.tasks
-WHERE idempotency_key = ANY($4::text[])
+${keyed ? `SELECT 'existing' AS kind, ${columns.join(', ')} FROM ${s}.tasks WHERE idempotency_key = ANY($16::text[])
 UNION ALL
-SELECT 'inserted', id, ${nulls} FROM inserted
+` : ''}SELECT 'inserted'${keyed ? '' : ' AS kind'}, id${keyed ? `, ${nulls}` : ''} FROM inserted
 UNION ALL
 SELECT 'notified', (SELECT pg_notify($14, (extract(epoch FROM min(next_attempt_at)) * 1000)::bigint::text)::text
-  FROM inserted WHERE status = 'scheduled' HAVING count(*) > 0), ${nulls}`
+  FROM inserted WHERE status = 'scheduled' HAVING count(*) > 0)${keyed ? `, ${nulls}` : ''}`
 }
 
 /**

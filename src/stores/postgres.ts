@@ -234,7 +234,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const channel = dueChannel(schema)
   const sql = {
     insert: insertTaskSql(schema),
-    insertMany: insertTasksSql(schema),
+    insertMany: insertTasksSql(schema, false),
+    insertManyKeyed: insertTasksSql(schema, true),
     schedule: scheduleSql(schema),
     version: currentVersionSql(schema),
     expirePending: expirePendingSql(schema),
@@ -368,7 +369,11 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
           columns[12]![n] = task.nextAttemptAt?.toISOString() ?? (withBody ? columns[7]![n] : null)
           columns[13]![n] = task.destination ?? null
         }
-        const { rows } = await run('insertMany', db, sql.insertMany, [...columns.slice(0, 13), channel, columns[13]])
+        const keys = (columns[3] as Array<string | null>).filter((key) => key !== null)
+        const { rows } =
+          keys.length === 0
+            ? await run('insertMany', db, sql.insertMany, [...columns.slice(0, 13), channel, columns[13]])
+            : await run('insertMany', db, sql.insertManyKeyed, [...columns.slice(0, 13), channel, columns[13], keys])
         const inserted = new Set<string>()
         const existing = new Map<string, Record<string, unknown>>()
         for (const row of rows) {

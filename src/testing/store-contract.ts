@@ -33,6 +33,10 @@
  * - **Subscribe**, when a store offers it, calls its listener after every release, every completion
  *   that schedules a retry and every redelivery — not just once (a call at subscription proves
  *   nothing).
+ * - **insertMany**, when a store offers it, answers every task in the order given as `insert`
+ *   would, in one call: a key stored before, or given twice in the batch, answers the stored (or
+ *   first) task with `created: false`, also when batches race; a batch with an id already stored
+ *   stores nothing; subscribers hear of the batch, never with a due instant later than its earliest.
  * - **Inspection**, when a store offers it: `list({ status: 'failed' })` pages through failed tasks
  *   newest first (`since`, `limit`, `cursor`), and `list` finds tasks in any state by status,
  *   event, callback host, id, idempotency key and time range, every filter combined; `redeliver` makes a failed task — and only a failed
@@ -1286,6 +1290,7 @@ export function defineStoreContract(
     })
 
     lifecycleContract(runner, fresh)
+    insertManyContract(runner, fresh)
   })
 }
 
@@ -1572,6 +1577,178 @@ function searchCases(runner: ContractRunner, fresh: () => Promise<CallbackStore>
       await assert.rejects(async () => store.list({ status: 'lost' as never }), (error: Error) => error instanceof TypeError && /status/.test(error.message))
     })
   })
+}
+
+// ---- insertMany (optional): many tasks in one round trip (issue 14) ----------------------------
+
+function insertManyContract(runner: ContractRunner, fresh: () => Promise<CallbackStore>): void {
+  const { describe, it } = runner
+  describe('insertMany (optional): many tasks at once', () => {
+    it('answers every task in the order given, created, with every field as given and as get reads it', async (t) => {
+      const store = await fresh()
+      if (!skipUnlessInsertMany(t, store)) return
+      const jwk = { kty: 'OKP', crv: 'X25519', x: 'hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo', use: 'enc', alg: 'ECDH-ES', kid: 'k-1' }
+      const inputs = [
+        newTask({ idempotencyKey: `key-${randomUUID()}`, metadata: { orderId: 'o-1', nested: { tags: ['a'], none: null } }, destination: 'https://client.example' }),
+        newTask({ body: '{"type":"report.ready","data":1}', contentType: 'application/json', nextAttemptAt: new Date(base + 5) }),
+        newTask({ secret: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], encryptionKey: jwk, verifyIntent: true, deadline: new Date(base + 86_400_000) }),
+        newTask({ nextAttemptAt: new Date(base + 60_000), encryptionKey: 'https://client.example/.well-known/jwks.json' }),
+        newTask({ body: 'eyJhbGciOi...', contentType: 'application/jose' })
+      ]
+      const answers = await store.insertMany(inputs)
+      assert.equal(answers.length, inputs.length)
+      const expected = (input: NewCallbackTask) => {
+        const withBody = input.body !== undefined
+        const { nextAttemptAt, ...given } = input
+        const due = withBody ? (nextAttemptAt ?? input.createdAt) : nextAttemptAt
+        return { ...given, status: withBody ? 'scheduled' : 'pending', attempts: 0, ...(due === undefined ? {} : { nextAttemptAt: due }) }
+      }
+      for (const [index, input] of inputs.entries()) {
+        const { task, created } = answers[index]!
+        assert.equal(created, true, `task ${index} created`)
+        const { updatedAt, ...rest } = defined(task)
+        assert.deepEqual(rest, expected(input), `task ${index} as given`)
+        assert.ok(updatedAt instanceof Date, 'updatedAt is a Date')
+        const stored = await store.get(input.id)
+        assert.ok(stored, `task ${index} is stored`)
+        const { updatedAt: _updated, ...read } = defined(stored)
+        assert.deepEqual(read, expected(input), `task ${index} as get reads it`)
+      }
+      // the caller's own copies
+      answers[0]!.task.metadata!.orderId = 'changed'
+      assert.equal((await store.get(inputs[0]!.id))?.metadata?.orderId, 'o-1')
+      assert.deepEqual(await store.insertMany([]), [], 'an empty batch')
+    })
+
+    it('answers the stored task with created: false for a key stored before, and the first of two tasks of one batch with one key', async (t) => {
+      const store = await fresh()
+      if (!skipUnlessInsertMany(t, store)) return
+      const before = newTask({ idempotencyKey: `before-${randomUUID()}` })
+      await store.insert(before)
+      const twice = `twice-${randomUUID()}`
+      const inputs = [
+        newTask(),
+        newTask({ idempotencyKey: before.idempotencyKey!, callbackUrl: 'https://other.example/callbacks' }),
+        newTask({ idempotencyKey: twice, body: '{"n":1}', nextAttemptAt: new Date(base) }),
+        newTask({ idempotencyKey: twice, body: '{"n":2}', nextAttemptAt: new Date(base) }),
+        newTask()
+      ]
+      const answers = await store.insertMany(inputs)
+      assert.deepEqual(
+        answers.map(({ task, created }) => [task.id, created]),
+        [
+          [inputs[0]!.id, true],
+          [before.id, false],
+          [inputs[2]!.id, true],
+          [inputs[2]!.id, false],
+          [inputs[4]!.id, true]
+        ]
+      )
+      assert.equal(answers[1]!.task.callbackUrl, before.callbackUrl, 'the stored task, as stored')
+      assert.equal(answers[3]!.task.body, '{"n":1}', "the first's task, with its body")
+      assert.notEqual(answers[3]!.task, answers[2]!.task, 'each answer is its own copy')
+      assert.equal(await store.get(inputs[1]!.id), undefined)
+      assert.equal(await store.get(inputs[3]!.id), undefined)
+      const leases = await store.claim({ now: new Date(base), limit: 10, leaseMs })
+      assert.deepEqual(leases.map((lease) => lease.task.id), [inputs[2]!.id], 'one task for the key, due once')
+    })
+
+    it('creates exactly one task per key when batches with the same keys race', async (t) => {
+      const store = await fresh()
+      if (!skipUnlessInsertMany(t, store)) return
+      const keys = Array.from({ length: 10 }, (_, index) => `race-${index}-${randomUUID()}`)
+      const batches = Array.from({ length: 5 }, () => keys.map((idempotencyKey) => newTask({ idempotencyKey })))
+      const answers = await Promise.all(batches.map((batch) => store.insertMany(batch)))
+      for (const [index] of keys.entries()) {
+        const forKey = answers.map((batch) => batch[index]!)
+        assert.equal(forKey.filter((answer) => answer.created).length, 1, `exactly one batch created the task of key ${index}`)
+        assert.equal(new Set(forKey.map((answer) => answer.task.id)).size, 1, `every batch got the same task for key ${index}`)
+        const id = forKey[0]!.task.id
+        for (const batch of batches) if (batch[index]!.id !== id) assert.equal(await store.get(batch[index]!.id), undefined)
+      }
+    })
+
+    it('stores tasks with a body due and claimable, and pending tasks with their expiry', async (t) => {
+      const store = await fresh()
+      if (!skipUnlessInsertMany(t, store)) return
+      const later = newTask({ body: '{"n":"later"}', nextAttemptAt: new Date(base + 20) })
+      const sooner = newTask({ body: '{"n":"sooner"}', nextAttemptAt: new Date(base + 10) })
+      const expiring = newTask({ nextAttemptAt: new Date(base + 10) })
+      const waiting = newTask()
+      await store.insertMany([later, expiring, sooner, waiting])
+      assert.equal(await reclaimable(store, base + 9), false, 'nothing before it is due')
+      const leases = await store.claim({ now: new Date(base + 20), limit: 10, leaseMs })
+      assert.deepEqual(leases.map((lease) => [lease.task.id, lease.task.body]), [
+        [sooner.id, sooner.body],
+        [later.id, later.body]
+      ], 'the tasks with a body, earliest due first; never a pending one')
+      if (typeof store.expirePending === 'function') {
+        const expired = await store.expirePending({ now: new Date(base + 10), limit: 10, reason: expiredReason })
+        assert.deepEqual(expired.map((task) => task.id), [expiring.id])
+      }
+      assert.equal((await store.get(waiting.id))?.status, 'pending')
+      if (typeof store.countDue === 'function') assert.equal(await store.countDue(new Date(base + 20)), 0)
+    })
+
+    it('stores nothing of a batch with an id already stored', async (t) => {
+      const store = await fresh()
+      if (!skipUnlessInsertMany(t, store)) return
+      const stored = newTask()
+      await store.insert(stored)
+      const fresh1 = newTask({ body: '{}', nextAttemptAt: new Date(base) })
+      const fresh2 = newTask({ idempotencyKey: `key-${randomUUID()}` })
+      await assert.rejects(store.insertMany([fresh1, { ...stored, event: 'other' }, fresh2]))
+      assert.equal(await store.get(fresh1.id), undefined)
+      assert.equal(await store.get(fresh2.id), undefined)
+      assert.equal((await store.get(stored.id))?.event, stored.event)
+      assert.equal((await store.insert(newTask({ idempotencyKey: fresh2.idempotencyKey! }))).created, true, 'its key is still free')
+    })
+
+    it('calls subscribers for a batch with tasks due, announcing none later than the earliest', async (t) => {
+      const store = await fresh()
+      if (!skipUnlessInsertMany(t, store) || !skipUnlessSubscribe(t, store)) return
+      const announced: Array<number | undefined> = []
+      let woken: () => void = () => {}
+      const called = new Promise<void>((resolve) => (woken = resolve))
+      let listening = false
+      const unsubscribe = store.subscribe((dueAt) => {
+        if (!listening) return
+        announced.push(dueAt)
+        woken()
+      })
+      try {
+        // a store may call the listener once its subscription holds; that call answers nothing here
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        listening = true
+        await store.insertMany([
+          newTask({ body: '{"n":3}', nextAttemptAt: new Date(base + 30) }),
+          newTask({ nextAttemptAt: new Date(base + 1) }),
+          newTask({ body: '{"n":1}', nextAttemptAt: new Date(base + 10) }),
+          newTask({ body: '{"n":2}', nextAttemptAt: new Date(base + 20) })
+        ])
+        await Promise.race([
+          called,
+          new Promise((_, reject) => setTimeout(() => reject(new Error('the listener was not called within 5 s')), 5000))
+        ])
+        // what may still be on its way (a notification through the server) lands
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        for (const dueAt of announced) {
+          if (dueAt !== undefined) assert.ok(dueAt <= base + 10, `announced ${new Date(dueAt).toISOString()}, after the earliest task is due`)
+        }
+      } finally {
+        unsubscribe()
+      }
+    })
+  })
+}
+
+function skipUnlessInsertMany(
+  t: { skip(reason?: string): void },
+  store: CallbackStore
+): store is CallbackStore & Required<Pick<CallbackStore, 'insertMany'>> {
+  if (typeof store.insertMany === 'function') return true
+  t.skip('the store has no insertMany')
+  return false
 }
 
 // ---- building blocks ------------------------------------------------------------------------

@@ -130,6 +130,11 @@ const insertWithoutIdempotency = broken((inner) => ({
   insert: ({ idempotencyKey: _ignored, ...task }, options) => inner.insert(task, options),
 }))
 
+/** Bulk inserts that forget every idempotency key: a replayed batch creates its tasks again. */
+const insertManyWithoutIdempotency = broken((inner) => ({
+  insertMany: (tasks, options) => inner.insertMany!(tasks.map(({ idempotencyKey: _ignored, ...task }) => task), options),
+}))
+
 const mutants: Array<{ name: string; factory: () => CallbackStore; caughtBy: string }> = [
   { name: 'stale tokens', factory: staleTokens, caughtBy: 'claim › gives a task a new token at every claim, however it came due again' },
   {
@@ -167,6 +172,17 @@ const mutants: Array<{ name: string; factory: () => CallbackStore; caughtBy: str
     name: 'insert without idempotency',
     factory: insertWithoutIdempotency,
     caughtBy: 'insert and get › creates exactly one task when 20 inserts with one idempotency key race',
+  },
+  {
+    name: 'insertMany without idempotency',
+    factory: insertManyWithoutIdempotency,
+    caughtBy:
+      'insertMany (optional): many tasks at once › answers the stored task with created: false for a key stored before, and the first of two tasks of one batch with one key',
+  },
+  {
+    name: 'insertMany without idempotency',
+    factory: insertManyWithoutIdempotency,
+    caughtBy: 'insertMany (optional): many tasks at once › creates exactly one task per key when batches with the same keys race',
   },
 ]
 
