@@ -40,7 +40,10 @@ import type {
   TaskSummaryQuery
 } from '../types.ts'
 
-/** What the store needs of an ioredis client: running Lua scripts. */
+/**
+ * What the store needs of an ioredis client: running Lua scripts. A call with many arguments (a
+ * bulk insert) passes them as one array after `numKeys`, which ioredis spreads into the command.
+ */
 export interface RedisScriptClient {
   evalsha(sha: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>
   eval(script: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>
@@ -113,18 +116,25 @@ function script(source: string): Script {
   return { source, sha: createHash('sha1').update(source).digest('hex') }
 }
 
+/** Script arguments passed one by one; more go as one array (see {@link RedisScriptClient}). */
+const MAX_SPREAD_ARGUMENTS = 4096
+
 async function runScript(
   client: RedisScriptClient,
   { source, sha }: Script,
   keys: string[],
   args: Array<string | number>
 ): Promise<unknown> {
+  // A bulk insert has too many arguments to spread into a call (the stack overflows): they go as
+  // one array then, which ioredis spreads into the command itself.
+  const many = keys.length + args.length > MAX_SPREAD_ARGUMENTS
+  const all = many ? [keys.concat(args as string[]) as unknown as string] : undefined
   try {
-    return await client.evalsha(sha, keys.length, ...keys, ...args)
+    return await (all === undefined ? client.evalsha(sha, keys.length, ...keys, ...args) : client.evalsha(sha, keys.length, ...all))
   } catch (error) {
     // The script cache is empty after a restart or SCRIPT FLUSH: send the source once.
     if (!String((error as Error | null)?.message).includes('NOSCRIPT')) throw error
-    return client.eval(source, keys.length, ...keys, ...args)
+    return all === undefined ? client.eval(source, keys.length, ...keys, ...args) : client.eval(source, keys.length, ...all)
   }
 }
 

@@ -264,3 +264,21 @@ describe('createCallbackTasks inside a PostgreSQL transaction', { skip: postgres
     }
   })
 })
+
+for (const kind of ['postgres', 'redis'] as const) {
+  const skip = await serviceSkip(kind)
+  test(`takes the maximum, 10,000 items, in one call on ${kind} (too many arguments to spread into one function call)`, { skip }, async () => {
+    const durable = await openDurableStore(kind)
+    try {
+      const sender: SenderOptions = { store: durable.store, secret: generateSecret() }
+      const inputs = Array.from({ length: 10_000 }, (_, n) => ({ callbackUrl, event: 'report.ready', idempotencyKey: `job-${n}`, payload: { n } }))
+      const results = await createCallbackTasks(inputs, sender)
+      assert.equal(results.filter((result) => result.ok && result.task.created).length, 10_000)
+      const replayed = await createCallbackTasks(inputs, sender)
+      assert.equal(replayed.filter((result) => result.ok && !result.task.created).length, 10_000, 'a replay finds every one')
+      assert.equal(task(replayed[9_999]).id, task(results[9_999]).id)
+    } finally {
+      await durable.drop()
+    }
+  })
+}
