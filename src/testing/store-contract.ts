@@ -1653,18 +1653,24 @@ function insertManyContract(runner: ContractRunner, fresh: () => Promise<Callbac
       assert.deepEqual(leases.map((lease) => lease.task.id), [inputs[2]!.id], 'one task for the key, due once')
     })
 
-    it('creates exactly one task per key when batches with the same keys race', async (t) => {
+    it('creates exactly one task per key when batches with the same keys, in any order, race', async (t) => {
       const store = await fresh()
       if (!skipUnlessInsertMany(t, store)) return
       const keys = Array.from({ length: 10 }, (_, index) => `race-${index}-${randomUUID()}`)
-      const batches = Array.from({ length: 5 }, () => keys.map((idempotencyKey) => newTask({ idempotencyKey })))
+      // each batch lists the keys in another order (a client's retry need not keep it)
+      const batches = Array.from({ length: 5 }, (_, shift) =>
+        [...keys.slice(shift * 3), ...keys.slice(0, shift * 3)].reverse().map((idempotencyKey) => newTask({ idempotencyKey }))
+      )
       const answers = await Promise.all(batches.map((batch) => store.insertMany(batch)))
-      for (const [index] of keys.entries()) {
-        const forKey = answers.map((batch) => batch[index]!)
-        assert.equal(forKey.filter((answer) => answer.created).length, 1, `exactly one batch created the task of key ${index}`)
-        assert.equal(new Set(forKey.map((answer) => answer.task.id)).size, 1, `every batch got the same task for key ${index}`)
-        const id = forKey[0]!.task.id
-        for (const batch of batches) if (batch[index]!.id !== id) assert.equal(await store.get(batch[index]!.id), undefined)
+      for (const key of keys) {
+        const forKey = batches.map((batch, b) => {
+          const index = batch.findIndex((input) => input.idempotencyKey === key)
+          return { input: batch[index]!, answer: answers[b]![index]! }
+        })
+        assert.equal(forKey.filter(({ answer }) => answer.created).length, 1, `exactly one batch created the task of ${key}`)
+        assert.equal(new Set(forKey.map(({ answer }) => answer.task.id)).size, 1, `every batch got the same task for ${key}`)
+        const id = forKey[0]!.answer.task.id
+        for (const { input } of forKey) if (input.id !== id) assert.equal(await store.get(input.id), undefined)
       }
     })
 

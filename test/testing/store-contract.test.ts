@@ -182,7 +182,7 @@ const mutants: Array<{ name: string; factory: () => CallbackStore; caughtBy: str
   {
     name: 'insertMany without idempotency',
     factory: insertManyWithoutIdempotency,
-    caughtBy: 'insertMany (optional): many tasks at once › creates exactly one task per key when batches with the same keys race',
+    caughtBy: 'insertMany (optional): many tasks at once › creates exactly one task per key when batches with the same keys, in any order, race',
   },
 ]
 
