@@ -252,13 +252,14 @@ FROM inserted`
 }
 
 /**
- * Many tasks in one statement, as {@link insertTaskSql} inserts one. $1 the tasks, a JSON array
- * with one object per task (one text for the whole batch: the server parses it faster than the
- * driver escapes arrays of bodies), its fields by short names, a field left out being null: i id,
- * u callback_url, e event, k idempotency_key, s secret (the value), m metadata (the value), d
- * deadline, c created_at, x encryption_key (the value), v verify_intent, b body, t content_type,
- * n next_attempt_at, o destination. $2 due channel; when `keyed`, $3 the batch's idempotency keys. The batch has no key twice (the store keeps the first). A batch without keys
- * (`keyed` false) has a statement of its own that looks for no stored task.
+ * Many tasks in one statement, as {@link insertTaskSql} inserts one. $1…$14 are arrays, one element
+ * per task (null where a task has no value; an empty array for a column no task has, which unnest
+ * pads with nulls): $1 id, $2 callback_url, $3 event, $4 idempotency_key, $5 secret (json text),
+ * $6 metadata (json text), $7 deadline, $8 created_at, $9 encryption_key (json text),
+ * $10 verify_intent, $11 body, $12 content_type, $13 next_attempt_at, $14 destination; $15 due
+ * channel; when `keyed`, $16 the batch's idempotency keys. The batch has no key twice (the store
+ * keeps the first). A batch without keys (`keyed` false) has a statement of its own that looks for
+ * no stored task.
  *
  * One row per task already stored under one of the batch's keys (`kind` 'existing', every column;
  * only when `keyed`), one per task inserted ('inserted', its id), and one 'notified' row: a single
@@ -272,33 +273,31 @@ export function insertTasksSql(schema: string, keyed: boolean): string {
   const s = quoteIdentifier(schema)
   const columns = taskColumns.split(',').map((column) => column.trim())
   const nulls = columns.slice(1).map((column) => `NULL AS ${column.split(/\s+/).pop()}`).join(', ')
-  const f = { id: 'i', callbackUrl: 'u', event: 'e', idempotencyKey: 'k', secret: 's', metadata: 'm', deadline: 'd', createdAt: 'c',
-    encryptionKey: 'x', verifyIntent: 'v', body: 'b', contentType: 't', nextAttemptAt: 'n', destination: 'o' }
   return `WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS input (${f.id} text, ${f.callbackUrl} text, ${f.event} text, ${f.idempotencyKey} text,
-    ${f.secret} json, ${f.metadata} json, ${f.deadline} timestamptz, ${f.createdAt} timestamptz, ${f.encryptionKey} json, ${f.verifyIntent} boolean,
-    ${f.body} text, ${f.contentType} text, ${f.nextAttemptAt} timestamptz, ${f.destination} text)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
+    $9::text[], $10::boolean[], $11::text[], $12::text[], $13::timestamptz[], $14::text[])
+    AS input (id, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, encryption_key, verify_intent,
+      body, content_type, next_attempt_at, destination)
 ),
 inserted AS (
   INSERT INTO ${s}.tasks
     (id, status, callback_url, event, idempotency_key, secret, metadata, deadline, created_at, updated_at, encryption_key, verify_intent,
      body, content_type, next_attempt_at, destination)
-  SELECT ${f.id}, CASE WHEN ${f.body} IS NULL THEN 'pending' ELSE 'scheduled' END, ${f.callbackUrl}, ${f.event}, ${f.idempotencyKey},
-    ${f.secret}, ${f.metadata}, ${f.deadline}, ${f.createdAt}, ${f.createdAt}, ${f.encryptionKey}, ${f.verifyIntent}, ${f.body}, ${f.contentType},
-    ${f.nextAttemptAt}, ${f.destination}
+  SELECT id, CASE WHEN body IS NULL THEN 'pending' ELSE 'scheduled' END, callback_url, event, idempotency_key, secret::json, metadata::json,
+    deadline, created_at, created_at, encryption_key::json, verify_intent, body, content_type, next_attempt_at, destination
   FROM input
   -- Keys in one order for every batch: two batches racing for the same keys then wait for each
   -- other's key at most in one direction, never in a cycle (a deadlock). Tasks without a key in
   -- id order: the indexes ending in id then fill their pages in order (a quarter smaller).
-  ORDER BY ${f.idempotencyKey}, ${f.id}
+  ORDER BY idempotency_key, id
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING id, status, next_attempt_at
 )
-${keyed ? `SELECT 'existing' AS kind, ${columns.join(', ')} FROM ${s}.tasks WHERE idempotency_key = ANY($3::text[])
+${keyed ? `SELECT 'existing' AS kind, ${columns.join(', ')} FROM ${s}.tasks WHERE idempotency_key = ANY($16::text[])
 UNION ALL
 ` : ''}SELECT 'inserted'${keyed ? '' : ' AS kind'}, id${keyed ? `, ${nulls}` : ''} FROM inserted
 UNION ALL
-SELECT 'notified', (SELECT pg_notify($2, (extract(epoch FROM min(next_attempt_at)) * 1000)::bigint::text)::text
+SELECT 'notified', (SELECT pg_notify($15, (extract(epoch FROM min(next_attempt_at)) * 1000)::bigint::text)::text
   FROM inserted WHERE status = 'scheduled' HAVING count(*) > 0)${keyed ? `, ${nulls}` : ''}`
 }
 

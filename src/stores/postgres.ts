@@ -154,6 +154,8 @@ const defaultSchema = 'endpoint_callback'
 /** The PostgreSQL store, with the schema it uses. */
 export interface PostgresStore extends CallbackStore {
   readonly schema: string
+  /** Many tasks in one round trip: see {@link CallbackStore.insertMany}. */
+  insertMany(tasks: readonly NewCallbackTask[], options?: StoreCallOptions): Promise<Array<{ task: CallbackTask; created: boolean }>>
   subscribe(listener: (dueAt?: number) => void): () => void
   subscribeErrors(listener: (error: Error) => void): () => void
   close(): Promise<void>
@@ -349,36 +351,34 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       // A key that a racing transaction committed while this statement waited on it is neither
       // inserted nor seen by the statement's snapshot: the next statement sees it.
       for (let round = 0; left.length > 0 && round < 3; round++) {
-        // one JSON text for the batch, by the short field names insertTasksSql reads
+        const count = left.length
+        const columns = Array.from({ length: 14 }, () => new Array<string | boolean | null>(count))
         const keys: string[] = []
-        const rowsOf = left.map((index) => {
-          const task = batch.unique[index]!
+        for (let n = 0; n < count; n++) {
+          const task = batch.unique[left[n]!]!
+          const withBody = task.body !== undefined
           const createdAt = task.createdAt.toISOString()
-          const row: Record<string, unknown> = { i: task.id, u: task.callbackUrl, e: task.event, c: createdAt }
-          if (task.idempotencyKey !== undefined) {
-            row.k = task.idempotencyKey
-            keys.push(task.idempotencyKey)
-          }
-          if (task.secret !== undefined) row.s = task.secret
-          if (task.metadata !== undefined) row.m = task.metadata
-          if (task.deadline !== undefined) row.d = task.deadline.toISOString()
-          if (task.encryptionKey !== undefined) row.x = task.encryptionKey
-          if (task.verifyIntent === true) row.v = true
-          if (task.body !== undefined) {
-            row.b = task.body
-            if (task.contentType !== undefined) row.t = task.contentType
-            row.n = task.nextAttemptAt?.toISOString() ?? createdAt
-          } else if (task.nextAttemptAt !== undefined) {
-            row.n = task.nextAttemptAt.toISOString()
-          }
-          if (task.destination !== undefined) row.o = task.destination
-          return row
-        })
-        const json = JSON.stringify(rowsOf)
-        const { rows } =
-          keys.length === 0
-            ? await run('insertMany', db, sql.insertMany, [json, channel])
-            : await run('insertMany', db, sql.insertManyKeyed, [json, channel, keys])
+          columns[0]![n] = task.id
+          columns[1]![n] = task.callbackUrl
+          columns[2]![n] = task.event
+          columns[3]![n] = task.idempotencyKey ?? null
+          if (task.idempotencyKey !== undefined) keys.push(task.idempotencyKey)
+          columns[4]![n] = task.secret === undefined ? null : JSON.stringify(task.secret)
+          columns[5]![n] = task.metadata === undefined ? null : JSON.stringify(task.metadata)
+          columns[6]![n] = task.deadline?.toISOString() ?? null
+          columns[7]![n] = createdAt
+          columns[8]![n] = task.encryptionKey === undefined ? null : JSON.stringify(task.encryptionKey)
+          columns[9]![n] = task.verifyIntent === true ? true : null
+          columns[10]![n] = task.body ?? null
+          columns[11]![n] = withBody ? (task.contentType ?? null) : null
+          columns[12]![n] = task.nextAttemptAt?.toISOString() ?? (withBody ? createdAt : null)
+          columns[13]![n] = task.destination ?? null
+        }
+        // a column no task has goes empty: unnest pads it with nulls
+        const values: unknown[] = columns.map((column) => (column.every((value) => value === null) ? [] : column))
+        values.push(channel)
+        if (keys.length > 0) values.push(keys)
+        const { rows } = await run('insertMany', db, keys.length === 0 ? sql.insertMany : sql.insertManyKeyed, values)
         const inserted = new Set<string>()
         const existing = new Map<string, Record<string, unknown>>()
         for (const row of rows) {

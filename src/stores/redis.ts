@@ -102,6 +102,8 @@ export interface RedisStoreOptions {
 /** The Redis store, with the key prefix it uses. */
 export interface RedisStore extends CallbackStore {
   readonly prefix: string
+  /** Many tasks in one round trip: see {@link CallbackStore.insertMany}. */
+  insertMany(tasks: readonly NewCallbackTask[], options?: StoreCallOptions): Promise<Array<{ task: CallbackTask; created: boolean }>>
   subscribe(listener: (dueAt?: number) => void): () => void
   subscribeErrors(listener: (error: Error) => void): () => void
   close(): Promise<void>

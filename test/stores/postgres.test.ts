@@ -265,6 +265,26 @@ describe('postgres store', () => {
     assert.equal((await store.claim({ now: new Date(Date.now() + day), limit: 50, leaseMs: 1000 })).length, 20)
   })
 
+  it('insertMany stores every character as given: quotes, backslashes, braces, commas, "NULL", empty and multi-line text', async () => {
+    const store = track(await freshStore())
+    const awkward = ['say "hi"', 'C:\\path\\', '{a,b}', 'NULL', '', 'line one\nline two\ttab', 'é ✓ 😀', '\\"}', ' padded ']
+    const inputs = awkward.map((text, n) =>
+      newTask({ event: text === '' ? 'empty' : text, idempotencyKey: `${text}#${n}`, body: text, nextAttemptAt: new Date(t0), metadata: { text }, secret: [`whsec_${n}`, text] })
+    )
+    const answers = await store.insertMany(inputs)
+    for (const [n, input] of inputs.entries()) {
+      const stored = await store.get(input.id)
+      assert.equal(answers[n]?.created, true)
+      assert.equal(stored?.body, input.body, `body ${JSON.stringify(input.body)}`)
+      assert.equal(stored?.event, input.event)
+      assert.equal(stored?.idempotencyKey, input.idempotencyKey)
+      assert.deepEqual(stored?.metadata, input.metadata)
+      assert.deepEqual(stored?.secret, input.secret)
+    }
+    const replay = await store.insertMany(inputs.map((input) => ({ ...input, id: `${input.id}-again` })))
+    assert.deepEqual(replay.map((answer) => [answer.task.id, answer.created]), inputs.map((input) => [input.id, false]), 'found again by each key')
+  })
+
   describe('outbox: a task inside the caller’s transaction', () => {
     it('leaves no task when the transaction rolls back, and keeps it when it commits', async () => {
       const store = track(await freshStore())
