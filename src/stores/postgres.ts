@@ -354,10 +354,21 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         const count = left.length
         const columns = Array.from({ length: 14 }, () => new Array<string | boolean | null>(count))
         const keys: string[] = []
+        // the tasks of one createCallbackTasks call share their instants: each is written out once
+        let lastTime = NaN
+        let lastText = ''
+        const iso = (date: Date) => {
+          const time = date.getTime()
+          if (time !== lastTime) {
+            lastTime = time
+            lastText = date.toISOString()
+          }
+          return lastText
+        }
         for (let n = 0; n < count; n++) {
           const task = batch.unique[left[n]!]!
           const withBody = task.body !== undefined
-          const createdAt = task.createdAt.toISOString()
+          const createdAt = iso(task.createdAt)
           columns[0]![n] = task.id
           columns[1]![n] = task.callbackUrl
           columns[2]![n] = task.event
@@ -371,7 +382,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
           columns[9]![n] = task.verifyIntent === true ? true : null
           columns[10]![n] = task.body ?? null
           columns[11]![n] = withBody ? (task.contentType ?? null) : null
-          columns[12]![n] = task.nextAttemptAt?.toISOString() ?? (withBody ? createdAt : null)
+          columns[12]![n] = task.nextAttemptAt === undefined ? (withBody ? createdAt : null) : iso(task.nextAttemptAt)
           columns[13]![n] = task.destination ?? null
         }
         // a column no task has goes empty: unnest pads it with nulls
