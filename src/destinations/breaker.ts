@@ -114,6 +114,11 @@ const STREAK_ALONE = 4
 export interface FailureCounter {
   /** Counts an attempt at `at` (epoch ms); `true` when the destination now crosses a threshold. */
   record(destination: string, failed: boolean, at: number): boolean
+  /**
+   * Whether what this counter saw of `destination` shows it failing: at least `failureRate` of its
+   * attempts since the window's first failure failed, or four times `failures` in a row.
+   */
+  failing(destination: string): boolean
   /** Forgets a destination (its breaker opened or closed: counting starts afresh). */
   reset(destination: string): void
   /** Destinations tracked. */
@@ -125,6 +130,12 @@ interface Tally {
   /** Instants of the attempts in the window, and whether each failed; oldest first. */
   at: number[]
   failed: boolean[]
+}
+
+function countOf(tally: Tally): DestinationTally {
+  let failures = 0
+  for (const one of tally.failed) if (one) failures++
+  return { inARow: tally.inARow, attempts: tally.at.length, failures }
 }
 
 /** Attempts remembered per destination for the failure rate; older ones leave first. */
@@ -157,9 +168,13 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
         tally.failed.splice(0, drop)
       }
       if (!failed) return false
-      let failures = 0
-      for (const one of tally.failed) if (one) failures++
-      return crossesThreshold(breaker, { inARow: tally.inARow, attempts: tally.at.length, failures })
+      return crossesThreshold(breaker, countOf(tally))
+    },
+    failing(destination) {
+      const tally = tallies.get(destination)
+      if (tally === undefined) return false
+      const counted = countOf(tally)
+      return counted.inARow >= STREAK_ALONE * breaker.failures || (counted.attempts > 0 && counted.failures >= breaker.failureRate * counted.attempts)
     },
     reset(destination) {
       tallies.delete(destination)

@@ -175,8 +175,9 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
   if (typeof store.setDestination !== 'function') return undefined
   const setDestination = store.setDestination.bind(store)
   const countShared = typeof store.countDestinationFailure === 'function' ? store.countDestinationFailure.bind(store) : undefined
-  // a store that cannot count for every worker: this process counts what it sees
-  const counter = breaker === undefined || countShared !== undefined ? undefined : createFailureCounter(breaker)
+  // What this process sees, every answer counted as it comes: the whole count for a store that
+  // cannot count for every worker, and a check on the shared one for a store that can.
+  const counter = breaker === undefined ? undefined : createFailureCounter(breaker)
 
   async function hold(destination: string, value: DestinationHold | null, now: Date): Promise<boolean> {
     try {
@@ -190,11 +191,17 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
 
   /** Counts a failure (or, locally, an answer); `true` when the destination now crosses a threshold. */
   async function crossed(destination: string, failed: boolean, now: Date): Promise<boolean> {
-    if (counter !== undefined) return counter.record(destination, failed, now.getTime())
+    const seen = counter!.record(destination, failed, now.getTime())
+    if (countShared === undefined) return seen
     // shared: answers are counted by the store's `complete`
     if (!failed) return false
     try {
-      return crossesThreshold(breaker!, await withinDeadline(countShared!(destination, now, breaker!.windowMs), sender.leaseMs, 'countDestinationFailure'))
+      const tally = await withinDeadline(countShared(destination, now, breaker!.windowMs), sender.leaseMs, 'countDestinationFailure')
+      // The store counts every worker's failures at once but answers only as their records commit
+      // (in groups, after the answer): at 64 in flight its streak can be failures whose answered
+      // neighbours are not counted yet. What this worker saw, answers included as they came, must
+      // agree that the destination is failing.
+      return crossesThreshold(breaker!, tally) && counter!.failing(destination)
     } catch (error) {
       sender.emit({ type: 'error', error })
       return false

@@ -4,12 +4,12 @@
  * requests; the breaker must not take that for a dead host and hold all its callbacks for a
  * cool-down. A destination that then really dies must still be stopped.
  *
- * One worker with concurrency 1, so the receiver sees the attempts in a known order, on each store.
+ * One worker on each store; with concurrency 1 where the order of the attempts matters.
  */
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createCallbackTask, createHttpTransport, createMemoryStore, createWorker, generateSecret } from 'endpoint-callback'
+import { createCallbackTask, createCallbackTasks, createHttpTransport, createMemoryStore, createWorker, generateSecret } from 'endpoint-callback'
 import type { CallbackStore, DeliveryEvent, SenderOptions } from 'endpoint-callback'
 import { makeDue, openDurableStore } from '../support/durable-stores.ts'
 import { startEndpoint } from '../support/hostile-endpoints.ts'
@@ -17,6 +17,7 @@ import { serviceSkip } from '../support/services.ts'
 
 const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 const TASKS = 120
+const BUSY_TASKS = 3_000
 
 async function until(what: string, condition: () => boolean, ms = 30_000): Promise<void> {
   const end = Date.now() + ms
@@ -66,12 +67,54 @@ for (const kind of ['memory', 'postgres', 'redis'] as const) {
       assert.deepEqual(opened, [], 'the breaker never opened for a destination that answers four requests of five')
     })
 
+    it('stays closed at 64 in flight when a fifth of the first attempts are answered 500', async (t) => {
+      // The store counts failures as they come and answers as their records commit, in groups:
+      // its streak can be failures whose answered neighbours are not counted yet.
+      const seen = new Set<string>()
+      let failedFirst = 0
+      const endpoint = await startEndpoint((request, response) => {
+        const id = String(request.headers['webhook-id'])
+        const first = !seen.has(id)
+        seen.add(id)
+        // every fifth task by its id's last character, deterministic per id
+        const fails = first && id.charCodeAt(id.length - 1) % 5 === 0
+        if (fails) failedFirst++
+        response.writeHead(fails ? 500 : 204).end()
+      })
+      const transport = createHttpTransport({ urlPolicy, timeoutMs: 5_000 })
+      const { store, close } = await openStore(kind)
+      const events: DeliveryEvent[] = []
+      const sender: SenderOptions = { store, secret: generateSecret(), urlPolicy, transport, retry: { schedule: [20], jitter: 0 } }
+      const worker = createWorker({ ...sender, concurrency: 64, onEvent: (event) => events.push(event) })
+      t.after(async () => {
+        await worker.stop()
+        await transport.close()
+        await close()
+        await endpoint.close()
+      })
+      const created = await createCallbackTasks(
+        Array.from({ length: BUSY_TASKS }, () => ({ callbackUrl: endpoint.url, event: 'job.done', payload: { ok: true } })),
+        sender
+      )
+      assert.ok(created.every((one) => one.ok))
+      worker.start()
+      await until(
+        `all ${BUSY_TASKS} callbacks are delivered`,
+        () => events.some((event) => event.type === 'destination-unhealthy') || events.filter((event) => event.type === 'delivered').length === BUSY_TASKS,
+        60_000
+      )
+      assert.ok(failedFirst > BUSY_TASKS / 10, `${failedFirst} first attempts were answered 500`)
+      const opened = events.filter((event) => event.type === 'destination-unhealthy')
+      assert.deepEqual(opened, [], 'the breaker never opened for a destination that answers most attempts')
+    })
+
     it('still opens within 20 failures in a row once that busy destination dies', async (t) => {
+      // answers four requests of five, then from the 21st on none
+      const DIES_AFTER = 20
       let requests = 0
-      let dead = false
       const endpoint = await startEndpoint((_request, response) => {
         requests++
-        response.writeHead(dead || requests % 5 === 0 ? 500 : 204).end()
+        response.writeHead(requests > DIES_AFTER || requests % 5 === 0 ? 500 : 204).end()
       })
       const transport = createHttpTransport({ urlPolicy, timeoutMs: 5_000 })
       const { store, close } = await openStore(kind)
@@ -84,15 +127,12 @@ for (const kind of ['memory', 'postgres', 'redis'] as const) {
         await close()
         await endpoint.close()
       })
-      for (let i = 0; i < 40; i++) await makeDue(store, await createCallbackTask({ callbackUrl: endpoint.url, event: 'job.done' }, sender))
+      for (let i = 0; i < 60; i++) await makeDue(store, await createCallbackTask({ callbackUrl: endpoint.url, event: 'job.done' }, sender))
       worker.start()
-      await until('20 requests were answered', () => requests >= 20)
-      dead = true
-      const diedAt = requests
       await until('the breaker opens', () => events.some((event) => event.type === 'destination-unhealthy'))
       // Its window began at request 5's failure and holds 16 or so attempts, 4 of them failed: it
       // opens once half have failed (8 more), and never later than 20 in a row.
-      assert.ok(requests - diedAt <= 21, `the dead destination received ${requests - diedAt} requests before its breaker opened`)
+      assert.ok(requests - DIES_AFTER <= 21, `the dead destination received ${requests - DIES_AFTER} requests before its breaker opened`)
     })
   })
 }
