@@ -9,9 +9,13 @@
  * came before. A failure is an attempt that got no answer (timeout,
  * refused or reset connection, DNS, TLS) or an answer 408 or 5xx without `Retry-After`; any other
  * answer (2xx, 4xx, 410) shows the destination is up. The counts are over every worker on the
- * store (PostgreSQL, Redis; the memory store: every worker in the process), and the attempts of the
- * failure rate are counted from the first failure in the window on, so answers before it do not
- * dilute it. Once open, a single probe is sent after a
+ * store (PostgreSQL, Redis; the memory store: every worker in the process), the attempts of the
+ * failure rate counted from the first failure in the window on. Each worker also counts what it
+ * sees itself, every attempt of the window as it is answered, and a shared count opens the breaker
+ * only when that view agrees the destination is failing (every attempt of the window failed, at
+ * least half of at least 20 did, or 20 in a row): the store counts an answer only when its record commits, later
+ * than the failures around it, and a window that starts at a failure is biased toward failing.
+ * Once open, a single probe is sent after a
  * cool-down of 30 s that doubles each time the probe fails, up to 10 min; the first probe that
  * gets through closes it.
  */
@@ -107,6 +111,9 @@ export function crossesThreshold(breaker: ResolvedBreaker, tally: DestinationTal
   return tally.inARow >= breaker.failures || tally.attempts >= breaker.minAttempts
 }
 
+/** Attempts a worker's own view needs, answers among them, before its failure share counts. */
+const LOCAL_SAMPLE = 20
+
 /** A streak this many times `failures` long opens the breaker however many answers came before it. */
 const STREAK_ALONE = 4
 
@@ -115,8 +122,11 @@ export interface FailureCounter {
   /** Counts an attempt at `at` (epoch ms); `true` when the destination now crosses a threshold. */
   record(destination: string, failed: boolean, at: number): boolean
   /**
-   * Whether what this counter saw of `destination` shows it failing: at least `failureRate` of its
-   * attempts since the window's first failure failed, or four times `failures` in a row.
+   * Whether what this counter saw of `destination` shows it failing: every attempt in the window
+   * failed, or at least `failureRate` of at least 20 (or `minAttempts`, if more) of them (its
+   * last 512 at most), or four times `failures` in a row. It
+   * counts every attempt, answers before the window's first failure too: a busy destination's
+   * first few failures after a quiet spell are no sign that it fails.
    */
   failing(destination: string): boolean
   /** Forgets a destination (its breaker opened or closed: counting starts afresh). */
@@ -147,8 +157,6 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
   return {
     record(destination, failed, at) {
       let tally = tallies.get(destination)
-      // Counted from a failure on, as the stores count: answers before it do not dilute the rate.
-      if (tally === undefined && !failed) return false
       if (tally === undefined) {
         tally = { inARow: 0, at: [], failed: [] }
         if (tallies.size >= maxDestinations) tallies.delete(tallies.keys().next().value!)
@@ -161,8 +169,6 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
       tally.failed.push(failed)
       let drop = 0
       while (drop < tally.at.length && (tally.at[drop]! <= at - breaker.windowMs || tally.at.length - drop > MAX_WINDOW_ENTRIES)) drop++
-      // the window starts at its first failure
-      while (drop < tally.at.length && !tally.failed[drop]) drop++
       if (drop > 0) {
         tally.at.splice(0, drop)
         tally.failed.splice(0, drop)
@@ -174,7 +180,11 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
       const tally = tallies.get(destination)
       if (tally === undefined) return false
       const counted = countOf(tally)
-      return counted.inARow >= STREAK_ALONE * breaker.failures || (counted.attempts > 0 && counted.failures >= breaker.failureRate * counted.attempts)
+      if (counted.inARow >= STREAK_ALONE * breaker.failures) return true
+      // every attempt failed; or, with both answers and failures, a share worth trusting: at a
+      // fifth failing, half of 10 attempts fail by chance once in 30 windows, half of 20 once in 400
+      if (counted.attempts > 0 && counted.failures === counted.attempts) return true
+      return counted.attempts >= Math.max(LOCAL_SAMPLE, breaker.minAttempts) && counted.failures >= breaker.failureRate * counted.attempts
     },
     reset(destination) {
       tallies.delete(destination)

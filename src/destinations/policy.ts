@@ -22,7 +22,8 @@ export interface DestinationOptions {
    * answers can hold only that many of the worker's `concurrency` slots. Default: a fifth of
    * `concurrency`, at least 2 — 2 with the default concurrency of 10.
    *
-   * A destination that answers fast is not capped: while its last attempt took under a second and
+   * A destination that answers fast is not capped (a quick 5xx counts as fast too, unless its
+   * breaker's count shows it failing): while its last attempt took under a second and
    * none of its attempts in flight has been running for a second, it may use any slot that is free
    * (the claim still takes due tasks earliest first, so other destinations' due tasks get the
    * slots it frees within that second). The cap is for the slow: one that turns slow is capped
@@ -145,8 +146,15 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
       const now = sender.now()
       // answered: the record being written next holds no connection to the destination
       startedAt.delete(lease)
+      // (its speed is updated once the outcome is counted: a failure's count is a store round
+      // trip, and the destination must not look slow meanwhile)
+      await outcomes(lease, record, response, now)
       fast.delete(destination)
-      if (record.durationMs < FAST_ATTEMPT_MS && response !== undefined && response.status < 500) {
+      // A quick 5xx holds a slot no longer than a quick 204, so a busy receiver having a bad
+      // moment keeps its room (capping it made every claim look past its whole backlog); one that
+      // is failing (its breaker's count says so) stays capped, so it cannot fill the free slots
+      // with failures before its breaker opens.
+      if (record.durationMs < FAST_ATTEMPT_MS && response !== undefined && (response.status < 500 || !outcomes.failing(destination))) {
         if (fast.size >= MAX_REMEMBERED) fast.delete(fast.values().next().value!)
         fast.add(destination)
         if (lastFast[0] !== destination) {
@@ -156,13 +164,15 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
           if (lastFast.length > MAX_IDLE_FAST_IN_VIEW) lastFast.pop()
         }
       }
-      await outcomes(lease, record, response, now)
     },
   }
 }
 
 /** Applies one attempt's outcome to its destination (see {@link DestinationPolicy.afterAttempt}); `now` is when it ended. */
-export type OutcomeHandler = (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, now?: Date) => Promise<void>
+export type OutcomeHandler = ((lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, now?: Date) => Promise<void>) & {
+  /** Whether what this process saw of `destination` shows it failing (see `FailureCounter.failing`); `false` without a breaker. */
+  failing(destination: string): boolean
+}
 
 /**
  * What an attempt's outcome does to its destination, for a worker's attempts and `deliver`'s
@@ -208,7 +218,7 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
     }
   }
 
-  return async (lease, record, response, now = sender.now()) => {
+  const handle = async (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, now = sender.now()): Promise<void> => {
     const { destination } = lease.task
     if (destination === undefined) return
     const wait = throttleFor(response, now, sender.retry.maxRetryAfterMs)
@@ -246,6 +256,7 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
       }
     }
   }
+  return Object.assign(handle, { failing: (destination: string) => counter?.failing(destination) ?? false })
 }
 
 const outcomeHandlers = new WeakMap<object, { handler: OutcomeHandler | undefined }>()

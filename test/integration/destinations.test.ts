@@ -232,3 +232,34 @@ test('a destination that answers fast may use the free slots; one that hangs sta
   assert.ok(quick.maxOpen > 5 && quick.maxOpen <= 8, `the fast destination had ${quick.maxOpen} requests at once (5 < n <= 8)`)
   assert.ok(dead.maxOpen <= 2, `the tarpit held ${dead.maxOpen} requests at once`)
 })
+
+test('a destination that answers fast with 5xx is still fast: its retries do not cap it to perDestination', async (t) => {
+  // Every task's first attempt is answered 503 at once (no Retry-After), its retry 204: a busy,
+  // quick receiver having a bad moment. It holds no slot for long, so it is not capped; capping it
+  // made every claim look past its whole backlog of due tasks.
+  const seen = new Set<string>()
+  const flaky = await startEndpoint((request, response) => {
+    const id = String(request.headers['webhook-id'])
+    const first = !seen.has(id)
+    seen.add(id)
+    setTimeout(() => response.writeHead(first ? 503 : 204).end(), 30)
+  })
+  const transport = createHttpTransport({ urlPolicy, timeoutMs: 3_000 })
+  const sender: SenderOptions = { store: createMemoryStore(), secret: generateSecret(), urlPolicy, transport, leaseMs: 10_000, retry: { schedule: [1_000], jitter: 0 } }
+  const worker = createWorker({ ...sender, pollIntervalMs: 50, concurrency: 10, perDestination: 2, breaker: false })
+  t.after(async () => {
+    await worker.stop()
+    await transport.close()
+    await flaky.close()
+  })
+  const ids = await enqueue(sender, flaky.url, 60)
+  worker.start()
+  await until('every first attempt was answered', () => seen.size === ids.length)
+  // only 503s so far: the retries are due a second after
+  const openDuringFailures = flaky.maxOpen
+  await until('every callback was delivered on its retry', async () => {
+    const tasks = await Promise.all(ids.map((id) => sender.store.get(id)))
+    return tasks.every((task) => task?.status === 'delivered')
+  })
+  assert.ok(openDuringFailures > 5, `while it answered 503, the quick destination had at most ${openDuringFailures} requests at once: capped to perDestination`)
+})
