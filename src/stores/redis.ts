@@ -378,14 +378,10 @@ end
 local chosen = {}
 local stale = {}
 local offset = 0
+-- a destination without room (held, at its cap, or out of it in this claim) is looked past up to
+-- maxScan tasks, so its backlog does not hide the others' due tasks behind it
 local maxScan = tonumber(ARGV[9]) + limit
--- tasks passed over because their destination used up its room in this claim: a few times
--- limit of them is enough; a destination without room from the start (held, at its cap) is
--- looked past up to maxScan, so its backlog does not hide the others
-local over = 0
-local overMax = 4 * limit + 100
-local hadRoom = {}
-while #chosen < limit and offset < maxScan and over < overMax do
+while #chosen < limit and offset < maxScan do
   -- the first page is what the claim wants: the common case (no destination over its room) reads no more
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, offset == 0 and limit or 200)
   if #ids == 0 then break end
@@ -398,15 +394,10 @@ while #chosen < limit and offset < maxScan and over < overMax do
       if not d or (task[3] and tonumber(task[3]) < now) then
         chosen[#chosen + 1] = { id, false }
       else
-        if room[d] == nil then
-          room[d] = roomFor(d)
-          hadRoom[d] = room[d] > 0
-        end
+        if room[d] == nil then room[d] = roomFor(d) end
         if room[d] > 0 then
           room[d] = room[d] - 1
           chosen[#chosen + 1] = { id, d }
-        elseif hadRoom[d] then
-          over = over + 1
         end
       end
     else

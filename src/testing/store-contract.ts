@@ -1175,6 +1175,17 @@ export function defineStoreContract(
         assert.deepEqual(ids(await claimAt(store, base + 11, 10, { a: 1, b: 2 })), [a3], 'a slot of a is free again')
       })
 
+      it("looks past a destination's backlog once it used up its room in the claim: the others' tasks behind it are leased", async (t) => {
+        const store = await fresh()
+        if (!skipUnless(t, store, 'setDestination')) return
+        const backlog: string[] = []
+        for (let i = 0; i < 250; i++) backlog.push(await destinationTask(store, 'a', base + 1 + i))
+        const b1 = await destinationTask(store, 'b', base + 300)
+        const b2 = await destinationTask(store, 'b', base + 301)
+        const leased = ids(await claimAt(store, base + 400))
+        assert.deepEqual(leased, [backlog[0], backlog[1], b1, b2], "a's room is 2; b's tasks are behind a's other 248")
+      })
+
       it('skips a held destination until its hold ends, spending nothing', async (t) => {
         const store = await fresh()
         if (!skipUnless(t, store, 'setDestination')) return
