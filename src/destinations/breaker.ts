@@ -135,17 +135,54 @@ export interface FailureCounter {
   readonly size: number
 }
 
+/**
+ * One destination's attempts in the window, oldest first: a ring (growing to 512) with its
+ * failures counted, so recording an attempt costs the same with 1 or 512 of them.
+ */
 interface Tally {
   inARow: number
-  /** Instants of the attempts in the window, and whether each failed; oldest first. */
-  at: number[]
-  failed: boolean[]
+  /** When each attempt was answered (epoch ms), and whether it failed. */
+  at: Float64Array
+  failed: Uint8Array
+  head: number
+  size: number
+  failures: number
 }
 
 function countOf(tally: Tally): DestinationTally {
-  let failures = 0
-  for (const one of tally.failed) if (one) failures++
-  return { inARow: tally.inARow, attempts: tally.at.length, failures }
+  return { inARow: tally.inARow, attempts: tally.size, failures: tally.failures }
+}
+
+/** Forgets the oldest attempt. */
+function dropOldest(tally: Tally): void {
+  tally.failures -= tally.failed[tally.head]!
+  tally.head = (tally.head + 1) % tally.at.length
+  tally.size--
+}
+
+/** Adds an attempt, making room by growing the ring (up to MAX_WINDOW_ENTRIES) or forgetting the oldest. */
+function push(tally: Tally, at: number, failed: boolean): void {
+  let capacity = tally.at.length
+  if (tally.size === capacity) {
+    if (capacity < MAX_WINDOW_ENTRIES) {
+      const grown = { at: new Float64Array(capacity * 2), failed: new Uint8Array(capacity * 2) }
+      for (let i = 0; i < tally.size; i++) {
+        grown.at[i] = tally.at[(tally.head + i) % capacity]!
+        grown.failed[i] = tally.failed[(tally.head + i) % capacity]!
+      }
+      tally.at = grown.at
+      tally.failed = grown.failed
+      tally.head = 0
+      capacity *= 2
+    } else {
+      dropOldest(tally)
+    }
+  }
+  const slot = (tally.head + tally.size) % capacity
+  tally.at[slot] = at
+  tally.failed[slot] = failed ? 1 : 0
+  tally.size++
+  if (failed) tally.failures++
 }
 
 /** Attempts remembered per destination for the failure rate; older ones leave first. */
@@ -158,21 +195,15 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
     record(destination, failed, at) {
       let tally = tallies.get(destination)
       if (tally === undefined) {
-        tally = { inARow: 0, at: [], failed: [] }
+        tally = { inARow: 0, at: new Float64Array(16), failed: new Uint8Array(16), head: 0, size: 0, failures: 0 }
         if (tallies.size >= maxDestinations) tallies.delete(tallies.keys().next().value!)
       } else {
         tallies.delete(destination)
       }
       tallies.set(destination, tally)
       tally.inARow = failed ? tally.inARow + 1 : 0
-      tally.at.push(at)
-      tally.failed.push(failed)
-      let drop = 0
-      while (drop < tally.at.length && (tally.at[drop]! <= at - breaker.windowMs || tally.at.length - drop > MAX_WINDOW_ENTRIES)) drop++
-      if (drop > 0) {
-        tally.at.splice(0, drop)
-        tally.failed.splice(0, drop)
-      }
+      while (tally.size > 0 && tally.at[tally.head]! <= at - breaker.windowMs) dropOldest(tally)
+      push(tally, at, failed)
       if (!failed) return false
       return crossesThreshold(breaker, countOf(tally))
     },

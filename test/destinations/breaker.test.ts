@@ -103,3 +103,22 @@ test('a streak among mostly answered attempts does not open the breaker; one fou
   while (!long.record('long', true, at + 1000 + streak)) streak++
   assert.equal(streak + 1, 20, 'four times `failures` in a row opens it after 200 mostly answered attempts')
 })
+
+test("a worker's own count keeps the window's last 512 attempts and their failures exactly, however many come", () => {
+  const breaker = resolveBreakerOptions({ windowMs: 1_000, failures: 1_000_000 })
+  const counter = createFailureCounter(breaker)
+  const seen: Array<{ at: number; failed: boolean }> = []
+  let random = 7
+  let now = at
+  for (let i = 0; i < 5_000; i++) {
+    random = (random * 48271) % 2147483647
+    now += random % 7 // bursts and gaps: up to 6 ms apart, so the window holds 300-1,000 attempts
+    const failed = random % 100 < (i < 2_500 ? 30 : 60)
+    counter.record('d', failed, now)
+    seen.push({ at: now, failed })
+    const window = seen.filter((one) => one.at > now - 1_000).slice(-512)
+    const failures = window.filter((one) => one.failed).length
+    const expected = failures === window.length || (window.length >= 20 && failures >= 0.5 * window.length)
+    if (counter.failing('d') !== expected) assert.fail(`after ${i + 1} attempts: failing() is ${!expected}, ${failures} of ${window.length} failed`)
+  }
+})
