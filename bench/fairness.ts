@@ -55,7 +55,7 @@ function percentile(sorted: number[], p: number): number {
 async function startWorkerProcess(kind: DurableKind, name: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--conditions=endpoint-callback-source', '--import', 'tsx', workerScript], {
     env: { ...process.env, EC_STORE: kind, EC_STORE_NAME: name, EC_SECRET: secret },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
   })
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -83,7 +83,8 @@ async function phase(label: string, store: CallbackStore, start: () => Promise<(
   receivers.reset()
   const spawnedAt = Date.now()
   const stop = await start()
-  // Lateness counts from when the workers were up: starting three processes under tsx takes seconds.
+  // Lateness counts from when the workers were told to start, together: loading three processes
+  // under tsx takes seconds, and none starts before the others are loaded.
   const startedAt = Date.now()
   await new Promise((resolve) => setTimeout(resolve, WINDOW_MS))
   const report = await receivers.report()
@@ -140,6 +141,8 @@ for (const kind of ['postgres', 'redis'] as const) {
   rows.push(
     await phase(kind, durable.store, async () => {
       children.push(...(await Promise.all([0, 1, 2].map(() => startWorkerProcess(kind, durable.name)))))
+      // all loaded: now they start together
+      for (const child of children) child.stdin!.write('go\n')
       return () => {
         for (const child of children) child.kill('SIGKILL')
       }

@@ -1,6 +1,7 @@
 /**
  * A worker process for bench/fairness.ts: opens the durable store the parent names, runs one
- * worker with default settings (loopback allowed), says `ready`, and on SIGTERM stops and prints
+ * worker with default settings (loopback allowed), says `ready`, starts it when a line comes on
+ * stdin, and on SIGTERM stops and prints
  * its breaker events as one JSON line.
  */
 import { createWorker } from 'endpoint-callback'
@@ -22,8 +23,10 @@ const worker = createWorker({
     if (event.type === 'error') console.error(`worker ${process.pid}: ${String((event.error as Error)?.message ?? event.error)}`)
   },
 })
-worker.start()
 console.log('ready')
+// Every worker starts at the parent's word, so lateness counts from one instant for all of them:
+// one that started while the others were still loading would deliver before the clock started.
+process.stdin.once('data', () => worker.start())
 process.once('SIGTERM', () => {
   void (async () => {
     await worker.stop()
