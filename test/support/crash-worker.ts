@@ -17,9 +17,14 @@ const concurrency = Number(process.env.EC_CONCURRENCY ?? 10)
 const handle = await openDurableStore(kind, { name, max: 4 })
 const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 const transport = createHttpTransport({ timeoutMs: Math.floor(leaseMs / 2), urlPolicy })
+// Every request names this process, so the parent can tell which worker sent a callback first.
+const sentBy = String(process.pid)
 const worker = createWorker({
   store: handle.store,
-  transport,
+  transport: {
+    timeoutMs: transport.timeoutMs,
+    send: (request) => transport.send({ ...request, headers: { ...request.headers, 'x-sent-by': sentBy } })
+  },
   secret,
   urlPolicy,
   leaseMs,

@@ -10,6 +10,8 @@ export interface LoopbackReceiver {
   seen: Map<string, number>
   /** When each webhook-id first arrived (ms, `Date.now()`). */
   firstSeenAt: Map<string, number>
+  /** The `x-sent-by` header of each webhook-id's first request, where the sender set one. */
+  firstSentBy: Map<string, string>
   /** Requests received in all. */
   readonly requests: number
   close(): Promise<void>
@@ -25,12 +27,17 @@ export interface ReceiverOptions {
 export async function startLoopbackReceiver(options: ReceiverOptions = {}): Promise<LoopbackReceiver> {
   const seen = new Map<string, number>()
   const firstSeenAt = new Map<string, number>()
+  const firstSentBy = new Map<string, string>()
   let requests = 0
   const server = createServer((req, res) => {
     const id = String(req.headers['webhook-id'] ?? '')
     requests++
     seen.set(id, (seen.get(id) ?? 0) + 1)
-    if (!firstSeenAt.has(id)) firstSeenAt.set(id, Date.now())
+    if (!firstSeenAt.has(id)) {
+      firstSeenAt.set(id, Date.now())
+      const by = req.headers['x-sent-by']
+      if (typeof by === 'string') firstSentBy.set(id, by)
+    }
     req.resume()
     req.on('end', () => {
       const answer = () => {
@@ -48,6 +55,7 @@ export async function startLoopbackReceiver(options: ReceiverOptions = {}): Prom
     url: `http://127.0.0.1:${port}/callbacks`,
     seen,
     firstSeenAt,
+    firstSentBy,
     get requests() {
       return requests
     },
