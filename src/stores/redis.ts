@@ -118,6 +118,77 @@ function script(source: string): Script {
   return { source, sha: createHash('sha1').update(source).digest('hex') }
 }
 
+/** The most completions one call carries: their keys and arguments stay well below {@link MAX_SPREAD_ARGUMENTS}. */
+const MAX_COMPLETION_GROUP = 256
+
+interface QueuedCompletion {
+  keys: [task: string, history: string]
+  args: Array<string | number>
+  resolve(completed: boolean): void
+  reject(error: unknown): void
+}
+
+/**
+ * Completions that arrive while one call is in flight wait for it and go out together in the next
+ * (`many`); a completion alone goes out on its own (`one`), so a quiet store answers as soon as
+ * before. A failed call fails each completion it carried, as it would have failed each on its own;
+ * a completion the script could not record fails alone, the others of its group are recorded.
+ */
+function createCompletionGroup(send: {
+  one(keys: [string, string], args: Array<string | number>): Promise<unknown>
+  many(keys: string[], args: Array<string | number>): Promise<unknown>
+}) {
+  let queue: QueuedCompletion[] = []
+  let inFlight = false
+  let flushQueued = false
+
+  const settle = (completion: QueuedCompletion, reply: unknown) => {
+    if (typeof reply === 'number') completion.resolve(reply === 1)
+    else completion.reject(new StoreError('ERR_CALLBACK_STORE', `Redis complete failed: ${String(reply)}`))
+  }
+
+  const sendGroup = async (group: QueuedCompletion[]) => {
+    try {
+      if (group.length === 1) {
+        const [completion] = group as [QueuedCompletion]
+        return settle(completion, await send.one(completion.keys, completion.args))
+      }
+      const replies = (await send.many(
+        group.flatMap((completion) => completion.keys),
+        group.flatMap((completion) => completion.args)
+      )) as unknown[]
+      group.forEach((completion, index) => settle(completion, replies[index]))
+    } catch (error) {
+      for (const completion of group) completion.reject(error)
+    }
+  }
+
+  const flush = () => {
+    flushQueued = false
+    if (inFlight || queue.length === 0) return
+    const group = queue.length <= MAX_COMPLETION_GROUP ? queue : queue.slice(0, MAX_COMPLETION_GROUP)
+    queue = queue.length <= MAX_COMPLETION_GROUP ? [] : queue.slice(MAX_COMPLETION_GROUP)
+    inFlight = true
+    void sendGroup(group).finally(() => {
+      inFlight = false
+      flush()
+    })
+  }
+
+  return {
+    add(task: string, history: string, args: Array<string | number>): Promise<boolean> {
+      return new Promise<boolean>((resolve, reject) => {
+        queue.push({ keys: [task, history], args, resolve, reject })
+        // completions made in the same turn of the event loop share a call
+        if (!flushQueued && !inFlight) {
+          flushQueued = true
+          queueMicrotask(flush)
+        }
+      })
+    }
+  }
+}
+
 /** Script arguments passed one by one; more go as one array (see {@link RedisScriptClient}). */
 const MAX_SPREAD_ARGUMENTS = 4096
 
@@ -507,35 +578,35 @@ return out
  * Lua that lets a finished task, its attempt history and its idempotency key expire after the
  * retention, shared by every script that ends a task. `ttl` and `keyPrefix` are Lua expressions.
  */
-function expireFinished(taskKey: string, attemptsKey: string, ttl: string, keyPrefix: string): string {
+function expireFinished(taskKey: string, attemptsKey: string, ttl: string, keyPrefix: string, idempotencyKey?: string): string {
   return `
 local ttl = tonumber(${ttl})
 if ttl > 0 then
   redis.call('EXPIRE', ${taskKey}, ttl)
   redis.call('EXPIRE', ${attemptsKey}, ttl)
-  local key = redis.call('HGET', ${taskKey}, 'idempotencyKey')
+  local key = ${idempotencyKey ?? `redis.call('HGET', ${taskKey}, 'idempotencyKey')`}
   if key then redis.call('EXPIRE', ${keyPrefix} .. key, ttl) end
 end`
 }
 
 /**
- * KEYS: task, due, attempts, failed. ARGV: id, token, status, next attempt ms ('' when terminal),
- * has last error ('1'/'0'), last error, updated ms, attempt JSON, history cap, retention seconds,
- * channel, idempotency key prefix, failure tally prefix, the attempt's HTTP status ('' = none).
- * An answer (below 500, not 408) counts toward its destination's failure tally when it has one.
+ * Lua defining `complete_one`, which records one attempt: fenced by the lease's token (0 when the
+ * lease is no longer held), it counts a healthy answer toward the destination's breaker tally,
+ * appends the attempt to the history and either schedules the next attempt or ends the task.
  */
-const completeScript = script(`
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'delivering' then
-  return 0
-end
-local answer = tonumber(ARGV[14])
-if answer and answer < 500 and answer ~= 408 then
-  local d = redis.call('HGET', KEYS[1], 'destination')
-  if d then
-    local tally = ARGV[13] .. d
+const completeOne = `
+local function complete_one(task, due, history, failed, id, token, status, nextAt, hasError, lastError, finishedAt, record, historyLength, retention, channel, keyPrefix, tallyPrefix, answerStatus)
+  -- one read for everything the completion needs to know of the task
+  local now = redis.call('HMGET', task, 'token', 'status', 'destination', 'updatedAt', 'attempts', 'idempotencyKey')
+  if now[1] ~= token or now[2] ~= 'delivering' then
+    return 0
+  end
+  local answer = tonumber(answerStatus)
+  if answer and answer < 500 and answer ~= 408 and now[3] then
+    local tally = tallyPrefix .. now[3]
     local ends = redis.call('HGET', tally, 'windowEnds')
     if ends then
-      if tonumber(ends) <= tonumber(ARGV[7]) then
+      if tonumber(ends) <= tonumber(finishedAt) then
         redis.call('DEL', tally)
       else
         redis.call('HSET', tally, 'inARow', 0)
@@ -543,30 +614,73 @@ if answer and answer < 500 and answer ~= 408 then
       end
     end
   end
-end
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HDEL', KEYS[1], 'token', 'leasedAt')
-local updated = math.max(tonumber(redis.call('HGET', KEYS[1], 'updatedAt')), tonumber(ARGV[7]))
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updatedAt', updated)
-if ARGV[3] == 'delivered' then redis.call('HDEL', KEYS[1], 'lastError')
-elseif ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'lastError', ARGV[6]) end
-redis.call('RPUSH', KEYS[3], ARGV[8])
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[9]), -1)
-if ARGV[3] == 'scheduled' then
-  redis.call('HSET', KEYS[1], 'nextAttemptAt', ARGV[4])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-  redis.call('PUBLISH', ARGV[11], ARGV[4])
-else
-  redis.call('HDEL', KEYS[1], 'nextAttemptAt')
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  ${expireFinished('KEYS[1]', 'KEYS[3]', 'ARGV[10]', 'ARGV[12]')}
-  if ARGV[3] == 'failed' then
-    redis.call('ZADD', KEYS[4], updated, ARGV[1])
-    -- entries whose task has expired by now leave with the failures that come later
-    if ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('(%d', updated - ttl * 1000)) end
+  local updated = math.max(tonumber(now[4]), tonumber(finishedAt))
+  local attempts = (tonumber(now[5]) or 0) + 1
+  redis.call('RPUSH', history, record)
+  redis.call('LTRIM', history, -tonumber(historyLength), -1)
+  if status == 'scheduled' then
+    if hasError == '1' then
+      redis.call('HSET', task, 'status', status, 'updatedAt', updated, 'attempts', attempts, 'nextAttemptAt', nextAt, 'lastError', lastError)
+    else
+      redis.call('HSET', task, 'status', status, 'updatedAt', updated, 'attempts', attempts, 'nextAttemptAt', nextAt)
+    end
+    redis.call('HDEL', task, 'token', 'leasedAt')
+    redis.call('ZADD', due, nextAt, id)
+    redis.call('PUBLISH', channel, nextAt)
+    return 1
   end
+  if status == 'delivered' then
+    redis.call('HSET', task, 'status', status, 'updatedAt', updated, 'attempts', attempts)
+    redis.call('HDEL', task, 'token', 'leasedAt', 'nextAttemptAt', 'lastError')
+  elseif hasError == '1' then
+    redis.call('HSET', task, 'status', status, 'updatedAt', updated, 'attempts', attempts, 'lastError', lastError)
+    redis.call('HDEL', task, 'token', 'leasedAt', 'nextAttemptAt')
+  else
+    redis.call('HSET', task, 'status', status, 'updatedAt', updated, 'attempts', attempts)
+    redis.call('HDEL', task, 'token', 'leasedAt', 'nextAttemptAt')
+  end
+  redis.call('ZREM', due, id)
+  ${expireFinished('task', 'history', 'retention', 'keyPrefix', 'now[6]')}
+  if status == 'failed' then
+    redis.call('ZADD', failed, updated, id)
+    -- entries whose task has expired by now leave with the failures that come later
+    if ttl > 0 then redis.call('ZREMRANGEBYSCORE', failed, '-inf', string.format('(%d', updated - ttl * 1000)) end
+  end
+  return 1
 end
-return 1
+`
+
+/**
+ * KEYS: task, due, attempts, failed. ARGV: id, token, status, next attempt ms ('' when terminal),
+ * has last error ('1'/'0'), last error, updated ms, attempt JSON, history cap, retention seconds,
+ * channel, idempotency key prefix, failure tally prefix, the attempt's HTTP status ('' = none).
+ * An answer (below 500, not 408) counts toward its destination's failure tally when it has one.
+ */
+const completeScript = script(`${completeOne}
+return complete_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], unpack(ARGV, 1, 14))
+`)
+
+/** What a task's completion passes in a group: its two keys and {@link COMPLETION_ARGS} arguments. */
+const COMPLETION_ARGS = 9
+
+/**
+ * Many completions in one call (group commit). KEYS: due, failed, then each completion's task and
+ * attempt history. ARGV: history length, retention seconds, channel, idempotency key prefix, tally
+ * prefix, then per completion: id, token, status, next attempt ms, has error, last error, finished
+ * ms, record, answer status. Returns one entry per completion: 1 recorded, 0 the lease is no longer
+ * held, or the error that completion met (the others are recorded all the same).
+ */
+const completeManyScript = script(`${completeOne}
+local out = {}
+local count = (#KEYS - 2) / 2
+for i = 0, count - 1 do
+  local a = 5 + i * ${COMPLETION_ARGS}
+  local ok, result = pcall(complete_one, KEYS[3 + i * 2], KEYS[1], KEYS[4 + i * 2], KEYS[2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[a + 9])
+  if ok then out[i + 1] = result
+  elseif type(result) == 'table' and result.err then out[i + 1] = tostring(result.err)
+  else out[i + 1] = tostring(result) end
+end
+return out
 `)
 
 /** KEYS: task, due. ARGV: id, token, next attempt ms ('' = when the lease was taken), channel. */
@@ -803,6 +917,19 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     }
   }
 
+  /**
+   * Group commit: the first completion goes out at once, and those that arrive while it is in
+   * flight go out together in the next call, one script for them all. A busy worker then sends
+   * one command per group instead of one per attempt (each a socket write on both sides). Each
+   * completion stays fenced by its own token and resolves only once its call has returned.
+   */
+  const completions = createCompletionGroup({
+    one: (keys, args) => run('complete', completeScript, [keys[0], dueKey, keys[1], failedKey], completionArgs(args)),
+    many: (keys, args) => run('complete', completeManyScript, [dueKey, failedKey, ...keys], [attemptHistory, retentionSeconds, channel, keyPrefix, tallyPrefix, ...args])
+  })
+  /** One completion's arguments ({@link COMPLETION_ARGS} of them) as the single-completion script takes them. */
+  const completionArgs = (args: Array<string | number>) => [...args.slice(0, 8), attemptHistory, retentionSeconds, channel, keyPrefix, tallyPrefix, args[8]!]
+
   // A connection that breaks is reopened by ioredis, which sends the unanswered commands again:
   // every call may still end well, so the break is reported to whoever subscribed to the errors.
   const recovered = createRecoveredErrors()
@@ -1000,7 +1127,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     async complete(lease: Lease, attempt: AttemptRecord, resolution: AttemptResolution) {
       const id = lease.task.id
       const finishedAt = attempt.startedAt.getTime() + Math.max(0, attempt.durationMs)
-      const reply = await run('complete', completeScript, [taskKey(id), dueKey, attemptsKey(id), failedKey], [
+      const completed = await completions.add(taskKey(id), attemptsKey(id), [
         id,
         lease.token,
         resolution.status,
@@ -1009,15 +1136,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         resolution.lastError ?? '',
         finishedAt,
         JSON.stringify({ ...attempt, startedAt: attempt.startedAt.getTime() }),
-        attemptHistory,
-        retentionSeconds,
-        channel,
-        keyPrefix,
-        tallyPrefix,
         attempt.status ?? ''
       ])
-      if (reply === 1 && resolution.status === 'scheduled') wakeHere(resolution.nextAttemptAt.getTime())
-      return reply === 1
+      if (completed && resolution.status === 'scheduled') wakeHere(resolution.nextAttemptAt.getTime())
+      return completed
     },
 
     async release(lease: Lease, nextAttemptAt?: Date) {

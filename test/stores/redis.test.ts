@@ -89,6 +89,61 @@ describe('redis store', () => {
     assert.equal(await client.zscore(`${store.prefix}:due`, input.id), null, 'a finished task leaves the due set')
   })
 
+  it('records the completions of one moment in one call, each fenced by its own lease, one that fails failing alone', async () => {
+    let calls = 0
+    // the user's client, counting the scripts the store sends
+    const counting = new Proxy(client, {
+      get(target, name, receiver) {
+        if (name === 'evalsha' || name === 'eval') {
+          return (...args: unknown[]) => {
+            calls++
+            return (target[name] as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+          }
+        }
+        return Reflect.get(target, name, receiver)
+      }
+    })
+    const store = track(createRedisStore({ client: counting, prefix: uniqueName('ec_redis') }))
+    const inputs = Array.from({ length: 12 }, () => newTask())
+    for (const input of inputs) await store.insert(input)
+    const leases = await Promise.all(inputs.map((input) => store.attach(input.id, { body: '{}' }, { now: new Date(t0), leaseMs: 5000 })))
+    // one lease is stale (its task was claimed again), one task's history cannot take the record
+    const [stale, broken] = [leases[3]!, leases[7]!]
+    await client.set(`${store.prefix}:attempts:${broken.task.id}`, 'not a list')
+    const record = (attempt: number) => ({ attempt, startedAt: new Date(t0 + 10), durationMs: 4, status: 204, outcome: 'delivered' as const })
+    calls = 0
+    const results = await Promise.allSettled(
+      leases.map((lease, index) =>
+        store.complete(index === 3 ? { ...stale, token: 'a token never handed out' } : lease!, record(1), index % 2 === 0
+          ? { status: 'delivered' }
+          : { status: 'scheduled', nextAttemptAt: new Date(t0 + 60_000), lastError: 'HTTP 503' })
+      )
+    )
+    assert.ok(calls <= 2, `${calls} calls for 12 completions`)
+    results.forEach((result, index) => {
+      if (index === 7) {
+        assert.equal(result.status, 'rejected')
+        assert.equal((result as PromiseRejectedResult).reason.code, 'ERR_CALLBACK_STORE')
+        assert.match((result as PromiseRejectedResult).reason.message, /WRONGTYPE/)
+      } else {
+        assert.deepEqual(result, { status: 'fulfilled', value: index !== 3 }, `completion ${index}`)
+      }
+    })
+    const tasks = await Promise.all(inputs.map((input) => store.get(input.id)))
+    tasks.forEach((task, index) => {
+      if (index === 3 || index === 7) {
+        // not recorded: still leased, no attempt counted
+        assert.equal(task?.status, 'delivering', `task ${index}`)
+        assert.equal(task?.attempts, 0, `task ${index}`)
+      } else {
+        assert.equal(task?.status, index % 2 === 0 ? 'delivered' : 'scheduled', `task ${index}`)
+        assert.equal(task?.attempts, 1, `task ${index}`)
+        assert.equal(task?.lastError, index % 2 === 0 ? undefined : 'HTTP 503', `task ${index}`)
+      }
+    })
+    assert.deepEqual((await store.attempts(inputs[0]!.id)).map((entry) => entry.status), [204])
+  })
+
   it('caps the attempt history at the latest attemptHistory entries', async () => {
     const store = track(freshStore({ attemptHistory: 20 }))
     const input = newTask()
