@@ -214,13 +214,18 @@ function pgBoss(): Contender {
 }
 
 const contenders: Contender[] = []
+// PEERS_STORES=redis (or postgres) runs one store's contenders only
+const stores = (process.env.PEERS_STORES ?? 'redis,postgres').split(',')
 for (const kind of ['redis', 'postgres'] as const) {
+  if (!stores.includes(kind)) continue
   const skip = await serviceSkip(kind).catch((error: Error) => error.message)
   if (skip) {
     console.log(`${kind}: skipped (${skip})`)
     continue
   }
   contenders.push(ours(kind), kind === 'redis' ? bullmq() : pgBoss())
+  // PEERS_ONLY=ours (for a profile of our side alone; no ratios then)
+  if (process.env.PEERS_ONLY === 'ours') contenders.splice(contenders.length - 1, 1)
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
@@ -238,6 +243,15 @@ async function checkExactlyOnce(name: string, expected: number): Promise<void> {
   }
 }
 
+const infoClient = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
+/** The CPU the store's server has used (µs): Redis tells it; for Postgres, NaN (one process per connection). */
+async function serverCpuMicros(store: DurableKind): Promise<number> {
+  if (store !== 'redis') return Number.NaN
+  const info = await infoClient.info('cpu')
+  const field = (name: string) => Number(new RegExp(`${name}:([0-9.]+)`).exec(info)?.[1] ?? Number.NaN)
+  return (field('used_cpu_sys') + field('used_cpu_user')) * 1e6
+}
+
 /** Callbacks per second until the receiver has all `count`, `failPercent` of them failing once. */
 async function drain(contender: Contender, count: number, failPercent: number, retryDelayMs: number): Promise<number> {
   const session = await contender.open()
@@ -247,6 +261,8 @@ async function drain(contender: Contender, count: number, failPercent: number, r
     globalThis.gc?.()
     const started = performance.now()
     const cpuBefore = process.cpuUsage()
+    const serverBefore = await serverCpuMicros(contender.store)
+    const receiverBefore = (await receiver.stats()).cpuMicros
     await session.start(retryDelayMs)
     try {
       await receiver.delivered(count)
@@ -255,7 +271,13 @@ async function drain(contender: Contender, count: number, failPercent: number, r
     }
     const rate = count / ((performance.now() - started) / 1000)
     const cpu = process.cpuUsage(cpuBefore)
-    console.log(`  ${contender.name}: ${rate.toFixed(0)} callbacks/s, ${((cpu.user + cpu.system) / count).toFixed(0)} µs of this process's CPU per callback`)
+    const receiverCpu = (await receiver.stats()).cpuMicros - receiverBefore
+    const serverCpu = (await serverCpuMicros(contender.store)) - serverBefore
+    const perCallback = (micros: number) => (micros / count).toFixed(0)
+    console.log(
+      `  ${contender.name}: ${rate.toFixed(0)} callbacks/s; CPU µs per callback: ${perCallback(cpu.user + cpu.system)} this process, ` +
+        `${perCallback(receiverCpu)} receiver${Number.isNaN(serverCpu) ? '' : `, ${perCallback(serverCpu)} ${contender.store} server`}`
+    )
     await checkExactlyOnce(contender.name, count)
     return rate
   } finally {
@@ -414,6 +436,7 @@ if (runs('retry')) {
 
 await receiver.stop()
 await agent.close()
+infoClient.disconnect()
 
 console.log(`\n${ROUNDS} alternating rounds, median; ${IN_FLIGHT} requests in flight; a receiver that verifies every request`)
 for (const figure of ['drain', 'failures', 'enqueue', 'retry']) {

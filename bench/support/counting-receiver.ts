@@ -48,7 +48,8 @@ const server = createServer((req, res) => {
     if (req.url === '/_stats') {
       let delivered = 0, duplicated = 0
       for (const n of counts.values()) { delivered++; if (n > 1) duplicated += n - 1 }
-      res.end(JSON.stringify({ requests, delivered, duplicated, invalid }))
+      const cpu = process.cpuUsage()
+      res.end(JSON.stringify({ requests, delivered, duplicated, invalid, cpuMicros: cpu.user + cpu.system }))
       return
     }
     if (req.url === '/_arrivals') {
@@ -82,6 +83,8 @@ export interface ReceiverStats {
   duplicated: number
   /** Requests whose signature did not verify. */
   invalid: number
+  /** CPU the receiver's process has used since it started, µs. */
+  cpuMicros: number
 }
 
 export interface CountingReceiver {
