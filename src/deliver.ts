@@ -39,7 +39,7 @@ const QUICK_RETRY_FIRST_DELAY_MS = 150
 const CONTENT_TYPE_JSON = 'application/json'
 
 /** Called by {@link runAttempt} once an attempt is over, before it is recorded (the worker's destinations). */
-export type BeforeRecord = (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined) => Promise<void>
+export type BeforeRecord = (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined) => Promise<void> | undefined
 
 /** What one attempt did, and whether its record was stored. */
 export interface AttemptResult {
@@ -281,7 +281,11 @@ export async function runAttempt(
   if (probe !== undefined) probe.end(record, failure)
   // Before the slot is freed and the record frees the task: a throttle or an open breaker must
   // hold its destination before any worker can claim the destination's next task.
-  if (beforeRecord !== undefined) await beforeRecord(lease, record, response)
+  if (beforeRecord !== undefined) {
+    // most outcomes are counted at once, with nothing to wait for
+    const counting = beforeRecord(lease, record, response)
+    if (counting !== undefined) await counting
+  }
   answered?.()
   let completed: boolean
   try {

@@ -15,24 +15,35 @@ export function missedDeadline(error: unknown): boolean {
   return typeof error === 'object' && error !== null && missed.has(error)
 }
 
-/** `call`, or a rejection with `ERR_CALLBACK_STORE` when it has not settled within `ms`. */
+/**
+ * `call`, or a rejection with `ERR_CALLBACK_STORE` when it has not settled within `ms`. A call that
+ * is already settled (a store in memory answers at once) costs no timer: it is armed only when the
+ * call is still open once the microtasks queued so far have run.
+ */
 export function withinDeadline<T>(call: Promise<T>, ms: number, operation: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      const error = new StoreError('ERR_CALLBACK_STORE', `the store's ${operation} did not answer within ${ms} ms`)
-      missed.add(error)
-      reject(error)
-    }, ms)
+    let settled = false
+    let timer: NodeJS.Timeout | undefined
     // A late answer or rejection of an abandoned call settles nothing (and is never unhandled).
     call.then(
       (value) => {
-        clearTimeout(timer)
+        settled = true
+        if (timer !== undefined) clearTimeout(timer)
         resolve(value)
       },
       (error: unknown) => {
-        clearTimeout(timer)
+        settled = true
+        if (timer !== undefined) clearTimeout(timer)
         reject(error)
       }
     )
+    queueMicrotask(() => {
+      if (settled) return
+      timer = setTimeout(() => {
+        const error = new StoreError('ERR_CALLBACK_STORE', `the store's ${operation} did not answer within ${ms} ms`)
+        missed.add(error)
+        reject(error)
+      }, ms)
+    })
   })
 }

@@ -101,7 +101,8 @@ const MAX_IDEMPOTENCY_KEY_LENGTH = 255
  */
 export async function createCallbackTask(input: CallbackTaskInput, options: SenderOptions): Promise<CreatedCallbackTask> {
   const sender = resolveSender(options)
-  const task = await prepareTask(input, sender, sender.now(), 'createCallbackTask input')
+  const prepared = prepareTask(input, sender, sender.now(), 'createCallbackTask input')
+  const task = prepared instanceof Promise ? await prepared : prepared
   const { transaction } = options
   const { task: stored, created } =
     transaction === undefined ? await sender.store.insert(task) : await sender.store.insert(task, { transaction })
@@ -217,7 +218,7 @@ function asError(error: unknown): Error {
  * One input checked and turned into the task a store inserts: the URL policy, every field, the
  * secret and, with a payload, its body. Throws what {@link createCallbackTask} documents; stores nothing.
  */
-async function prepareTask(input: CallbackTaskInput | undefined, sender: ResolvedSender, createdAt: Date, who: string): Promise<NewCallbackTask> {
+function prepareTask(input: CallbackTaskInput | undefined, sender: ResolvedSender, createdAt: Date, who: string): NewCallbackTask | Promise<NewCallbackTask> {
   if (input === null || typeof input !== 'object') throw new TypeError(`${who} must be an object`)
   checkOptionNames(input, TASK_INPUT_NAMES, who)
   const { callbackUrl, event, idempotencyKey, secret, encryptionKey, verifyIntent, metadata, deadline } = input
@@ -267,15 +268,19 @@ async function prepareTask(input: CallbackTaskInput | undefined, sender: Resolve
   if (metadata !== undefined) task.metadata = metadata
   if (taskDeadline !== undefined) task.deadline = taskDeadline
   task.destination = sender.destinationOf(task)
-  if (Object.hasOwn(input, 'payload')) {
-    const attached = await attachableBody(event, taskEncryptionKey, input.payload, sender)
-    task.body = attached.body
-    if (attached.contentType !== undefined) task.contentType = attached.contentType
-    task.nextAttemptAt = createdAt
-  } else {
-    const expiresAt = pendingExpiry(sender, createdAt, taskDeadline)
-    if (expiresAt !== undefined) task.nextAttemptAt = expiresAt
-  }
+  if (Object.hasOwn(input, 'payload')) return withBody(task, taskEncryptionKey, input.payload, sender)
+  const expiresAt = pendingExpiry(sender, createdAt, taskDeadline)
+  if (expiresAt !== undefined) task.nextAttemptAt = expiresAt
+  // without a payload nothing is awaited: the task is ready now
+  return task
+}
+
+/** The task due at once with its payload's body (outbox, bulk create). */
+async function withBody(task: NewCallbackTask, encryptionKey: NewCallbackTask['encryptionKey'], payload: unknown, sender: ResolvedSender): Promise<NewCallbackTask> {
+  const attached = await attachableBody(task.event, encryptionKey, payload, sender)
+  task.body = attached.body
+  if (attached.contentType !== undefined) task.contentType = attached.contentType
+  task.nextAttemptAt = task.createdAt
   return task
 }
 

@@ -191,16 +191,21 @@ const MAX_WINDOW_ENTRIES = 512
 /** A failure counter; `maxDestinations` bounds its memory (the least recently seen are dropped). */
 export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations = 10_000): FailureCounter {
   const tallies = new Map<string, Tally>()
+  /** The destination recorded last: already the most recently used, it need not be moved. */
+  let latest: string | undefined
   return {
     record(destination, failed, at) {
       let tally = tallies.get(destination)
       if (tally === undefined) {
         tally = { inARow: 0, at: new Float64Array(16), failed: new Uint8Array(16), head: 0, size: 0, failures: 0 }
         if (tallies.size >= maxDestinations) tallies.delete(tallies.keys().next().value!)
-      } else {
+        tallies.set(destination, tally)
+      } else if (destination !== latest) {
+        // least recently used first: the one forgotten when there are too many
         tallies.delete(destination)
+        tallies.set(destination, tally)
       }
-      tallies.set(destination, tally)
+      latest = destination
       tally.inARow = failed ? tally.inARow + 1 : 0
       while (tally.size > 0 && tally.at[tally.head]! <= at - breaker.windowMs) dropOldest(tally)
       push(tally, at, failed)
@@ -219,6 +224,7 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
     },
     reset(destination) {
       tallies.delete(destination)
+      if (destination === latest) latest = undefined
     },
     get size() {
       return tallies.size

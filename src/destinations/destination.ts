@@ -10,9 +10,20 @@ export type DestinationTask = Pick<NewCallbackTask, 'id' | 'callbackUrl' | 'even
 /** Longest destination name a store keeps. */
 export const MAX_DESTINATION_LENGTH = 512
 
+/** Origins of the callback URLs seen last: a service calls the same few URLs back again and again. */
+const origins = new Map<string, string>()
+const ORIGIN_CACHE_SIZE = 1024
+
 /** The origin of an (already checked) callback URL: `https://hooks.example.com:8443`. */
 export function originOf(callbackUrl: string): string {
-  return new URL(callbackUrl).origin
+  let origin = origins.get(callbackUrl)
+  if (origin === undefined) {
+    origin = new URL(callbackUrl).origin
+    // a service with more distinct URLs than this parses again, as without the cache
+    if (origins.size >= ORIGIN_CACHE_SIZE) origins.clear()
+    origins.set(callbackUrl, origin)
+  }
+  return origin
 }
 
 /**

@@ -148,7 +148,8 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
       startedAt.delete(lease)
       // (its speed is updated once the outcome is counted: a failure's count is a store round
       // trip, and the destination must not look slow meanwhile)
-      await outcomes(lease, record, response, now)
+      const counting = outcomes(lease, record, response, now)
+      if (counting !== undefined) await counting
       fast.delete(destination)
       // A quick 5xx holds a slot no longer than a quick 204, so a busy receiver having a bad
       // moment keeps its room (capping it made every claim look past its whole backlog); one that
@@ -169,7 +170,7 @@ export function createDestinationPolicy(options: DestinationOptions, concurrency
 }
 
 /** Applies one attempt's outcome to its destination (see {@link DestinationPolicy.afterAttempt}); `now` is when it ended. */
-export type OutcomeHandler = ((lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, now?: Date) => Promise<void>) & {
+export type OutcomeHandler = ((lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, now?: Date) => Promise<void> | undefined) & {
   /** Whether what this process saw of `destination` shows it failing (see `FailureCounter.failing`); `false` without a breaker. */
   failing(destination: string): boolean
 }
@@ -218,9 +219,27 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
     }
   }
 
-  const handle = async (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, now = sender.now()): Promise<void> => {
+  /**
+   * Most answers change nothing: a success (or, without a breaker, anything but a throttle) is
+   * counted here and now, with no promise made for it; the rest goes on in {@link settle}.
+   */
+  const handle = (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, at?: Date): Promise<void> | undefined => {
     const { destination } = lease.task
-    if (destination === undefined) return
+    if (destination === undefined) return undefined
+    const now = at ?? sender.now()
+    const throttled = response !== undefined && throttleFor(response, now, sender.retry.maxRetryAfterMs) !== undefined
+    if (!throttled) {
+      if (breaker === undefined) return undefined
+      if (lease.probe === undefined && !isDestinationFailure(record)) {
+        // shared: answers are counted by the store's `complete`; this process's count sees them now
+        counter!.record(destination, false, now.getTime())
+        return undefined
+      }
+    }
+    return settle(lease, destination, record, response, now)
+  }
+
+  async function settle(lease: Lease, destination: string, record: AttemptRecord, response: TransportResponse | undefined, now: Date): Promise<void> {
     const wait = throttleFor(response, now, sender.retry.maxRetryAfterMs)
     if (wait !== undefined) {
       // The receiver is up and said how long to wait: a throttle, not a failure.
