@@ -616,8 +616,10 @@ local function complete_one(task, due, history, failed, id, token, status, nextA
   end
   local updated = math.max(tonumber(now[4]), tonumber(finishedAt))
   local attempts = (tonumber(now[5]) or 0) + 1
-  redis.call('RPUSH', history, record)
-  redis.call('LTRIM', history, -tonumber(historyLength), -1)
+  -- the history is trimmed only once it has grown past its length (RPUSH answers the new length)
+  if redis.call('RPUSH', history, record) > tonumber(historyLength) then
+    redis.call('LTRIM', history, -tonumber(historyLength), -1)
+  end
   if status == 'scheduled' then
     if hasError == '1' then
       redis.call('HSET', task, 'status', status, 'updatedAt', updated, 'attempts', attempts, 'nextAttemptAt', nextAt, 'lastError', lastError)
