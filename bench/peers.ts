@@ -397,7 +397,7 @@ async function retryLateness(contender: Contender): Promise<number[]> {
   return late
 }
 
-const results: Array<{ figure: string; name: string; store: DurableKind; value: string; number: number }> = []
+const results: Array<{ figure: string; name: string; store: DurableKind; value: string; number: number; rounds?: number[] }> = []
 
 async function alternate(figure: string, measure: (contender: Contender) => Promise<number>, unit: string): Promise<void> {
   const samples = new Map<Contender, number[]>(contenders.map((contender) => [contender, []]))
@@ -413,7 +413,7 @@ async function alternate(figure: string, measure: (contender: Contender) => Prom
   }
   for (const [contender, values] of samples) {
     const value = median(values)
-    results.push({ figure, name: contender.name, store: contender.store, value: `${value.toFixed(0)} ${unit}`, number: value })
+    results.push({ figure, name: contender.name, store: contender.store, value: `${value.toFixed(0)} ${unit}`, number: value, rounds: values })
   }
 }
 
@@ -446,7 +446,11 @@ for (const figure of ['drain', 'failures', 'enqueue', 'retry']) {
   for (const store of ['redis', 'postgres'] as const) {
     const [mine, peer] = [rows.find((row) => row.store === store && row.name.startsWith('endpoint')), rows.find((row) => row.store === store && !row.name.startsWith('endpoint'))]
     if (mine === undefined || peer === undefined) continue
-    const ratio = figure === 'retry' ? '' : `  ours ÷ peer ${(mine.number / peer.number).toFixed(2)}x`
+    // Also each round's ratio (the two ran next to each other in it), whose median the machine's
+    // drifts over a run move less than a ratio of medians.
+    const paired = mine.rounds === undefined || peer.rounds === undefined ? [] : mine.rounds.map((value, round) => value / peer.rounds![round]!)
+    const ratio =
+      figure === 'retry' ? '' : `  ours ÷ peer ${(mine.number / peer.number).toFixed(2)}x (round by round: median ${median(paired).toFixed(2)}x, ${Math.min(...paired).toFixed(2)}–${Math.max(...paired).toFixed(2)})`
     console.log(`  ${mine.name.padEnd(30)} ${mine.value}`)
     console.log(`  ${peer.name.padEnd(30)} ${peer.value}${ratio}`)
   }
