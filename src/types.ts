@@ -337,6 +337,8 @@ export interface CallbackStore {
   /**
    * Optional (destinations, shared circuit breaker): counts a failed attempt (see the breaker's
    * thresholds) of `destination` at `now`, for every worker on the store, and returns the tally.
+   * A worker calls it for the failures of a destination that it sees failing itself (only then
+   * can the tally open the breaker), so a busy destination's occasional failure costs no call.
    * `inARow` counts failures since the last answer; `attempts` and `failures` count the attempts
    * since the first failure of the current window, which starts with a failure when the last
    * one is over (`windowMs` after its start) and lasts `windowMs`. A store that has it also counts,

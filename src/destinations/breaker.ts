@@ -115,7 +115,7 @@ export function crossesThreshold(breaker: ResolvedBreaker, tally: DestinationTal
 const LOCAL_SAMPLE = 20
 
 /** A streak this many times `failures` long opens the breaker however many answers came before it. */
-const STREAK_ALONE = 4
+export const STREAK_ALONE = 4
 
 /** The outcomes one worker saw per destination, to decide when a breaker opens (a store that cannot count them). */
 export interface FailureCounter {
@@ -129,6 +129,8 @@ export interface FailureCounter {
    * first few failures after a quiet spell are no sign that it fails.
    */
   failing(destination: string): boolean
+  /** How many of `destination`'s last attempts failed in a row. */
+  streak(destination: string): number
   /** Forgets a destination (its breaker opened or closed: counting starts afresh). */
   reset(destination: string): void
   /** Destinations tracked. */
@@ -221,6 +223,9 @@ export function createFailureCounter(breaker: ResolvedBreaker, maxDestinations =
       // fifth failing, half of 10 attempts fail by chance once in 30 windows, half of 20 once in 400
       if (counted.attempts > 0 && counted.failures === counted.attempts) return true
       return counted.attempts >= Math.max(LOCAL_SAMPLE, breaker.minAttempts) && counted.failures >= breaker.failureRate * counted.attempts
+    },
+    streak(destination) {
+      return tallies.get(destination)?.inARow ?? 0
     },
     reset(destination) {
       tallies.delete(destination)

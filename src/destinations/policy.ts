@@ -9,7 +9,7 @@
  */
 import type { ResolvedSender } from '../sender.ts'
 import type { AttemptRecord, DestinationHold, Lease, TransportResponse } from '../types.ts'
-import { cooldownAfter, createFailureCounter, crossesThreshold, isDestinationFailure, resolveBreakerOptions } from './breaker.ts'
+import { cooldownAfter, createFailureCounter, crossesThreshold, isDestinationFailure, resolveBreakerOptions, STREAK_ALONE } from './breaker.ts'
 import type { BreakerOptions, ResolvedBreaker } from './breaker.ts'
 import { throttleFor } from './throttle.ts'
 import { withinDeadline } from '../store-deadline.ts'
@@ -200,45 +200,57 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
     }
   }
 
-  /** Counts a failure (or, locally, an answer); `true` when the destination now crosses a threshold. */
-  async function crossed(destination: string, failed: boolean, now: Date): Promise<boolean> {
-    const seen = counter!.record(destination, failed, now.getTime())
-    if (countShared === undefined) return seen
-    // shared: answers are counted by the store's `complete`
-    if (!failed) return false
+  /**
+   * A failure this worker sees failing (see `FailureCounter.failing`), counted in the store for
+   * every worker; `true` when the destination now crosses a threshold.
+   */
+  async function crossedShared(destination: string, now: Date): Promise<boolean> {
     try {
-      const tally = await withinDeadline(countShared(destination, now, breaker!.windowMs), sender.leaseMs, 'countDestinationFailure')
+      const tally = await withinDeadline(countShared!(destination, now, breaker!.windowMs), sender.leaseMs, 'countDestinationFailure')
       // The store counts every worker's failures at once but answers only as their records commit
       // (in groups, after the answer): at 64 in flight its streak can be failures whose answered
-      // neighbours are not counted yet. What this worker saw, answers included as they came, must
-      // agree that the destination is failing.
-      return crossesThreshold(breaker!, tally) && counter!.failing(destination)
+      // neighbours are not counted yet. What this worker saw, answers included as they came,
+      // agrees already (or it would not count); a long enough streak of its own opens it alone.
+      return crossesThreshold(breaker!, tally) || counter!.streak(destination) >= STREAK_ALONE * breaker!.failures
     } catch (error) {
       sender.emit({ type: 'error', error })
       return false
     }
   }
 
+  /** The breaker opens for the first time since it last closed. */
+  async function open(destination: string, record: AttemptRecord, now: Date): Promise<void> {
+    counter!.reset(destination)
+    const reason = record.error ?? `HTTP ${record.status}`
+    const until = new Date(now.getTime() + cooldownAfter(breaker!, 1))
+    if (await hold(destination, { state: 'open', until, reason, openings: 1 }, now)) {
+      sender.emit({ type: 'destination-unhealthy', destination, reason, until })
+    }
+  }
+
   /**
-   * Most answers change nothing: a success (or, without a breaker, anything but a throttle) is
-   * counted here and now, with no promise made for it; the rest goes on in {@link settle}.
+   * Most answers change nothing: a success, a failure of a destination this worker does not see
+   * failing (or, without a breaker, anything but a throttle) is counted here and now, with no
+   * promise made for it and no round trip to the store; the rest goes on asynchronously.
    */
   const handle = (lease: Lease, record: AttemptRecord, response: TransportResponse | undefined, at?: Date): Promise<void> | undefined => {
     const { destination } = lease.task
     if (destination === undefined) return undefined
     const now = at ?? sender.now()
-    const throttled = response !== undefined && throttleFor(response, now, sender.retry.maxRetryAfterMs) !== undefined
-    if (!throttled) {
-      if (breaker === undefined) return undefined
-      if (lease.probe === undefined && !isDestinationFailure(record)) {
-        // shared: answers are counted by the store's `complete`; this process's count sees them now
-        counter!.record(destination, false, now.getTime())
-        return undefined
-      }
-    }
-    return settle(lease, destination, record, response, now)
+    if (response !== undefined && throttleFor(response, now, sender.retry.maxRetryAfterMs) !== undefined) return settle(lease, destination, record, response, now)
+    if (breaker === undefined) return undefined
+    if (lease.probe !== undefined) return settle(lease, destination, record, response, now)
+    const failed = isDestinationFailure(record)
+    const crossed = counter!.record(destination, failed, now.getTime())
+    if (!failed) return undefined
+    if (countShared === undefined) return crossed ? open(destination, record, now) : undefined
+    // Only a worker that itself sees the destination failing can open its breaker: until then its
+    // failures need no round trip (answers are counted by the store's `complete`).
+    if (!counter!.failing(destination)) return undefined
+    return crossedShared(destination, now).then((opens) => (opens ? open(destination, record, now) : undefined))
   }
 
+  /** A throttle, or a probe's outcome: the destination's hold is set in the store. */
   async function settle(lease: Lease, destination: string, record: AttemptRecord, response: TransportResponse | undefined, now: Date): Promise<void> {
     const wait = throttleFor(response, now, sender.retry.maxRetryAfterMs)
     if (wait !== undefined) {
@@ -264,14 +276,6 @@ export function createOutcomeHandler(breaker: ResolvedBreaker | undefined, sende
       } else if (await hold(destination, null, now)) {
         counter?.reset(destination)
         sender.emit({ type: 'destination-recovered', destination })
-      }
-      return
-    }
-    if (await crossed(destination, failed, now)) {
-      counter?.reset(destination)
-      const until = new Date(now.getTime() + cooldownAfter(breaker, 1))
-      if (await hold(destination, { state: 'open', until, reason, openings: 1 }, now)) {
-        sender.emit({ type: 'destination-unhealthy', destination, reason, until })
       }
     }
   }
