@@ -234,6 +234,10 @@ function prepareTask(input: CallbackTaskInput | undefined, sender: ResolvedSende
   ) {
     throw new TypeError(`idempotencyKey must be a non-empty string of at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`)
   }
+  // A lone surrogate has no UTF-8 form: a durable store would keep U+FFFD in its place, and the key
+  // or event read back would no longer match the one given.
+  if (!isWellFormed(event)) throw new TypeError('event must be well-formed text (it has a lone surrogate)')
+  if (idempotencyKey !== undefined && !isWellFormed(idempotencyKey)) throw new TypeError('idempotencyKey must be well-formed text (it has a lone surrogate)')
   if (secret !== undefined) {
     // Decoding it now turns a client's malformed secret into a 400 at intake, not a failed delivery later.
     createSigner({ secret })
@@ -298,6 +302,11 @@ function answered(stored: CallbackTask, created: boolean, given: NewCallbackTask
   const returned = withoutSecret(stored) as CreatedCallbackTask
   returned.created = created
   return returned
+}
+
+/** Whether `text` is valid UTF-16 (no lone surrogate): ES2024's `isWellFormed`, in Node since 20.0. */
+function isWellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed()
 }
 
 const TASK_INPUT_NAMES: ReadonlySet<string> = new Set([

@@ -122,3 +122,34 @@ for (const kind of ['postgres', 'redis'] as const) {
     }
   })
 }
+
+for (const kind of ['postgres', 'redis'] as const) {
+  const skip = await serviceSkip(kind)
+  test(`refuses an event or key with a lone surrogate alone, and stores such payloads and metadata as given, on ${kind}`, { skip }, async () => {
+    const durable = await openDurableStore(kind)
+    try {
+      const sender: SenderOptions = { store: durable.store, secret: generateSecret() }
+      // a JavaScript string need not be valid UTF-16: such a key has no UTF-8 form to store and find again
+      const results = await createCallbackTasks(
+        [
+          { callbackUrl, event: 'report.ready', idempotencyKey: 'job-1', metadata: { note: 'a\ud83dz' }, payload: { n: '\udc00' } },
+          { callbackUrl, event: 'report.\ud800ready', payload: {} },
+          { callbackUrl, event: 'report.ready', idempotencyKey: 'job-\udfff', payload: {} },
+        ],
+        sender
+      )
+      assert.match(refused(results[1]).message, /^event must be well-formed text/)
+      assert.match(refused(results[2]).message, /^idempotencyKey must be well-formed text/)
+      const stored = task(results[0])
+      assert.equal(stored.created, true)
+      const read = await durable.store.get(stored.id)
+      assert.equal(read?.status, 'scheduled')
+      assert.deepEqual(read?.metadata, { note: 'a\ud83dz' })
+      assert.deepEqual(JSON.parse(read!.body!).data, { n: '\udc00' })
+      const again = await createCallbackTasks([{ callbackUrl, event: 'report.ready', idempotencyKey: 'job-1' }], sender)
+      assert.equal(task(again[0]).id, stored.id)
+    } finally {
+      await durable.drop()
+    }
+  })
+}
