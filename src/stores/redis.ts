@@ -391,7 +391,8 @@ return 'ok'
 `)
 
 /**
- * KEYS: due. ARGV: task key prefix, now, limit, lease expiry, token base.
+ * KEYS: due. ARGV: task key prefix, now, limit, lease expiry, token base. Returns each leased
+ * hash as JSON text (its HGETALL array).
  * A delivering task's score is its lease expiry, so expired leases come out with the due tasks.
  */
 const claimScript = script(`
@@ -404,7 +405,7 @@ for i, id in ipairs(ids) do
     redis.call('HSET', key, 'status', 'delivering', 'nextAttemptAt', ARGV[4],
       'token', ARGV[5] .. ':' .. i, 'leasedAt', ARGV[2], 'updatedAt', ARGV[2])
     redis.call('ZADD', KEYS[1], ARGV[4], id)
-    leased[#leased + 1] = redis.call('HGETALL', key)
+    leased[#leased + 1] = cjson.encode(redis.call('HGETALL', key))
   else
     redis.call('ZREM', KEYS[1], id)
   end
@@ -420,7 +421,7 @@ return leased
  * KEYS: due. ARGV: task key prefix, now, limit, lease expiry, token base, perDestination,
  * destination hold prefix, in-flight prefix, how many due tasks to look past at most, destinations
  * set, the caller's attempts in flight per destination (JSON object).
- * Returns { leased task hashes, probe openings per lease (-1: not a probe) }.
+ * Returns { leased task hashes (each its HGETALL array as JSON text), probe openings per lease (-1: not a probe) }.
  */
 const claimLimitedScript = script(`${DESTINATION_OF}
 local now = tonumber(ARGV[2])
@@ -502,7 +503,7 @@ for i, pick in ipairs(chosen) do
       redis.call('HSET', ARGV[7] .. d, 'state', 'probing', 'until', ARGV[4], 'updatedAt', ARGV[2])
     end
   end
-  leased[#leased + 1] = redis.call('HGETALL', key)
+  leased[#leased + 1] = cjson.encode(redis.call('HGETALL', key))
   probes[#probes + 1] = probe
 end
 return { leased, probes }
@@ -1081,10 +1082,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     async claim({ now, limit, leaseMs, perDestination, inFlight }) {
       if (limit <= 0) return []
       const expiresAt = now.getTime() + leaseMs
-      let leased: string[][]
+      // Each leased hash comes as one JSON text (its HGETALL, field after value): one string to
+      // parse natively instead of two per field through the client's reply parser.
+      let leased: string[]
       let probes: number[] | undefined
       if (perDestination === undefined) {
-        leased = (await run('claim', claimScript, [dueKey], [taskPrefix, now.getTime(), limit, expiresAt, randomUUID()])) as string[][]
+        leased = (await run('claim', claimScript, [dueKey], [taskPrefix, now.getTime(), limit, expiresAt, randomUUID()])) as string[]
       } else {
         ;[leased, probes] = (await run('claim', claimLimitedScript, [dueKey], [
           taskPrefix,
@@ -1098,10 +1101,11 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
           MAX_SKIPPED_PER_CLAIM,
           destinationsKey,
           JSON.stringify(inFlight === undefined || inFlight.size === 0 ? {} : Object.fromEntries(inFlight))
-        ])) as [string[][], number[]]
+        ])) as [string[], number[]]
       }
       const leases: Lease[] = []
-      for (const [index, fields] of leased.entries()) {
+      for (const [index, text] of leased.entries()) {
+        const fields = JSON.parse(text) as string[]
         const token = field(fields, 'token') ?? ''
         try {
           const lease: Lease = { task: toTask(fields), token, expiresAt: new Date(expiresAt) }

@@ -89,6 +89,19 @@ describe('redis store', () => {
     assert.equal(await client.zscore(`${store.prefix}:due`, input.id), null, 'a finished task leaves the due set')
   })
 
+  it('hands out a claimed task with every character of its body and fields as stored', async () => {
+    const store = track(freshStore())
+    const body = JSON.stringify({ text: 'ünïcødé 😀 "quoted" back\\slash / slash \u0001 ctl \u2028 tab\t', n: [1.5, -0, 1e21] })
+    const input = newTask({ event: 'rëport/ready "x"', metadata: { note: 'ÿ \\ " / 😀', nested: { a: [null, true] } } })
+    await store.insert({ ...input, body, contentType: 'application/json; charset=utf-8', nextAttemptAt: new Date(t0) })
+    const [lease] = await store.claim({ now: new Date(t0), limit: 1, leaseMs: 1000 })
+    assert.equal(lease?.task.body, body)
+    assert.equal(lease?.task.event, input.event)
+    assert.deepEqual(lease?.task.metadata, input.metadata)
+    assert.equal(lease?.task.contentType, 'application/json; charset=utf-8')
+    assert.deepEqual(lease?.task, await store.get(input.id))
+  })
+
   it('records the completions of one moment in one call, each fenced by its own lease, one that fails failing alone', async () => {
     let calls = 0
     // the user's client, counting the scripts the store sends
