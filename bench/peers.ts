@@ -50,7 +50,7 @@ const BULK = 1_000
 /** Callbacks recorded per enqueue round: five calls of `BULK`, so a store's first statement is not all it measures. */
 const ENQUEUE = 5_000
 const RETRIES = 100
-const ROUNDS = 5
+const ROUNDS = 7
 const IN_FLIGHT = 64
 const RETRY_DELAY_MS = 200
 const FAILURE_RETRY_MS = 100
