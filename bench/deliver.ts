@@ -32,9 +32,12 @@ import {
   VERSION,
 } from 'endpoint-callback'
 import type { CallbackStore, SenderOptions } from 'endpoint-callback'
+import { closedLoop as loopFor, type Sample } from './support/closed-loop.ts'
 import { startLoopbackReceiver } from './support/loopback-receiver.ts'
 
 const CONCURRENCY = 64
+/** `one` in `CONCURRENCY` closed loops for `ms`. */
+const closedLoop = (one: () => Promise<void>, ms: number): Promise<Sample> => loopFor(one, ms, CONCURRENCY)
 const ROUNDS = 7
 const ROUND_MS = 1_200
 const WORKER_TASKS = 20_000
@@ -99,30 +102,6 @@ function deliverRound(ms: number): Promise<Sample> {
     const report = await deliver(task, payload, sender)
     if (report.status !== 'delivered') throw new Error(`deliver: ${report.status} ${report.error ?? ''}`)
   }, ms)
-}
-
-/** One measured round: deliveries per second and the sender's CPU µs per delivery. */
-interface Sample {
-  rate: number
-  cpu: number
-}
-
-/** Runs `one` with `CONCURRENCY` loops for `ms`. */
-async function closedLoop(one: () => Promise<void>, ms: number): Promise<Sample> {
-  let done = 0
-  const cpu = process.cpuUsage()
-  const start = performance.now()
-  const end = start + ms
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < end) {
-        await one()
-        done++
-      }
-    })
-  )
-  const { user, system } = process.cpuUsage(cpu)
-  return { rate: (done / (performance.now() - start)) * 1000, cpu: (user + system) / done }
 }
 
 /** Puts `count` tasks in the store as scheduled and due (as after a failed first attempt). */

@@ -15,6 +15,7 @@
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import * as ours from 'endpoint-callback'
+import { closedLoop, type Sample } from './support/closed-loop.ts'
 import { startLoopbackReceiver } from './support/loopback-receiver.ts'
 
 const baselineDir = process.env.VERSUS_BASELINE
@@ -34,11 +35,6 @@ const url = receiver.url
 const urlPolicy = { allowHttp: true, allowHosts: ['127.0.0.1'] }
 const secret = ours.generateSecret()
 
-interface Sample {
-  rate: number
-  cpu: number
-}
-
 function contender(lib: typeof ours) {
   const transport = lib.createHttpTransport({ urlPolicy })
   return {
@@ -46,22 +42,15 @@ function contender(lib: typeof ours) {
     /** createCallbackTask + deliver in `CONCURRENCY` closed loops for `ms`, on a fresh memory store. */
     async deliver(ms: number): Promise<Sample> {
       const sender = { store: lib.createMemoryStore(), secret, urlPolicy, transport }
-      let done = 0
-      const cpu = process.cpuUsage()
-      const start = performance.now()
-      const end = start + ms
-      await Promise.all(
-        Array.from({ length: CONCURRENCY }, async () => {
-          while (performance.now() < end) {
-            const task = await lib.createCallbackTask({ callbackUrl: url, event: 'report.ready' }, sender)
-            const report = await lib.deliver(task, payload, sender)
-            if (report.status !== 'delivered') throw new Error(`deliver: ${report.status} ${report.error ?? ''}`)
-            done++
-          }
-        })
+      return closedLoop(
+        async () => {
+          const task = await lib.createCallbackTask({ callbackUrl: url, event: 'report.ready' }, sender)
+          const report = await lib.deliver(task, payload, sender)
+          if (report.status !== 'delivered') throw new Error(`deliver: ${report.status} ${report.error ?? ''}`)
+        },
+        ms,
+        CONCURRENCY
       )
-      const used = process.cpuUsage(cpu)
-      return { rate: (done / (performance.now() - start)) * 1000, cpu: (used.user + used.system) / done }
     },
     /** One worker (`concurrency` 64) drains `WORKER_TASKS` tasks recorded with their payload. */
     async drain(): Promise<Sample> {
